@@ -1,0 +1,20 @@
+//! Schema migrations, one module each, applied in order on SQLite and PostgreSQL alike
+//! (`macp-control-plane migrate`, and on every `serve` start).
+
+use sea_orm_migration::prelude::*;
+
+mod m0001_runs;
+mod m0002_checkpoints;
+mod m0003_artifacts;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m0001_runs::Migration),
+            Box::new(m0002_checkpoints::Migration),
+            Box::new(m0003_artifacts::Migration),
+        ]
+    }
+}

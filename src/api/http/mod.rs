@@ -1,0 +1,216 @@
+//! REST + JSON routes over the run service. Handlers only parse, call the domain, and serialize.
+
+mod docs;
+mod extract;
+mod messages;
+mod observability;
+mod registry;
+mod streams;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use self::extract::{JsonBody, QueryParams};
+use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::registry::Registry;
+use crate::runs::RunService;
+use crate::runs::model::RunQuery;
+
+/// An error answered as `{statusCode, errorCode, message, details?}` with the matching status.
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(error: ApiError) -> Self {
+        HttpError(error)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        (status, Json(self.0.body())).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, HttpError>;
+
+pub fn router(service: RunService, registry: Registry) -> Router {
+    Router::new()
+        .route("/runs", post(start_run).get(list_runs))
+        .route("/runs/validate", post(validate_run))
+        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}/state", get(get_run_state))
+        .route("/runs/{id}/events", get(list_run_events))
+        .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runtime/manifest", get(runtime_manifest))
+        .route("/runtime/modes", get(runtime_modes))
+        .route("/runtime/roots", get(runtime_roots))
+        .route("/runtime/health", get(runtime_health))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(streams::router())
+        .merge(docs::router())
+        .merge(messages::router())
+        .merge(observability::router())
+        .with_state(service.clone())
+        .merge(registry::router(registry, service))
+        .fallback(not_found)
+}
+
+/// Run ids are UUIDs; anything else is a bad request rather than an unknown run.
+fn run_id(id: &str) -> Result<String> {
+    match uuid::Uuid::parse_str(id) {
+        Ok(uuid) => Ok(uuid.to_string()),
+        Err(_) => Err(ApiError::validation(vec![FieldError::new("id", "must be a UUID")]).into()),
+    }
+}
+
+async fn start_run(
+    State(service): State<RunService>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let outcome = service.start(body).await?;
+    let status = if outcome.existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+async fn validate_run(
+    State(service): State<RunService>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    Ok(Json(service.validate(&body).await).into_response())
+}
+
+async fn list_runs(State(service): State<RunService>, query: QueryParams) -> Result<Response> {
+    let mut errors = Vec::new();
+    let run_query = RunQuery {
+        status: query.string("status"),
+        tags: query.all("tags"),
+        created_after: query.string("createdAfter"),
+        created_before: query.string("createdBefore"),
+        limit: query.int("limit", &mut errors),
+        offset: query.int("offset", &mut errors),
+        sort_by: query.string("sortBy"),
+        sort_order: query.string("sortOrder"),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors).into());
+    }
+    let filter = run_query.into_filter()?;
+    Ok(Json(service.list(&filter).await?).into_response())
+}
+
+async fn get_run(State(service): State<RunService>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(service.get(&run_id(&id)?).await?).into_response())
+}
+
+async fn get_run_state(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(Json(service.state(&run_id(&id)?).await?).into_response())
+}
+
+async fn list_run_events(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> Result<Response> {
+    streams::run_events(&service, run_id(&id)?, &query).await
+}
+
+async fn cancel_run(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let reason = match body.map(|JsonBody(body)| body) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => match map.get("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(reason)) => Some(reason.clone()),
+            Some(_) => {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "reason",
+                    "must be a string",
+                )])
+                .into());
+            }
+        },
+        Some(_) => {
+            return Err(
+                ApiError::validation(vec![FieldError::new("$", "must be an object")]).into(),
+            );
+        }
+    };
+    Ok(Json(service.cancel(&id, reason).await?).into_response())
+}
+
+async fn runtime_manifest(State(service): State<RunService>) -> Result<Response> {
+    Ok(Json(service.runtime_manifest().await?).into_response())
+}
+
+async fn runtime_modes(State(service): State<RunService>) -> Result<Response> {
+    Ok(Json(service.runtime_modes().await?).into_response())
+}
+
+async fn runtime_roots(State(service): State<RunService>) -> Result<Response> {
+    Ok(Json(service.runtime_roots().await?).into_response())
+}
+
+async fn runtime_health(State(service): State<RunService>) -> Response {
+    Json(service.runtime_health().await).into_response()
+}
+
+async fn healthz(State(service): State<RunService>) -> Response {
+    let ok = service.store().ping().await.is_ok();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ok": ok, "service": "macp-control-plane"})),
+    )
+        .into_response()
+}
+
+async fn readyz(State(service): State<RunService>) -> Response {
+    let readiness = service.readiness().await;
+    let status = if readiness.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}
+
+async fn metrics(State(service): State<RunService>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::metrics::render(service.hub().total_subscribers()),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> HttpError {
+    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path())).into()
+}

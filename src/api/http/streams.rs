@@ -1,0 +1,319 @@
+//! SSE and event routes: the live stream, replay, state-at-seq and the event queries. The
+//! streams are the domain streams of `runs::watch` and `replay`, rendered as SSE frames:
+//! `snapshot` (the projection), `canonical_event` (`id:` = seq) and `heartbeat`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+
+use super::extract::{JsonBody, QueryParams};
+use super::{HttpError, Result, run_id};
+use crate::error::{ApiError, FieldError};
+use crate::replay::{ReplayItem, ReplayQuery};
+use crate::runs::RunService;
+use crate::runs::model::{DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery};
+use crate::runs::watch::{WatchItem, WatchOptions};
+
+/// Shortest heartbeat interval a client may ask for.
+const MIN_HEARTBEAT_MS: i64 = 100;
+
+pub fn router() -> Router<RunService> {
+    Router::new()
+        .route("/runs/{id}/stream", get(stream_run))
+        .route("/runs/{id}/replay", post(create_replay))
+        .route("/runs/{id}/replay/stream", get(replay_stream))
+        .route("/runs/{id}/replay/state", get(replay_state))
+        .route("/events", get(list_events))
+}
+
+/// `true`/`1` and `false`/`0`; anything else is a field error.
+fn boolean(query: &QueryParams, key: &str, errors: &mut Vec<FieldError>) -> Option<bool> {
+    match query.string(key)?.as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        other => {
+            errors.push(FieldError::new(
+                key,
+                format!("must be true or false, got '{other}'"),
+            ));
+            None
+        }
+    }
+}
+
+fn sse_frame(item: WatchItem) -> Event {
+    match item {
+        WatchItem::Snapshot(state) => Event::default().event("snapshot").data(&*state.json()),
+        WatchItem::Event(event) => Event::default()
+            .event("canonical_event")
+            .id(event.seq.to_string())
+            .data(&*event.json()),
+        WatchItem::Heartbeat(ts) => Event::default()
+            .event("heartbeat")
+            .data(format!("{{\"ts\":\"{}\"}}", crate::time::format(&ts))),
+    }
+}
+
+fn error_frame(error: &ApiError) -> Event {
+    Event::default()
+        .event("error")
+        .data(error.body().to_string())
+}
+
+/// Renders a domain stream as SSE; a failure mid-stream becomes one `error` frame, then the end.
+fn sse<S, T>(stream: S, render: fn(T) -> Event) -> Response
+where
+    S: Stream<Item = std::result::Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let open = crate::telemetry::metrics::open_stream("sse");
+    let frames = stream.scan(false, move |failed, item| {
+        // The guard lives as long as the stream: the gauge drops when the client leaves.
+        let _ = &open;
+        if *failed {
+            return futures::future::ready(None);
+        }
+        let frame = match item {
+            Ok(item) => render(item),
+            Err(error) => {
+                *failed = true;
+                error_frame(&error)
+            }
+        };
+        futures::future::ready(Some(Ok::<_, Infallible>(frame)))
+    });
+    Sse::new(frames).into_response()
+}
+
+async fn stream_run(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: QueryParams,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let mut errors = Vec::new();
+    // The query wins over the header an EventSource sends when it reconnects.
+    let after_seq = match query.int("afterSeq", &mut errors) {
+        Some(seq) => Some(seq),
+        None => match headers.get("last-event-id").map(|value| value.to_str()) {
+            None => None,
+            Some(Ok(text)) if text.trim().parse::<i64>().is_ok() => text.trim().parse().ok(),
+            Some(_) => {
+                errors.push(FieldError::new("Last-Event-ID", "must be an event seq"));
+                None
+            }
+        },
+    };
+    if after_seq.is_some_and(|seq| seq < 0) {
+        errors.push(FieldError::new("afterSeq", "must be 0 or more"));
+    }
+    let include_snapshot = boolean(&query, "includeSnapshot", &mut errors).unwrap_or(true);
+    let end_at_terminal = boolean(&query, "endAtTerminal", &mut errors).unwrap_or(false);
+    let heartbeat = match query.int("heartbeatMs", &mut errors) {
+        Some(ms) if ms >= MIN_HEARTBEAT_MS => Duration::from_millis(ms as u64),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "heartbeatMs",
+                format!("must be at least {MIN_HEARTBEAT_MS}"),
+            ));
+            service.options().heartbeat
+        }
+        None => service.options().heartbeat,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors).into());
+    }
+    let stream = service
+        .watch(
+            &id,
+            WatchOptions {
+                after_seq: after_seq.unwrap_or(0),
+                include_snapshot,
+                heartbeat,
+                end_at_terminal,
+            },
+        )
+        .await?;
+    Ok(sse(stream, sse_frame))
+}
+
+fn replay_query(query: &QueryParams, errors: &mut Vec<FieldError>) -> ReplayQuery {
+    let speed = query
+        .string("speed")
+        .and_then(|text| match text.trim().parse::<f64>() {
+            Ok(speed) if speed.is_finite() => Some(speed),
+            _ => {
+                errors.push(FieldError::new(
+                    "speed",
+                    format!("must be a number, got '{text}'"),
+                ));
+                None
+            }
+        });
+    ReplayQuery {
+        mode: query.string("mode"),
+        speed,
+        from_seq: query.int("fromSeq", errors),
+        to_seq: query.int("toSeq", errors),
+    }
+}
+
+fn replay_body(body: Option<serde_json::Value>) -> std::result::Result<ReplayQuery, ApiError> {
+    let Some(body) = body else {
+        return Ok(ReplayQuery::default());
+    };
+    let mut errors = Vec::new();
+    let object = match body.as_object() {
+        Some(object) => object,
+        None => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "$",
+                "must be an object",
+            )]));
+        }
+    };
+    let string = |key: &str, errors: &mut Vec<FieldError>| match object.get(key) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        Some(_) => {
+            errors.push(FieldError::new(key, "must be a string"));
+            None
+        }
+    };
+    let number = |key: &str, errors: &mut Vec<FieldError>| match object.get(key) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => match value.as_f64() {
+            Some(number) => Some(number),
+            None => {
+                errors.push(FieldError::new(key, "must be a number"));
+                None
+            }
+        },
+    };
+    let integer = |key: &str, errors: &mut Vec<FieldError>| match object.get(key) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => match value.as_i64() {
+            Some(number) => Some(number),
+            None => {
+                errors.push(FieldError::new(key, "must be an integer"));
+                None
+            }
+        },
+    };
+    let query = ReplayQuery {
+        mode: string("mode", &mut errors),
+        speed: number("speed", &mut errors),
+        from_seq: integer("fromSeq", &mut errors),
+        to_seq: integer("toSeq", &mut errors),
+    };
+    if errors.is_empty() {
+        Ok(query)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+async fn create_replay(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let request = replay_body(body.map(|JsonBody(body)| body))?.validate()?;
+    let descriptor = service.replay_descriptor(&id, request).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(descriptor)).into_response())
+}
+
+fn replay_frame(item: ReplayItem) -> Event {
+    match item {
+        ReplayItem::Event(event) => sse_frame(WatchItem::Event(event)),
+        ReplayItem::Snapshot(state) => sse_frame(WatchItem::Snapshot(state)),
+    }
+}
+
+async fn replay_stream(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let mut errors = Vec::new();
+    let replay = replay_query(&query, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors).into());
+    }
+    let stream = service.replay(&id, replay.validate()?).await?;
+    Ok(sse(stream, replay_frame))
+}
+
+async fn replay_state(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let mut errors = Vec::new();
+    let seq = query.int("seq", &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors).into());
+    }
+    Ok(Json(service.state_at(&id, seq).await?).into_response())
+}
+
+/// Event filters from the query string (shared by `/events` and `/runs/{id}/events`).
+pub(super) fn events_query(
+    query: &QueryParams,
+    run_id: Option<String>,
+) -> std::result::Result<EventsQuery, HttpError> {
+    let mut errors = Vec::new();
+    let mut types = query.all("type");
+    types.extend(query.all("types"));
+    let events = EventsQuery {
+        run_id: run_id.or_else(|| query.string("runId")),
+        types,
+        after_seq: query.int("afterSeq", &mut errors),
+        after_ts: query.string("afterTs"),
+        before_ts: query.string("beforeTs"),
+        limit: query.int("limit", &mut errors),
+    };
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(ApiError::validation(errors).into())
+    }
+}
+
+/// `GET /runs/{id}/events`: a bare array (what the UI console reads), or the page object
+/// `{data, total, limit, nextCursor}` when filters are given.
+pub(super) async fn run_events(
+    service: &RunService,
+    id: String,
+    query: &QueryParams,
+) -> Result<Response> {
+    let events = events_query(query, Some(id))?;
+    let filtered = events.has_filters();
+    let page = service
+        .query_events(events.validate(DEFAULT_EVENT_LIMIT)?)
+        .await?;
+    if filtered {
+        Ok(Json(page).into_response())
+    } else {
+        Ok(Json(page.data).into_response())
+    }
+}
+
+async fn list_events(State(service): State<RunService>, query: QueryParams) -> Result<Response> {
+    let events = events_query(&query, None)?;
+    let page = service
+        .query_events(events.validate(DEFAULT_CROSS_RUN_LIMIT)?)
+        .await?;
+    Ok(Json(page).into_response())
+}

@@ -1,0 +1,380 @@
+//! Service settings: command-line flags over environment variables over an optional TOML file
+//! (`--config`) over built-in defaults. Every setting is documented in `--help`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::registry::RegistryOptions;
+use crate::runtime::credentials::Credentials;
+
+/// Default SQLite database, created in the working directory on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://macp-control-plane.db?mode=rwc";
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Interface to listen on (gRPC, grpc-web and REST share one port).
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (3001 is what the MACP UI console expects).
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Browser origins allowed to call the API (REST, SSE, grpc-web), comma separated; `*`
+    /// allows any origin.
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        default_value = "http://localhost:3000",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Heartbeat interval of live streams (SSE and WatchRun) when nothing happens, in ms.
+    #[arg(long, env = "STREAM_SSE_HEARTBEAT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub stream_heartbeat_ms: u64,
+
+    /// OTLP/gRPC collector for traces (e.g. `http://127.0.0.1:4317`): a span per run lifecycle
+    /// with children for runtime calls, persistence and delivery. Unset: no traces.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `macp_control_plane=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// A TOML file with any of these settings (snake_case keys, e.g. `port = 3002`);
+    /// flags and environment variables override it.
+    #[arg(long, env = "MACP_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://file.db?mode=rwc` or `postgres://user@host/db`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Address of the MACP runtime (`host:port` or a URL). Unset: the reference runtime runs
+    /// in-process on loopback.
+    #[arg(long, env = "RUNTIME_ADDRESS")]
+    pub runtime_address: Option<String>,
+
+    /// Use TLS (system roots) to reach the runtime.
+    #[arg(long, env = "RUNTIME_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub runtime_tls: bool,
+
+    /// Allow plaintext gRPC to an external runtime (required without RUNTIME_TLS).
+    #[arg(long, env = "RUNTIME_ALLOW_INSECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub runtime_allow_insecure: bool,
+
+    /// Dev-mode credentials: send every message as `authorization: Bearer <sender id>` (the
+    /// reference runtime's dev mode). Turn off to use RUNTIME_TOKENS.
+    #[arg(long, env = "RUNTIME_USE_DEV_HEADER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub runtime_use_dev_header: bool,
+
+    /// The control plane's own identity in dev mode (used for session-wide watches).
+    #[arg(
+        long,
+        env = "RUNTIME_DEV_AGENT_ID",
+        default_value = "macp-control-plane"
+    )]
+    pub runtime_dev_agent_id: String,
+
+    /// Runtime token table as JSON: `{"<sender>": "<token>", ...}`. Each kickoff or agent
+    /// message is sent with its sender's token.
+    #[arg(long, env = "RUNTIME_TOKENS", hide_env_values = true)]
+    pub runtime_tokens: Option<String>,
+
+    /// File holding the runtime token table (same JSON as RUNTIME_TOKENS).
+    #[arg(long, env = "RUNTIME_TOKENS_FILE")]
+    pub runtime_tokens_file: Option<PathBuf>,
+
+    /// The control plane's own runtime token (an observer identity), with RUNTIME_TOKENS.
+    #[arg(long, env = "RUNTIME_BEARER_TOKEN", hide_env_values = true)]
+    pub runtime_bearer_token: Option<String>,
+
+    /// Deadline of each unary runtime call, in milliseconds.
+    #[arg(long, env = "RUNTIME_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub runtime_request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Root of the scenario packs tree served by the scenario registry (`/packs`, `/launch`, …).
+    #[arg(long, env = "PACKS_DIR", default_value = "packs")]
+    pub packs_dir: PathBuf,
+
+    /// How long the registry reuses a loaded packs tree, in milliseconds; 0 reads the files on
+    /// every call, so edited packs show up without a restart.
+    #[arg(long, env = "REGISTRY_CACHE_TTL_MS", default_value_t = 0)]
+    pub registry_cache_ttl_ms: u64,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            cache_ttl_ms: self.registry_cache_ttl_ms,
+            ..RegistryOptions::new(&self.packs_dir)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid runtime token table: {0}")]
+    Tokens(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RuntimeArgs {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.runtime_request_timeout_ms.max(1))
+    }
+
+    /// The token table (sender → token), from RUNTIME_TOKENS or RUNTIME_TOKENS_FILE.
+    fn token_table(&self) -> Result<Option<HashMap<String, String>>, Error> {
+        let text = match (&self.runtime_tokens, &self.runtime_tokens_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|error| {
+                Error::Tokens(format!("cannot read {}: {error}", path.display()))
+            })?,
+            (None, None) => return Ok(None),
+        };
+        let table: HashMap<String, String> = serde_json::from_str(&text).map_err(|error| {
+            Error::Tokens(format!("expected a JSON object of sender → token: {error}"))
+        })?;
+        if table.values().any(|token| token.trim().is_empty()) {
+            return Err(Error::Tokens("tokens must not be empty".to_owned()));
+        }
+        Ok(Some(table))
+    }
+
+    pub fn credentials(&self) -> Result<Credentials, Error> {
+        match self.token_table()? {
+            Some(by_sender) => {
+                let observer_token = self.runtime_bearer_token.clone().ok_or_else(|| {
+                    Error::Tokens(
+                        "RUNTIME_BEARER_TOKEN (the control plane's own token) is required with a token table"
+                            .to_owned(),
+                    )
+                })?;
+                Ok(Credentials::Tokens {
+                    by_sender,
+                    observer_token,
+                })
+            }
+            None if self.runtime_use_dev_header => Ok(Credentials::Dev {
+                observer: self.runtime_dev_agent_id.clone(),
+            }),
+            None => Err(Error::Invalid(
+                "no runtime credentials: set RUNTIME_TOKENS (or RUNTIME_TOKENS_FILE), or RUNTIME_USE_DEV_HEADER=true"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// The embedded runtime's token table (its MACP_AUTH_TOKENS_JSON format), when tokens are
+    /// configured: every sender may start sessions; the control plane's identity observes.
+    pub fn embedded_token_json(&self) -> Result<Option<String>, Error> {
+        let Some(table) = self.token_table()? else {
+            return Ok(None);
+        };
+        let mut entries: Vec<serde_json::Value> = table
+            .iter()
+            .map(|(sender, token)| {
+                serde_json::json!({"token": token, "sender": sender, "can_start_sessions": true})
+            })
+            .collect();
+        if let Some(token) = &self.runtime_bearer_token {
+            entries.push(serde_json::json!({
+                "token": token,
+                "sender": self.runtime_dev_agent_id,
+                "can_start_sessions": false,
+                "is_observer": true,
+            }));
+        }
+        Ok(Some(serde_json::json!({ "tokens": entries }).to_string()))
+    }
+
+    pub fn check(&self) -> Result<(), Error> {
+        if self.runtime_address.is_some() && !self.runtime_tls && !self.runtime_allow_insecure {
+            return Err(Error::Invalid(
+                "RUNTIME_ALLOW_INSECURE=false requires RUNTIME_TLS=true for an external runtime"
+                    .to_owned(),
+            ));
+        }
+        self.credentials().map(|_| ())
+    }
+}
+
+/// The `--config` path from the arguments or MACP_CONFIG, found before clap runs so the file's
+/// values can become defaults.
+fn config_path(args: &[String]) -> Option<PathBuf> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+    }
+    std::env::var_os("MACP_CONFIG").map(PathBuf::from)
+}
+
+/// Installs the `--config` file's values as defaults of `subcommand`'s arguments, so flags and
+/// environment variables still win over them.
+pub fn apply_file_defaults(
+    command: clap::Command,
+    subcommand: &str,
+    args: &[String],
+) -> Result<clap::Command, Error> {
+    let Some(path) = config_path(args) else {
+        return Ok(command);
+    };
+    let values = read_file(&path)?;
+    let Some(sub) = command.find_subcommand(subcommand) else {
+        return Ok(command);
+    };
+    for (key, _) in &values {
+        if !sub.get_arguments().any(|arg| arg.get_id() == key.as_str()) {
+            return Err(Error::File {
+                path: path.clone(),
+                reason: format!("unknown setting '{key}'"),
+            });
+        }
+    }
+    Ok(command.mut_subcommand(subcommand, |mut sub| {
+        for (key, value) in values {
+            sub = sub.mut_arg(key, |arg| arg.default_value(value));
+        }
+        sub
+    }))
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<(String, String)>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|error| Error::File {
+        path: path.clone(),
+        reason: error.to_string(),
+    })?;
+    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| Error::File {
+        path: path.clone(),
+        reason: error.to_string(),
+    })?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(number) => number.to_string(),
+                toml::Value::Float(number) => number.to_string(),
+                toml::Value::Boolean(flag) => flag.to_string(),
+                other => {
+                    return Err(Error::File {
+                        path: path.clone(),
+                        reason: format!(
+                            "setting '{key}' must be a string, number or boolean, got {other}"
+                        ),
+                    });
+                }
+            };
+            Ok((key, text))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Command {
+        Serve(ServeArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, String> {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        let command =
+            apply_file_defaults(Cli::command(), "serve", &args).map_err(|e| e.to_string())?;
+        let matches = command
+            .try_get_matches_from(&args)
+            .map_err(|e| e.to_string())?;
+        let Command::Serve(serve) = Cli::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())?
+            .command;
+        Ok(serve)
+    }
+
+    #[test]
+    fn the_config_file_sets_defaults_that_flags_override() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("cp.toml");
+        std::fs::write(
+            &file,
+            "port = 4100\nlog_format = \"json\"\nruntime_request_timeout_ms = 2500\n",
+        )
+        .expect("write");
+        let path = file.display().to_string();
+        let from_file = parse(&["cp", "serve", "--config", &path]).expect("parses");
+        assert_eq!(from_file.port, 4100);
+        assert_eq!(from_file.log_format, "json");
+        assert_eq!(from_file.runtime.runtime_request_timeout_ms, 2500);
+        let overridden =
+            parse(&["cp", "serve", "--config", &path, "--port", "4200"]).expect("parses");
+        assert_eq!(overridden.port, 4200);
+    }
+
+    #[test]
+    fn unknown_or_malformed_file_settings_are_errors() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("cp.toml");
+        std::fs::write(&file, "prot = 4100\n").expect("write");
+        let error =
+            parse(&["cp", "serve", "--config", &file.display().to_string()]).expect_err("refused");
+        assert!(error.contains("unknown setting 'prot'"), "{error}");
+        std::fs::write(&file, "port = [1]\n").expect("write");
+        assert!(parse(&["cp", "serve", "--config", &file.display().to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_token_table_needs_the_control_planes_own_token() {
+        let mut args = parse(&["cp", "serve"]).expect("parses").runtime;
+        args.runtime_tokens = Some(r#"{"agent-a": "secret"}"#.to_owned());
+        assert!(args.credentials().is_err());
+        args.runtime_bearer_token = Some("observer".to_owned());
+        assert!(matches!(args.credentials(), Ok(Credentials::Tokens { .. })));
+        args.runtime_tokens = Some("not json".to_owned());
+        assert!(args.check().is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! macp-control-plane: a gRPC-first control plane for the MACP runtime. See ARCHITECTURE.md.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod launch;
+pub mod projection;
+pub mod registry;
+pub mod replay;
+pub mod runs;
+pub mod runtime;
+pub mod store;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,126 @@
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use macp_control_plane::app::{App, AppConfig};
+use macp_control_plane::config::{self, DatabaseArgs, ServeArgs};
+use macp_control_plane::store::Store;
+
+/// Control plane for the MACP runtime: run lifecycle, live streams, replay and a scenario
+/// registry, over gRPC (with reflection and grpc-web) and REST/SSE on one port.
+#[derive(Parser)]
+#[command(name = "macp-control-plane", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API. With no RUNTIME_ADDRESS the MACP reference runtime runs in-process; with
+    /// no DATABASE_URL runs are kept in a SQLite file in the working directory.
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Author scenario packs: scaffold, validate, lint and dry-run scenarios.
+    #[command(subcommand)]
+    Scenario(macp_control_plane::registry::cli::ScenarioCommand),
+    /// Operate runs on a running service over its gRPC API: start, list, get, watch, cancel,
+    /// replay, events.
+    Runs(macp_control_plane::cli::RunsCommand),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let command = match config::apply_file_defaults(Cli::command(), "serve", &args) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match command
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Migrate(args) => migrate(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Scenario(command) => Ok(macp_control_plane::registry::cli::run(command)),
+            Command::Runs(command) => Ok(macp_control_plane::cli::run(command).await),
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    macp_control_plane::telemetry::init_logging(&args.log_format, &args.log_level);
+    let started = std::time::Instant::now();
+    let config = AppConfig::from_args(&args).map_err(|error| error.to_string())?;
+    let app = App::start(config)
+        .await
+        .map_err(|error| error.to_string())?;
+    tracing::info!(
+        address = %app.address,
+        runtime = ?app.embedded_runtime().map(|address| format!("embedded at {address}")).unwrap_or_else(|| "external".to_owned()),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "macp-control-plane listening (gRPC, grpc-web and REST)"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    app.stop().await;
+    Ok(())
+}
+
+async fn migrate(args: DatabaseArgs) -> Result<(), String> {
+    let store = Store::connect(&args.database_url)
+        .await
+        .map_err(|error| error.to_string())?;
+    store.migrate().await.map_err(|error| error.to_string())?;
+    println!("migrations applied to {}", args.database_url);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

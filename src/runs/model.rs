@@ -1,0 +1,338 @@
+//! Domain records of the run service (serializable: their JSON is the REST shape).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::status::RunStatus;
+use crate::time::{self, Timestamp};
+
+impl Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+mod optional_time {
+    use serde::Serializer;
+
+    use crate::time::Timestamp;
+
+    pub fn serialize<S: Serializer>(
+        time: &Option<Timestamp>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => serializer.serialize_str(&crate::time::format(time)),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+/// A run record (what `GET /runs/{id}` returns).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub id: String,
+    pub status: RunStatus,
+    pub mode: String,
+    pub runtime_kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub last_event_seq: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(with = "time::rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_time::serialize"
+    )]
+    pub started_at: Option<Timestamp>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_time::serialize"
+    )]
+    pub ended_at: Option<Timestamp>,
+    #[serde(with = "time::rfc3339")]
+    pub updated_at: Timestamp,
+}
+
+/// The runtime session bound to a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundSession {
+    pub run_id: String,
+    pub session_id: String,
+    pub mode_name: String,
+    pub mode_version: String,
+    pub configuration_version: String,
+    pub policy_version: Option<String>,
+    pub initiator: String,
+    pub session_state: String,
+    /// The runtime ordinal persisted so far (resubscriptions resume after it).
+    pub last_ordinal: i64,
+    pub participants: Vec<String>,
+}
+
+/// Filters of `GET /runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub tags: Vec<String>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    pub limit: u64,
+    pub offset: u64,
+    pub sort_by_updated: bool,
+    pub ascending: bool,
+}
+
+/// A page of runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPage {
+    pub data: Vec<Run>,
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// A page of canonical events.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    pub data: Vec<crate::events::canonical::CanonicalEvent>,
+    pub total: u64,
+    pub limit: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<i64>,
+}
+
+/// An optional RFC 3339 query parameter; anything else is a field error.
+fn optional_time(
+    field: &str,
+    value: Option<String>,
+    errors: &mut Vec<crate::error::FieldError>,
+) -> Option<Timestamp> {
+    let text = value.filter(|text| !text.is_empty())?;
+    let parsed = time::parse(&text);
+    if parsed.is_none() {
+        errors.push(crate::error::FieldError::new(
+            field,
+            "must be an RFC 3339 time",
+        ));
+    }
+    parsed
+}
+
+/// Unvalidated `ListRuns` parameters, as either transport received them.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub status: Option<String>,
+    pub tags: Vec<String>,
+    pub created_after: Option<String>,
+    pub created_before: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    pub sort_by: Option<String>,
+    pub sort_order: Option<String>,
+}
+
+pub const DEFAULT_RUN_LIMIT: u64 = 50;
+pub const MAX_RUN_LIMIT: u64 = 200;
+pub const DEFAULT_EVENT_LIMIT: u64 = 200;
+pub const MAX_EVENT_LIMIT: u64 = 10_000;
+
+impl RunQuery {
+    /// Validates every parameter, reporting all problems at once.
+    pub fn into_filter(self) -> Result<RunFilter, crate::error::ApiError> {
+        use crate::error::{ApiError, FieldError};
+        let mut errors = Vec::new();
+        let status = match self.status.as_deref() {
+            None | Some("") => None,
+            Some(text) => match RunStatus::parse(text) {
+                Some(status) => Some(status),
+                None => {
+                    errors.push(FieldError::new(
+                        "status",
+                        format!(
+                            "must be one of {}",
+                            RunStatus::ALL.map(RunStatus::as_str).join(", ")
+                        ),
+                    ));
+                    None
+                }
+            },
+        };
+        let created_after = optional_time("createdAfter", self.created_after, &mut errors);
+        let created_before = optional_time("createdBefore", self.created_before, &mut errors);
+        let limit = match self.limit {
+            None => DEFAULT_RUN_LIMIT,
+            Some(limit) if (1..=MAX_RUN_LIMIT as i64).contains(&limit) => limit as u64,
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "limit",
+                    format!("must be between 1 and {MAX_RUN_LIMIT}"),
+                ));
+                DEFAULT_RUN_LIMIT
+            }
+        };
+        let offset = match self.offset {
+            None => 0,
+            Some(offset) if offset >= 0 => offset as u64,
+            Some(_) => {
+                errors.push(FieldError::new("offset", "must be 0 or more"));
+                0
+            }
+        };
+        let sort_by_updated = match self.sort_by.as_deref() {
+            None | Some("") | Some("createdAt") => false,
+            Some("updatedAt") => true,
+            Some(_) => {
+                errors.push(FieldError::new("sortBy", "must be createdAt or updatedAt"));
+                false
+            }
+        };
+        let ascending = match self.sort_order.as_deref() {
+            None | Some("") | Some("desc") => false,
+            Some("asc") => true,
+            Some(_) => {
+                errors.push(FieldError::new("sortOrder", "must be asc or desc"));
+                false
+            }
+        };
+        let tags = self
+            .tags
+            .iter()
+            .flat_map(|tags| tags.split(','))
+            .map(str::trim)
+            .filter(|tag| !tag.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        Ok(RunFilter {
+            status,
+            tags,
+            created_after,
+            created_before,
+            limit,
+            offset,
+            sort_by_updated,
+            ascending,
+        })
+    }
+}
+
+/// Validates `ListRunEvents` paging: `(after_seq, limit)`.
+pub fn event_paging(
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+) -> Result<(i64, u64), crate::error::ApiError> {
+    use crate::error::{ApiError, FieldError};
+    let mut errors = Vec::new();
+    let after = match after_seq {
+        None => 0,
+        Some(seq) if seq >= 0 => seq,
+        Some(_) => {
+            errors.push(FieldError::new("afterSeq", "must be 0 or more"));
+            0
+        }
+    };
+    let limit = match limit {
+        None => DEFAULT_EVENT_LIMIT,
+        Some(limit) if (1..=MAX_EVENT_LIMIT as i64).contains(&limit) => limit as u64,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be between 1 and {MAX_EVENT_LIMIT}"),
+            ));
+            DEFAULT_EVENT_LIMIT
+        }
+    };
+    if errors.is_empty() {
+        Ok((after, limit))
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// Unvalidated event-query parameters (`GET /events`, filters of `GET /runs/{id}/events`).
+#[derive(Debug, Clone, Default)]
+pub struct EventsQuery {
+    pub run_id: Option<String>,
+    /// Types to keep; comma lists are split.
+    pub types: Vec<String>,
+    pub after_seq: Option<i64>,
+    pub after_ts: Option<String>,
+    pub before_ts: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Default page of `GET /events`.
+pub const DEFAULT_CROSS_RUN_LIMIT: u64 = 500;
+
+impl EventsQuery {
+    /// Whether any filter beyond paging is set (the per-run route then answers a page object).
+    pub fn has_filters(&self) -> bool {
+        !self.types.is_empty() || self.after_ts.is_some() || self.before_ts.is_some()
+    }
+
+    pub fn validate(
+        self,
+        default_limit: u64,
+    ) -> Result<crate::store::EventQuery, crate::error::ApiError> {
+        use crate::error::{ApiError, FieldError};
+        let mut errors = Vec::new();
+        let (after_seq, limit) = match event_paging(self.after_seq, self.limit) {
+            Ok((after, limit)) => (
+                after,
+                if self.limit.is_none() {
+                    default_limit
+                } else {
+                    limit
+                },
+            ),
+            Err(error) => return Err(error),
+        };
+        let after_ts = optional_time("afterTs", self.after_ts, &mut errors);
+        let before_ts = optional_time("beforeTs", self.before_ts, &mut errors);
+        let types = self
+            .types
+            .iter()
+            .flat_map(|types| types.split(','))
+            .map(str::trim)
+            .filter(|kind| !kind.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(run_id) = &self.run_id
+            && uuid::Uuid::parse_str(run_id).is_err()
+        {
+            errors.push(FieldError::new("runId", "must be a UUID"));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        Ok(crate::store::EventQuery {
+            run_id: self.run_id,
+            types,
+            after_seq,
+            after_ts,
+            before_ts,
+            limit,
+        })
+    }
+}

@@ -1,0 +1,472 @@
+//! The session observer: one task per active run that holds a passive `StreamSession`
+//! subscription, persists what arrives in batches, resubscribes from the last persisted runtime
+//! ordinal after any disconnect, and finalizes the run on the runtime's terminal state.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use macp_runtime::pb::{SessionMetadata, SessionState, stream_session_response::Response};
+use opentelemetry::trace::FutureExt as _;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+
+use super::model::Run;
+use super::service::{RunService, SessionSignal};
+use super::status::RunStatus;
+use super::writer::Change;
+use crate::error::ApiError;
+use crate::events::canonical::{EventDraft, Source, Subject, types};
+use crate::events::normalizer::RuntimeItem;
+use crate::runtime::Error as RuntimeError;
+
+/// Items persisted per transaction at most (more are taken in the next one).
+const MAX_BATCH: usize = 512;
+/// How long a terminal session state may wait for envelopes still on their way (its Commitment,
+/// messages the control plane got accepted) before the run ends anyway.
+const COMMITMENT_GRACE: Duration = Duration::from_secs(5);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Starts observing a bound session. `kickoff_done` turns true when the executor has sent its
+/// last kickoff message: the run is finalized only after that, so its terminal event is last.
+pub fn spawn(
+    service: &RunService,
+    run_id: &str,
+    session_id: &str,
+    reader: &str,
+    kickoff_done: watch::Receiver<bool>,
+) {
+    let signals = service.register_observer(session_id);
+    let observer = Observer {
+        service: service.clone(),
+        run_id: run_id.to_owned(),
+        session_id: session_id.to_owned(),
+        reader: reader.to_owned(),
+        signals,
+        kickoff_done,
+        commitment_seen: false,
+        pending_terminal: None,
+    };
+    service.inner.tasks.spawn(observer.run());
+}
+
+/// Picks up a run found active at startup.
+pub async fn recover(service: RunService, run: Run) -> Result<(), ApiError> {
+    let request = run
+        .metadata
+        .get("executionRequest")
+        .cloned()
+        .unwrap_or_default();
+    let session_id = run
+        .metadata
+        .get("sessionId")
+        .and_then(|value| value.as_str())
+        .map(str::to_owned);
+    let (parsed, session_id) = match (super::request::parse(&request), session_id) {
+        (Ok((parsed, _)), Some(session_id)) => (parsed, session_id),
+        _ => {
+            let error = ApiError::new(
+                crate::error::ErrorCode::Internal,
+                "run cannot be recovered: its stored request or session id is missing",
+            );
+            return service
+                .finalize_without_session(&run.id, RunStatus::Failed, Some(&error))
+                .await;
+        }
+    };
+    tracing::info!(run_id = %run.id, status = %run.status, "resuming run after restart");
+    match run.status {
+        RunStatus::Running | RunStatus::Suspended => {
+            let bound = service.store().session(&run.id).await?;
+            let reader = bound
+                .map(|session| session.initiator)
+                .unwrap_or_else(|| parsed.session.initiator.clone());
+            let (_, done) = watch::channel(true);
+            spawn(&service, &run.id, &session_id, &reader, done);
+            Ok(())
+        }
+        _ => {
+            super::executor::execute(
+                service,
+                super::executor::Plan {
+                    run_id: run.id,
+                    session_id,
+                    request: parsed,
+                },
+            )
+            .await;
+            Ok(())
+        }
+    }
+}
+
+struct Observer {
+    service: RunService,
+    run_id: String,
+    session_id: String,
+    reader: String,
+    signals: mpsc::UnboundedReceiver<SessionSignal>,
+    kickoff_done: watch::Receiver<bool>,
+    commitment_seen: bool,
+    /// A terminal state reported before we could finalize (waiting for the Commitment, for the
+    /// kickoff to finish, or for accepted messages to arrive).
+    pending_terminal: Option<SessionMetadata>,
+}
+
+enum Next {
+    Resubscribe,
+    Done,
+}
+
+impl Observer {
+    async fn run(mut self) {
+        let shutdown = self.service.inner.shutdown.clone();
+        let mut backoff = BACKOFF_START;
+        let mut attempt: u32 = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.observe_once(attempt).await {
+                Ok(Next::Done) => return,
+                Ok(Next::Resubscribe) => {}
+                Err(error) => {
+                    tracing::warn!(run_id = %self.run_id, %error, "session observer error");
+                }
+            }
+            attempt += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// The ordinal to resume after, or `None` when the run is gone or already terminal.
+    async fn resume_point(&mut self) -> Result<Option<u64>, ApiError> {
+        let guard = self.service.inner.writers.lock(&self.run_id).await?;
+        let Some(writer) = guard.as_ref() else {
+            return Ok(None);
+        };
+        if writer.status().is_terminal() {
+            return Ok(None);
+        }
+        let finalized = writer
+            .state()
+            .decision
+            .current
+            .as_ref()
+            .is_some_and(|decision| decision.finalized);
+        self.commitment_seen |= finalized;
+        Ok(Some(writer.last_ordinal().max(0) as u64))
+    }
+
+    /// One subscription: from the last persisted ordinal until it breaks or the run ends.
+    async fn observe_once(&mut self, attempt: u32) -> Result<Next, ApiError> {
+        let Some(after) = self.resume_point().await? else {
+            return Ok(Next::Done);
+        };
+        let runtime = self.service.runtime().clone();
+        let span = self.service.tracing().child(
+            &self.run_id,
+            "runtime.StreamSession",
+            vec![opentelemetry::KeyValue::new(
+                "macp.after_sequence",
+                after as i64,
+            )],
+        );
+        let subscribed = runtime
+            .subscribe(&self.session_id, after, &self.reader)
+            .with_context(span.context())
+            .await;
+        drop(span);
+        let subscription = match subscribed {
+            Ok(subscription) => subscription,
+            Err(error) => return self.on_subscribe_error(error).await,
+        };
+        let mut responses = subscription.responses;
+        self.record_stream_opened(attempt, after).await?;
+        if attempt > 0
+            && let Some(next) = self.reconcile().await?
+        {
+            return Ok(next);
+        }
+        let mut ordinal = after;
+        let mut reconcile = tokio::time::interval(self.service.inner.options.reconcile_interval);
+        reconcile.reset();
+        let shutdown = self.service.inner.shutdown.clone();
+        loop {
+            let grace = async {
+                match &self.pending_terminal {
+                    Some(_) => tokio::time::sleep(COMMITMENT_GRACE).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Next::Done),
+                frame = responses.next() => {
+                    let Some(frame) = frame else {
+                        return Ok(Next::Resubscribe);
+                    };
+                    let first = match frame {
+                        Ok(first) => first,
+                        Err(status) => {
+                            tracing::info!(run_id = %self.run_id, code = ?status.code(), message = status.message(), "session stream ended");
+                            return Ok(Next::Resubscribe);
+                        }
+                    };
+                    let mut frames = vec![first];
+                    // Take whatever else is already here: one transaction for the burst.
+                    while frames.len() < MAX_BATCH {
+                        match responses.next().now_or_never() {
+                            Some(Some(Ok(frame))) => frames.push(frame),
+                            _ => break,
+                        }
+                    }
+                    let items = self.items(frames, &mut ordinal);
+                    if self.persist(&items).await? {
+                        return Ok(Next::Done);
+                    }
+                    reconcile.reset();
+                    if let Some(next) = self.after_batch().await? {
+                        return Ok(next);
+                    }
+                }
+                signal = self.signals.recv() => {
+                    let Some(metadata) = signal else { continue };
+                    if let Some(next) = self.on_state(metadata).await? {
+                        return Ok(next);
+                    }
+                }
+                changed = self.kickoff_done.changed(), if !*self.kickoff_done.borrow() => {
+                    if changed.is_err() {
+                        // The executor is gone (it failed and recorded that itself).
+                        return Ok(Next::Done);
+                    }
+                    if let Some(next) = self.after_batch().await? {
+                        return Ok(next);
+                    }
+                }
+                _ = reconcile.tick() => {
+                    if let Some(next) = self.reconcile().await? {
+                        return Ok(next);
+                    }
+                }
+                _ = grace => {
+                    // The Commitment never showed up on the stream; the runtime's state wins.
+                    if let Some(metadata) = self.pending_terminal.take() {
+                        return self.finish(metadata).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn items(
+        &mut self,
+        frames: Vec<macp_runtime::pb::StreamSessionResponse>,
+        ordinal: &mut u64,
+    ) -> Vec<RuntimeItem> {
+        frames
+            .into_iter()
+            .filter_map(|frame| match frame.response? {
+                Response::Envelope(envelope) => {
+                    *ordinal += 1;
+                    if envelope.message_type == "Commitment" {
+                        self.commitment_seen = true;
+                    }
+                    Some(RuntimeItem::Envelope {
+                        envelope,
+                        ordinal: *ordinal,
+                    })
+                }
+                Response::Error(error) => Some(RuntimeItem::InlineError(error)),
+            })
+            .collect()
+    }
+
+    /// Stores a batch; `true` when the run had already ended (the observer stops).
+    async fn persist(&self, items: &[RuntimeItem]) -> Result<bool, ApiError> {
+        if items.is_empty() {
+            return Ok(false);
+        }
+        let writers = &self.service.inner.writers;
+        let mut guard = writers.lock(&self.run_id).await?;
+        let Some(writer) = guard.as_mut() else {
+            return Ok(true);
+        };
+        let ended = writer.status().is_terminal();
+        if ended {
+            // Accepted before the end but later than the settle bound: kept rather than lost.
+            tracing::warn!(run_id = %self.run_id, count = items.len(), "session envelopes arrived after the run ended");
+        }
+        writers
+            .ingest(
+                writer,
+                items,
+                crate::time::now(),
+                Vec::new(),
+                Change::default(),
+            )
+            .await?;
+        drop(guard);
+        self.service.inner.in_flight.settle(
+            &self.run_id,
+            items.iter().filter_map(|item| match item {
+                RuntimeItem::Envelope { envelope, .. } => Some(envelope.message_id.as_str()),
+                _ => None,
+            }),
+        );
+        Ok(ended)
+    }
+
+    /// After new items: a Commitment means the session may have resolved; confirm with the
+    /// runtime (the authority) rather than assuming it.
+    async fn after_batch(&mut self) -> Result<Option<Next>, ApiError> {
+        if let Some(metadata) = self.pending_terminal.take() {
+            return self.on_state(metadata).await;
+        }
+        if self.commitment_seen {
+            return self.reconcile().await;
+        }
+        Ok(None)
+    }
+
+    async fn on_state(&mut self, metadata: SessionMetadata) -> Result<Option<Next>, ApiError> {
+        let state = SessionState::try_from(metadata.state).unwrap_or(SessionState::Unspecified);
+        match state {
+            SessionState::Resolved | SessionState::Expired | SessionState::Cancelled => {
+                let waiting_for_commitment =
+                    state == SessionState::Resolved && !self.commitment_seen;
+                if waiting_for_commitment
+                    || !*self.kickoff_done.borrow()
+                    || !self.service.inner.in_flight.is_settled(&self.run_id)
+                {
+                    self.pending_terminal = Some(metadata);
+                    return Ok(None);
+                }
+                self.finish(metadata).await.map(Some)
+            }
+            SessionState::Suspended | SessionState::Open => {
+                self.service
+                    .finalize(&self.run_id, Some(metadata), None)
+                    .await?;
+                Ok(None)
+            }
+            SessionState::Unspecified => Ok(None),
+        }
+    }
+
+    async fn finish(&mut self, metadata: SessionMetadata) -> Result<Next, ApiError> {
+        self.service
+            .finalize(&self.run_id, Some(metadata), None)
+            .await?;
+        self.service.unregister_observer(&self.session_id);
+        Ok(Next::Done)
+    }
+
+    /// Asks the runtime for the session's state and acts on a terminal one.
+    async fn reconcile(&mut self) -> Result<Option<Next>, ApiError> {
+        let span = self
+            .service
+            .tracing()
+            .child(&self.run_id, "runtime.GetSession", Vec::new());
+        let session = self
+            .service
+            .runtime()
+            .get_session(&self.session_id, &self.reader)
+            .with_context(span.context())
+            .await;
+        drop(span);
+        match session {
+            Ok(metadata) => self.on_state(metadata).await,
+            Err(error) => {
+                tracing::debug!(run_id = %self.run_id, %error, "session reconcile failed");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn on_subscribe_error(&mut self, error: RuntimeError) -> Result<Next, ApiError> {
+        match error.runtime_code() {
+            // The session is gone from the runtime's memory: its state cannot be observed any
+            // more. A run still open here can only be failed honestly.
+            Some("SESSION_NOT_FOUND") => {
+                if let Some(next) = self.reconcile().await? {
+                    return Ok(next);
+                }
+                let error = ApiError::new(
+                    crate::error::ErrorCode::RuntimeRejected,
+                    "the runtime no longer knows this run's session",
+                );
+                self.service
+                    .finalize_without_session(&self.run_id, RunStatus::Failed, Some(&error))
+                    .await?;
+                self.service.unregister_observer(&self.session_id);
+                Ok(Next::Done)
+            }
+            // Compacted history: the transcript before the compaction point cannot be read;
+            // the state can.
+            Some("HISTORY_UNAVAILABLE") => match self.reconcile().await? {
+                Some(next) => Ok(next),
+                None => Ok(Next::Resubscribe),
+            },
+            _ => {
+                tracing::warn!(run_id = %self.run_id, %error, "cannot subscribe to the session; retrying");
+                self.record_reconnecting(&error).await?;
+                Ok(Next::Resubscribe)
+            }
+        }
+    }
+
+    async fn record_stream_opened(&self, attempt: u32, after: u64) -> Result<(), ApiError> {
+        let status = if attempt == 0 {
+            "opened"
+        } else {
+            crate::telemetry::metrics::record_stream_reconnect();
+            "resumed"
+        };
+        self.record(json!({
+            "sessionId": self.session_id,
+            "status": status,
+            "afterSequence": after,
+        }))
+        .await
+    }
+
+    async fn record_reconnecting(&self, error: &RuntimeError) -> Result<(), ApiError> {
+        self.record(json!({
+            "sessionId": self.session_id,
+            "status": "reconnecting",
+            "detail": error.to_string(),
+        }))
+        .await
+    }
+
+    async fn record(&self, data: serde_json::Value) -> Result<(), ApiError> {
+        let writers = &self.service.inner.writers;
+        let mut guard = writers.lock(&self.run_id).await?;
+        let Some(writer) = guard.as_mut() else {
+            return Ok(());
+        };
+        if writer.status().is_terminal() {
+            return Ok(());
+        }
+        writers
+            .emit(
+                writer,
+                vec![EventDraft::new(
+                    types::SESSION_STREAM_OPENED,
+                    crate::time::now(),
+                    Some(Subject::new("session", self.session_id.clone())),
+                    Source::control_plane("session-observer"),
+                    data,
+                )],
+                Change::default(),
+            )
+            .await?;
+        Ok(())
+    }
+}

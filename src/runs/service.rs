@@ -1,0 +1,823 @@
+//! RunService: the domain API both transports call (start, validate, query, cancel, runtime
+//! discovery), plus the background work behind a run (executor, observer, session watcher).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use macp_runtime::pb::SessionMetadata;
+use opentelemetry::trace::FutureExt as _;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::inflight::InFlight;
+use super::model::{EventPage, Run, RunFilter, RunPage};
+use super::request::{self, ExecutionRequest};
+use super::status::RunStatus;
+use super::writer::{Change, Writers};
+use super::{executor, observer, watcher};
+use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::events::canonical::{EventDraft, Source, Subject, types};
+use crate::events::hub::Hub;
+use crate::events::normalizer::RuntimeItem;
+use crate::projection::state::RunState;
+use crate::runtime::{RuntimeClient, info};
+use crate::store::{CreateOutcome, NewRun, RunChange, SessionChange, Store};
+use crate::telemetry::trace::Tracing;
+
+/// How long the supported-modes list from `Initialize` is reused.
+const MODES_TTL: Duration = Duration::from_secs(30);
+/// How long a terminal event waits for accepted messages to arrive on the session stream.
+pub(crate) const SETTLE_BOUND: Duration = Duration::from_secs(2);
+/// The runtime kind this control plane drives.
+pub const RUNTIME_KIND: &str = "rust";
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartOutcome {
+    pub run_id: String,
+    pub status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The idempotency key matched an existing run; nothing was started.
+    pub existing: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeCheck {
+    pub reachable: bool,
+    pub supported_modes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationReport {
+    pub valid: bool,
+    pub errors: Vec<FieldError>,
+    pub warnings: Vec<String>,
+    pub runtime: RuntimeCheck,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    pub ok: bool,
+    pub database: String,
+    pub runtime: info::Health,
+}
+
+/// A terminal (or suspend/resume) transition the runtime reported for a session.
+pub type SessionSignal = SessionMetadata;
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub runtime: RuntimeClient,
+    pub hub: Hub,
+    pub writers: Writers,
+    pub in_flight: InFlight,
+    /// Runtime session id → the observer of its run.
+    pub observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
+    modes: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub tracing: Tracing,
+    pub options: RunOptions,
+}
+
+/// Tunables of the background work.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How often an observer asks the runtime for its session's state when nothing arrives.
+    pub reconcile_interval: Duration,
+    /// Default heartbeat interval of live streams.
+    pub heartbeat: Duration,
+    /// Committed batches a live subscriber may fall behind before it re-reads from the store.
+    pub hub_capacity: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            reconcile_interval: Duration::from_secs(15),
+            heartbeat: Duration::from_secs(15),
+            hub_capacity: 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RunService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn not_found(run_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::RunNotFound, format!("run {run_id} not found"))
+}
+
+impl RunService {
+    pub fn new(
+        store: Store,
+        runtime: RuntimeClient,
+        options: RunOptions,
+        tracing: Tracing,
+    ) -> Self {
+        let hub = Hub::with_capacity(options.hub_capacity);
+        RunService {
+            inner: Arc::new(Inner {
+                writers: Writers::new(store.clone(), hub.clone(), tracing.clone()),
+                tracing,
+                store,
+                runtime,
+                hub,
+                in_flight: InFlight::default(),
+                observers: Mutex::default(),
+                modes: tokio::sync::Mutex::new(None),
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                options,
+            }),
+        }
+    }
+
+    pub fn options(&self) -> &RunOptions {
+        &self.inner.options
+    }
+
+    pub fn tracing(&self) -> &Tracing {
+        &self.inner.tracing
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// The write path (benchmarks drive it directly).
+    pub fn writers(&self) -> &Writers {
+        &self.inner.writers
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn runtime(&self) -> &RuntimeClient {
+        &self.inner.runtime
+    }
+
+    /// Starts the session watcher and resumes runs left active by a previous process.
+    pub async fn start_background(&self) -> Result<(), ApiError> {
+        let service = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { watcher::watch_sessions(service).await });
+        for run in self.inner.store.active_runs().await? {
+            self.spawn_recovery(run);
+        }
+        Ok(())
+    }
+
+    /// Stops background work and waits (bounded) for it to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop within {grace:?}");
+        }
+    }
+
+    /// Supported modes from the runtime (cached briefly); `Err` when it is unreachable.
+    pub async fn supported_modes(&self) -> Result<Vec<String>, crate::runtime::Error> {
+        let mut cache = self.inner.modes.lock().await;
+        if let Some((fetched, modes)) = cache.as_ref()
+            && fetched.elapsed() < MODES_TTL
+        {
+            return Ok(modes.clone());
+        }
+        let modes = self.inner.runtime.initialize().await?.supported_modes;
+        *cache = Some((Instant::now(), modes.clone()));
+        Ok(modes)
+    }
+
+    /// Parses and checks a request: structure, credentials, and the mode against the runtime.
+    async fn check(
+        &self,
+        raw: &Value,
+    ) -> (
+        Option<ExecutionRequest>,
+        Vec<FieldError>,
+        Vec<String>,
+        RuntimeCheck,
+    ) {
+        let (parsed, mut errors, mut warnings) = match request::parse(raw) {
+            Ok((request, warnings)) => (Some(request), Vec::new(), warnings),
+            Err(problems) => (None, problems.errors, problems.warnings),
+        };
+        let runtime = match self.supported_modes().await {
+            Ok(modes) => RuntimeCheck {
+                reachable: true,
+                supported_modes: modes,
+            },
+            Err(error) => {
+                warnings.push(format!("runtime not reachable: {error}"));
+                RuntimeCheck {
+                    reachable: false,
+                    supported_modes: Vec::new(),
+                }
+            }
+        };
+        if let Some(request) = &parsed {
+            let session = &request.session;
+            if runtime.reachable && !runtime.supported_modes.contains(&session.mode_name) {
+                errors.push(FieldError::new(
+                    "session.modeName",
+                    format!(
+                        "runtime does not support mode '{}'; supported: {}",
+                        session.mode_name,
+                        runtime.supported_modes.join(", ")
+                    ),
+                ));
+            }
+            let credentials = self.inner.runtime.credentials();
+            if !credentials.can_send_as(&session.initiator) {
+                errors.push(FieldError::new(
+                    "session.initiatorParticipantId",
+                    format!(
+                        "no runtime credential for initiator '{}'",
+                        session.initiator
+                    ),
+                ));
+            }
+            for (position, message) in request.kickoff.iter().enumerate() {
+                if !credentials.can_send_as(&message.from) {
+                    errors.push(FieldError::new(
+                        format!("kickoff[{position}].from"),
+                        format!("no runtime credential for sender '{}'", message.from),
+                    ));
+                }
+            }
+        }
+        (parsed, errors, warnings, runtime)
+    }
+
+    pub async fn validate(&self, raw: &Value) -> ValidationReport {
+        let (_, errors, warnings, runtime) = self.check(raw).await;
+        ValidationReport {
+            valid: errors.is_empty(),
+            errors,
+            warnings,
+            runtime,
+        }
+    }
+
+    /// Creates a run and starts it in the background. A repeated idempotency key returns the
+    /// stored run and does nothing else.
+    pub async fn start(&self, raw: Value) -> Result<StartOutcome, ApiError> {
+        let (parsed, errors, _, _) = self.check(&raw).await;
+        let request = match parsed {
+            Some(request) if errors.is_empty() => request,
+            _ => return Err(ApiError::validation(errors)),
+        };
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let session_id = uuid::Uuid::new_v4().to_string();
+        // The run's trace id is the id of its lifecycle span's trace when traces are exported.
+        let trace_id = self
+            .inner
+            .tracing
+            .start_run(&run_id, &request.session.mode_name)
+            .unwrap_or_else(crate::telemetry::new_trace_id);
+        let now = crate::time::now();
+        let session = &request.session;
+        let metadata_str = |key: &str| {
+            session
+                .metadata
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let mut metadata = json!({
+            "executionRequest": request.raw,
+            "sessionId": session_id,
+            "modeName": session.mode_name,
+            "initiator": session.initiator,
+        });
+        if let Some(map) = metadata.as_object_mut() {
+            for key in ["scenarioRef", "templateId", "environment"] {
+                if let Some(value) = metadata_str(key) {
+                    map.insert(key.to_owned(), json!(value));
+                }
+            }
+            if request.requester.actor_id.is_some() || request.requester.actor_type.is_some() {
+                map.insert(
+                    "requester".to_owned(),
+                    json!({
+                        "actorId": request.requester.actor_id,
+                        "actorType": request.requester.actor_type,
+                    }),
+                );
+            }
+        }
+        let created_event = EventDraft::new(
+            types::RUN_CREATED,
+            now,
+            Some(Subject::new("run", run_id.clone())),
+            Source::control_plane("run-service"),
+            json!({
+                "status": RunStatus::Queued.as_str(),
+                "modeName": session.mode_name,
+                "runtimeKind": request.runtime_kind,
+                "runtimeVersion": request.runtime_version,
+                "traceId": trace_id,
+                "sessionId": session_id,
+            }),
+        );
+        let trace = Some(crate::events::canonical::TraceRef {
+            trace_id: Some(trace_id.clone()),
+            ..Default::default()
+        });
+        let created =
+            crate::events::canonical::CanonicalEvent::from_draft(created_event, &run_id, 1, trace);
+        let state = crate::projection::reducer::fold(&run_id, [&created]);
+        let outcome = self
+            .inner
+            .store
+            .create_run(
+                NewRun {
+                    id: run_id.clone(),
+                    mode: request.mode.as_str().to_owned(),
+                    runtime_kind: request.runtime_kind.clone(),
+                    runtime_version: request.runtime_version.clone(),
+                    trace_id: Some(trace_id),
+                    idempotency_key: request.idempotency_key.clone(),
+                    source_kind: metadata_str("source"),
+                    source_ref: metadata_str("sourceRef"),
+                    tags: request.tags.clone(),
+                    metadata,
+                    created_at: now,
+                },
+                std::slice::from_ref(&created),
+                &state,
+            )
+            .await?;
+        match outcome {
+            CreateOutcome::Existing(run) => {
+                self.inner.tracing.discard_run(&run_id);
+                Ok(StartOutcome {
+                    run_id: run.id,
+                    status: run.status,
+                    trace_id: run.trace_id,
+                    existing: true,
+                })
+            }
+            CreateOutcome::Created(run) => {
+                crate::telemetry::metrics::record_transition(RunStatus::Queued);
+                let service = self.clone();
+                let plan = executor::Plan {
+                    run_id: run.id.clone(),
+                    session_id,
+                    request,
+                };
+                self.inner
+                    .tasks
+                    .spawn(async move { executor::execute(service, plan).await });
+                Ok(StartOutcome {
+                    run_id: run.id,
+                    status: run.status,
+                    trace_id: run.trace_id,
+                    existing: false,
+                })
+            }
+        }
+    }
+
+    pub async fn get(&self, run_id: &str) -> Result<Run, ApiError> {
+        self.inner
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| not_found(run_id))
+    }
+
+    pub async fn list(&self, filter: &RunFilter) -> Result<RunPage, ApiError> {
+        Ok(self.inner.store.list_runs(filter).await?)
+    }
+
+    pub async fn state(&self, run_id: &str) -> Result<RunState, ApiError> {
+        match self.inner.store.projection(run_id).await? {
+            Some(state) => Ok(state),
+            None => {
+                self.get(run_id).await?;
+                Ok(RunState::empty(run_id))
+            }
+        }
+    }
+
+    /// Events matching a query, as a page (`nextCursor` = the last seq when the page is full).
+    pub async fn query_events(
+        &self,
+        query: crate::store::EventQuery,
+    ) -> Result<EventPage, ApiError> {
+        if let Some(run_id) = &query.run_id {
+            self.get(run_id).await?;
+        }
+        let (data, total) = self.inner.store.query_events(&query).await?;
+        let next_cursor = (data.len() as u64 == query.limit)
+            .then(|| data.last().map(|event| event.seq))
+            .flatten();
+        Ok(EventPage {
+            data,
+            total,
+            limit: query.limit,
+            next_cursor,
+        })
+    }
+
+    /// Cancels the run's runtime session (as its initiator) and marks the run cancelled on the
+    /// runtime's answer. A terminal run is returned unchanged.
+    pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<Run, ApiError> {
+        let run = self.get(run_id).await?;
+        if run.status.is_terminal() {
+            return Ok(run);
+        }
+        let reason = reason.unwrap_or_else(|| "cancelled by control plane".to_owned());
+        match self.inner.store.session(run_id).await? {
+            Some(session) => {
+                // Set before asking: the observer may write `run.cancelled` as soon as the
+                // runtime has cancelled.
+                self.inner
+                    .in_flight
+                    .set_cancel_reason(run_id, Some(&reason));
+                let span = self
+                    .inner
+                    .tracing
+                    .child(run_id, "runtime.CancelSession", Vec::new());
+                let ack = self
+                    .inner
+                    .runtime
+                    .cancel_session(&session.session_id, &reason, &session.initiator)
+                    .with_context(span.context())
+                    .await
+                    .map_err(|error| {
+                        self.inner.in_flight.set_cancel_reason(run_id, None);
+                        error.to_api_error()
+                    })?;
+                drop(span);
+                // The session takes nothing new now; what it accepted before is stored before
+                // `run.cancelled`, unless it takes longer than the bound to arrive.
+                if !self
+                    .inner
+                    .in_flight
+                    .wait_settled(run_id, SETTLE_BOUND)
+                    .await
+                {
+                    tracing::warn!(%run_id, "accepted messages not yet observed; cancelling anyway");
+                }
+                let metadata = match self
+                    .inner
+                    .runtime
+                    .get_session(&session.session_id, &session.initiator)
+                    .await
+                {
+                    Ok(metadata) => metadata,
+                    Err(_) => SessionMetadata {
+                        session_id: session.session_id.clone(),
+                        state: ack.session_state,
+                        mode: session.mode_name.clone(),
+                        ..Default::default()
+                    },
+                };
+                self.finalize(run_id, Some(metadata), Some(reason)).await?;
+            }
+            None => {
+                // Not bound yet: the executor sees the terminal status and stops (cancelling a
+                // session it may have started meanwhile).
+                self.finalize_without_session(run_id, RunStatus::Cancelled, None)
+                    .await?;
+            }
+        }
+        self.get(run_id).await
+    }
+
+    /// Ends a run on a terminal session state reported by the runtime (the authority). No-op
+    /// when the run is already terminal or the state is not terminal.
+    pub(crate) async fn finalize(
+        &self,
+        run_id: &str,
+        metadata: Option<SessionMetadata>,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        let Some(metadata) = metadata else {
+            return Ok(());
+        };
+        let state = macp_runtime::pb::SessionState::try_from(metadata.state)
+            .unwrap_or(macp_runtime::pb::SessionState::Unspecified);
+        use macp_runtime::pb::SessionState as S;
+        let status = match state {
+            S::Resolved => RunStatus::Completed,
+            S::Expired => RunStatus::Failed,
+            S::Cancelled => RunStatus::Cancelled,
+            S::Suspended | S::Open | S::Unspecified => {
+                return self.record_session_state(run_id, metadata).await;
+            }
+        };
+        let mut guard = self.inner.writers.lock(run_id).await?;
+        let Some(writer) = guard.as_mut() else {
+            return Err(not_found(run_id));
+        };
+        if writer.status().is_terminal() {
+            return Ok(());
+        }
+        let now = crate::time::now();
+        let error = (status == RunStatus::Failed).then(|| {
+            (
+                ErrorCode::SessionExpired.as_str().to_owned(),
+                "runtime session expired before it resolved".to_owned(),
+            )
+        });
+        let reason = match status {
+            RunStatus::Cancelled => reason.or_else(|| self.inner.in_flight.cancel_reason(run_id)),
+            _ => reason,
+        };
+        let terminal = terminal_event(run_id, writer.state(), status, now, error.as_ref(), reason);
+        let session_state = crate::events::normalizer::state_name(metadata.state).to_owned();
+        let session_id = metadata.session_id.clone();
+        self.inner
+            .writers
+            .ingest(
+                writer,
+                &[RuntimeItem::SessionState(metadata)],
+                now,
+                vec![terminal],
+                Change {
+                    run: RunChange {
+                        status: Some(status),
+                        ended_at: Some(now),
+                        error,
+                        ..RunChange::default()
+                    },
+                    session: Some(SessionChange::Progress {
+                        last_ordinal: None,
+                        state: Some(session_state),
+                    }),
+                    ..Change::default()
+                },
+            )
+            .await?;
+        drop(guard);
+        self.inner.writers.forget(run_id);
+        self.inner.in_flight.forget(run_id);
+        self.unregister_observer(&session_id);
+        self.inner.tracing.end_run(run_id, status.as_str(), None);
+        Ok(())
+    }
+
+    /// Records a non-terminal session state change (suspended, resumed).
+    async fn record_session_state(
+        &self,
+        run_id: &str,
+        metadata: SessionMetadata,
+    ) -> Result<(), ApiError> {
+        use macp_runtime::pb::SessionState as S;
+        let status = match S::try_from(metadata.state) {
+            Ok(S::Suspended) => RunStatus::Suspended,
+            Ok(S::Open) => RunStatus::Running,
+            _ => return Ok(()),
+        };
+        let mut guard = self.inner.writers.lock(run_id).await?;
+        let Some(writer) = guard.as_mut() else {
+            return Err(not_found(run_id));
+        };
+        if !writer.status().may_become(status) {
+            return Ok(());
+        }
+        let session_state = crate::events::normalizer::state_name(metadata.state).to_owned();
+        self.inner
+            .writers
+            .ingest(
+                writer,
+                &[RuntimeItem::SessionState(metadata)],
+                crate::time::now(),
+                Vec::new(),
+                Change {
+                    run: RunChange {
+                        status: Some(status),
+                        ..RunChange::default()
+                    },
+                    session: Some(SessionChange::Progress {
+                        last_ordinal: None,
+                        state: Some(session_state),
+                    }),
+                    ..Change::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a run that has no runtime session (refused before binding, cancelled early).
+    pub(crate) async fn finalize_without_session(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut guard = self.inner.writers.lock(run_id).await?;
+        let Some(writer) = guard.as_mut() else {
+            return Err(not_found(run_id));
+        };
+        if writer.status().is_terminal() {
+            return Ok(());
+        }
+        let now = crate::time::now();
+        let error = error.map(|error| (error.code.as_str().to_owned(), error.message.clone()));
+        let error_message = error.as_ref().map(|(_, message)| message.clone());
+        let terminal = terminal_event(run_id, writer.state(), status, now, error.as_ref(), None);
+        self.inner
+            .writers
+            .emit(
+                writer,
+                vec![terminal],
+                Change {
+                    run: RunChange {
+                        status: Some(status),
+                        ended_at: Some(now),
+                        error,
+                        ..RunChange::default()
+                    },
+                    session: None,
+                    ..Change::default()
+                },
+            )
+            .await?;
+        drop(guard);
+        self.inner.writers.forget(run_id);
+        self.inner.in_flight.forget(run_id);
+        self.inner
+            .tracing
+            .end_run(run_id, status.as_str(), error_message.as_deref());
+        Ok(())
+    }
+
+    pub(crate) fn register_observer(
+        &self,
+        session_id: &str,
+    ) -> mpsc::UnboundedReceiver<SessionSignal> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.inner
+            .observers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(session_id.to_owned(), sender);
+        receiver
+    }
+
+    pub(crate) fn unregister_observer(&self, session_id: &str) {
+        self.inner
+            .observers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(session_id);
+    }
+
+    /// Hands a lifecycle event to the observer of its session, if this process has one.
+    pub(crate) fn signal_session(&self, metadata: SessionMetadata) {
+        let observers = self
+            .inner
+            .observers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(observer) = observers.get(&metadata.session_id) {
+            let _ = observer.send(metadata);
+        }
+    }
+
+    /// Resumes a run found active at startup: re-running the executor is safe because every
+    /// message it sends has a deterministic id the runtime de-duplicates.
+    fn spawn_recovery(&self, run: Run) {
+        let service = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(error) = observer::recover(service, run.clone()).await {
+                tracing::error!(run_id = %run.id, %error, "run recovery failed");
+            }
+        });
+    }
+
+    pub async fn runtime_manifest(&self) -> Result<info::Manifest, ApiError> {
+        self.inner
+            .runtime
+            .get_manifest()
+            .await
+            .map(info::Manifest::from)
+            .map_err(|error| error.to_api_error())
+    }
+
+    pub async fn runtime_modes(&self) -> Result<Vec<info::Mode>, ApiError> {
+        let modes = self
+            .inner
+            .runtime
+            .list_modes()
+            .await
+            .map_err(|error| error.to_api_error())?;
+        Ok(modes.into_iter().map(info::Mode::from).collect())
+    }
+
+    pub async fn runtime_roots(&self) -> Result<Vec<info::Root>, ApiError> {
+        let roots = self
+            .inner
+            .runtime
+            .list_roots()
+            .await
+            .map_err(|error| error.to_api_error())?;
+        Ok(roots.into_iter().map(info::Root::from).collect())
+    }
+
+    pub async fn runtime_health(&self) -> info::Health {
+        match self.inner.runtime.get_manifest().await {
+            Ok(manifest) => info::Health {
+                ok: true,
+                runtime_kind: RUNTIME_KIND.to_owned(),
+                detail: Some(format!("reachable at {}", self.inner.runtime.address())),
+                manifest: Some(manifest.into()),
+            },
+            Err(error) => info::Health {
+                ok: false,
+                runtime_kind: RUNTIME_KIND.to_owned(),
+                detail: Some(error.to_string()),
+                manifest: None,
+            },
+        }
+    }
+
+    /// Ready when the database answers and the runtime completes `Initialize`.
+    pub async fn readiness(&self) -> Readiness {
+        let database = match self.inner.store.ping().await {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => format!("unhealthy: {error}"),
+        };
+        let runtime = match self.inner.runtime.initialize().await {
+            Ok(response) => info::Health {
+                ok: true,
+                runtime_kind: RUNTIME_KIND.to_owned(),
+                detail: response
+                    .runtime_info
+                    .map(|info| format!("{} {}", info.name, info.version)),
+                manifest: None,
+            },
+            Err(error) => info::Health {
+                ok: false,
+                runtime_kind: RUNTIME_KIND.to_owned(),
+                detail: Some(error.to_string()),
+                manifest: None,
+            },
+        };
+        Readiness {
+            ok: database == "ok" && runtime.ok,
+            database,
+            runtime,
+        }
+    }
+}
+
+/// `run.completed` / `run.failed` / `run.cancelled` for a run.
+fn terminal_event(
+    run_id: &str,
+    state: &RunState,
+    status: RunStatus,
+    now: crate::time::Timestamp,
+    error: Option<&(String, String)>,
+    reason: Option<String>,
+) -> EventDraft {
+    let event_type = match status {
+        RunStatus::Completed => types::RUN_COMPLETED,
+        RunStatus::Cancelled => types::RUN_CANCELLED,
+        _ => types::RUN_FAILED,
+    };
+    let mut data = json!({
+        "status": status.as_str(),
+        "endedAt": crate::time::format(&now),
+        "runtimeSessionId": state.run.runtime_session_id,
+        "traceId": state.run.trace_id,
+    });
+    if let Some(map) = data.as_object_mut() {
+        if let Some((code, message)) = error {
+            map.insert("errorCode".to_owned(), json!(code));
+            map.insert("error".to_owned(), json!(message));
+        }
+        if let Some(reason) = reason {
+            map.insert("reason".to_owned(), json!(reason));
+        }
+    }
+    EventDraft::new(
+        event_type,
+        now,
+        Some(Subject::new("run", run_id.to_owned())),
+        Source::control_plane("run-service"),
+        data,
+    )
+}

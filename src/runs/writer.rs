@@ -1,0 +1,308 @@
+//! The single write path of a run: seq allocation, raw + canonical events, projection and run row
+//! in one transaction, then publication to the hub (invariant 3). Writers are per run and
+//! serialized by a lock, so seqs are dense and published in order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::status::RunStatus;
+use crate::events::canonical::{CanonicalEvent, EventDraft, TraceRef};
+use crate::events::hub::{Hub, Published, Shared};
+use crate::events::normalizer::{self, NormalizerContext, RuntimeItem};
+use crate::projection::reducer;
+use crate::projection::state::RunState;
+use crate::store::{self, Append, RawRecord, RunChange, SessionChange, Store};
+use crate::telemetry::trace::Tracing;
+use crate::time::Timestamp;
+use opentelemetry::KeyValue;
+
+/// The cached head of a run: what the next append builds on.
+pub struct RunWriter {
+    run_id: String,
+    last_seq: i64,
+    status: RunStatus,
+    state: RunState,
+    normalizer: NormalizerContext,
+    trace: Option<TraceRef>,
+    last_ordinal: i64,
+}
+
+impl RunWriter {
+    pub fn status(&self) -> RunStatus {
+        self.status
+    }
+
+    pub fn last_ordinal(&self) -> i64 {
+        self.last_ordinal
+    }
+
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    pub fn set_participants(&mut self, participants: Vec<String>) {
+        self.normalizer.participants = participants;
+    }
+
+    async fn load(store: &Store, run_id: &str) -> Result<Option<RunWriter>, store::Error> {
+        let Some(run) = store.run(run_id).await? else {
+            return Ok(None);
+        };
+        let state = store
+            .projection(run_id)
+            .await?
+            .unwrap_or_else(|| RunState::empty(run_id));
+        let session = store.session(run_id).await?;
+        let mut normalizer = NormalizerContext::default();
+        if let Some(session) = &session {
+            normalizer.mode = session.mode_name.clone();
+            normalizer.participants = session.participants.clone();
+        }
+        normalizer.seen = state
+            .participants
+            .iter()
+            .map(|participant| participant.participant_id.clone())
+            .collect();
+        Ok(Some(RunWriter {
+            run_id: run_id.to_owned(),
+            last_seq: run.last_event_seq,
+            status: run.status,
+            state,
+            normalizer,
+            trace: run.trace_id.map(|trace_id| TraceRef {
+                trace_id: Some(trace_id),
+                ..TraceRef::default()
+            }),
+            last_ordinal: session.map(|session| session.last_ordinal).unwrap_or(0),
+        }))
+    }
+
+    fn materialize(&self, drafts: Vec<EventDraft>, first_seq: i64) -> Vec<CanonicalEvent> {
+        drafts
+            .into_iter()
+            .enumerate()
+            .map(|(offset, draft)| {
+                CanonicalEvent::from_draft(
+                    draft,
+                    &self.run_id,
+                    first_seq + offset as i64,
+                    self.trace.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A projection checkpoint is kept every this many events.
+pub const CHECKPOINT_EVERY: i64 = 500;
+
+/// Whether an append moving the last seq from `before` to `after` passes a checkpoint boundary.
+fn crosses_checkpoint(before: i64, after: i64) -> bool {
+    after / CHECKPOINT_EVERY > before / CHECKPOINT_EVERY
+}
+
+/// What one append changes besides events.
+#[derive(Default)]
+pub struct Change {
+    pub run: RunChange,
+    pub session: Option<SessionChange>,
+    /// An artifact row written with the events.
+    pub artifact: Option<crate::runs::observability::Artifact>,
+}
+
+/// All writers of this process, loaded on first use.
+#[derive(Clone)]
+pub struct Writers {
+    store: Store,
+    hub: Hub,
+    tracing: Tracing,
+    writers: Arc<Mutex<HashMap<String, WriterSlot>>>,
+}
+
+/// A run's writer, `None` until loaded (or when the run does not exist).
+type WriterSlot = Arc<tokio::sync::Mutex<Option<RunWriter>>>;
+
+pub type WriterGuard = tokio::sync::OwnedMutexGuard<Option<RunWriter>>;
+
+impl Writers {
+    pub fn new(store: Store, hub: Hub, tracing: Tracing) -> Self {
+        Writers {
+            store,
+            hub,
+            tracing,
+            writers: Arc::default(),
+        }
+    }
+
+    /// Locks the writer of `run_id`, loading it from the store when needed. `None` inside the
+    /// guard means the run does not exist.
+    pub async fn lock(&self, run_id: &str) -> Result<WriterGuard, store::Error> {
+        let slot = {
+            let mut writers = self
+                .writers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            writers
+                .entry(run_id.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
+                .clone()
+        };
+        let mut guard = slot.lock_owned().await;
+        if guard.is_none() {
+            *guard = RunWriter::load(&self.store, run_id).await?;
+        }
+        Ok(guard)
+    }
+
+    /// Drops the cached writer of a finished run (it is reloaded if written again).
+    pub fn forget(&self, run_id: &str) {
+        self.writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(run_id);
+    }
+
+    /// Appends control-plane events with their run/session changes.
+    pub async fn emit(
+        &self,
+        writer: &mut RunWriter,
+        drafts: Vec<EventDraft>,
+        change: Change,
+    ) -> Result<Vec<CanonicalEvent>, store::Error> {
+        self.append(writer, drafts, Vec::new(), change).await
+    }
+
+    /// Normalizes runtime items and appends their raw and canonical events in one transaction.
+    pub async fn ingest(
+        &self,
+        writer: &mut RunWriter,
+        items: &[RuntimeItem],
+        observed_at: Timestamp,
+        extra: Vec<EventDraft>,
+        change: Change,
+    ) -> Result<Vec<CanonicalEvent>, store::Error> {
+        let mut normalizer = writer.normalizer.clone();
+        let mut drafts = Vec::with_capacity(items.len() * 3 + extra.len());
+        let mut raw = Vec::with_capacity(items.len());
+        let mut max_ordinal = None;
+        for item in items {
+            let item_drafts = normalizer::normalize(&mut normalizer, item, observed_at);
+            raw.push(RawRecord {
+                seq: writer.last_seq + drafts.len() as i64 + 1,
+                ts: observed_at,
+                kind: item.raw_kind().to_owned(),
+                ordinal: match item {
+                    RuntimeItem::Envelope { ordinal, .. } => {
+                        max_ordinal = Some(*ordinal as i64);
+                        Some(*ordinal as i64)
+                    }
+                    _ => None,
+                },
+                payload: item.raw_payload(),
+            });
+            drafts.extend(item_drafts);
+        }
+        drafts.extend(extra);
+        let mut change = change;
+        if let Some(ordinal) = max_ordinal {
+            change.session = match change.session {
+                Some(SessionChange::Progress { state, .. }) => Some(SessionChange::Progress {
+                    last_ordinal: Some(ordinal),
+                    state,
+                }),
+                None => Some(SessionChange::Progress {
+                    last_ordinal: Some(ordinal),
+                    state: None,
+                }),
+                other => other,
+            };
+        }
+        let events = self.append(writer, drafts, raw, change).await?;
+        writer.normalizer = normalizer;
+        if let Some(ordinal) = max_ordinal {
+            writer.last_ordinal = writer.last_ordinal.max(ordinal);
+        }
+        Ok(events)
+    }
+
+    async fn append(
+        &self,
+        writer: &mut RunWriter,
+        drafts: Vec<EventDraft>,
+        raw: Vec<RawRecord>,
+        change: Change,
+    ) -> Result<Vec<CanonicalEvent>, store::Error> {
+        let events = writer.materialize(drafts, writer.last_seq + 1);
+        let mut state = writer.state.clone();
+        for event in &events {
+            reducer::apply(&mut state, event);
+        }
+        let mut run_change = change.run;
+        // A status change must be a legal transition from the status the row has now.
+        if let Some(status) = run_change.status
+            && !writer.status.may_become(status)
+        {
+            run_change.status = None;
+            run_change.ended_at = None;
+            run_change.error = None;
+        }
+        let new_status = run_change.status;
+        let bound = match &change.session {
+            Some(SessionChange::Bind(session)) => {
+                Some((session.mode_name.clone(), session.participants.clone()))
+            }
+            _ => None,
+        };
+        let persist = self.tracing.child(
+            &writer.run_id,
+            "events.persist",
+            vec![KeyValue::new("macp.event_count", events.len() as i64)],
+        );
+        self.store
+            .append(Append {
+                run_id: &writer.run_id,
+                expected_last_seq: writer.last_seq,
+                events: &events,
+                raw: &raw,
+                projection: &state,
+                run: run_change,
+                session: change.session,
+                checkpoint: crosses_checkpoint(writer.last_seq, state.timeline.latest_seq),
+                artifact: change.artifact,
+            })
+            .await?;
+        if let Some(last) = events.last() {
+            writer.last_seq = last.seq;
+        }
+        // Announced participants are not announced again when their first envelope arrives.
+        for event in &events {
+            if event.event_type == crate::events::canonical::types::PARTICIPANT_SEEN
+                && let Some(id) = event.data.get("participantId").and_then(|id| id.as_str())
+            {
+                writer.normalizer.seen.insert(id.to_owned());
+            }
+        }
+        if let Some((mode, participants)) = bound {
+            writer.normalizer.mode = mode;
+            writer.normalizer.participants = participants;
+        }
+        if let Some(status) = new_status {
+            crate::telemetry::metrics::record_transition(status);
+            writer.status = status;
+        }
+        drop(persist);
+        crate::telemetry::metrics::record_events(events.len());
+        writer.state = state.clone();
+        let _publish = self
+            .tracing
+            .child(&writer.run_id, "events.publish", Vec::new());
+        self.hub.publish(
+            &writer.run_id,
+            Published {
+                events: events.iter().cloned().map(Shared::new).collect(),
+                state: Shared::new(state),
+            },
+        );
+        Ok(events)
+    }
+}

@@ -1,0 +1,433 @@
+//! The gRPC client of the MACP runtime: unary calls with deadlines, per-sender credentials, and
+//! runtime refusals (in-band Ack errors and `macp-error-code` statuses) turned into our errors
+//! with the runtime's reasons kept.
+
+use std::time::Duration;
+
+use macp_runtime::pb::{
+    self, Envelope, InitializeRequest, SessionMetadata,
+    macp_runtime_service_client::MacpRuntimeServiceClient,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use super::credentials::Credentials;
+use crate::error::{ApiError, ErrorCode};
+
+/// The protocol version this control plane speaks.
+pub const MACP_VERSION: &str = "1.0";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("runtime unreachable: {0}")]
+    Unavailable(String),
+    #[error("runtime call {0} timed out")]
+    Timeout(&'static str),
+    /// The runtime answered and refused; `code` is the runtime's registry code.
+    #[error("runtime refused ({code}): {message}")]
+    Refused {
+        code: String,
+        message: String,
+        details: Option<Value>,
+    },
+    #[error("no runtime credential configured for sender '{0}'")]
+    NoCredential(String),
+}
+
+impl Error {
+    /// The runtime's registry code, when the runtime answered.
+    pub fn runtime_code(&self) -> Option<&str> {
+        match self {
+            Error::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            Error::Unavailable(_) => ApiError::new(ErrorCode::RuntimeUnavailable, self.to_string()),
+            Error::Timeout(_) => ApiError::new(ErrorCode::RuntimeTimeout, self.to_string()),
+            Error::NoCredential(_) => ApiError::new(ErrorCode::Unauthenticated, self.to_string()),
+            Error::Refused {
+                code,
+                message,
+                details,
+            } => {
+                let mut body = json!({ "runtimeCode": code, "runtimeMessage": message });
+                if let (Some(details), Some(map)) = (details, body.as_object_mut()) {
+                    map.insert("runtimeDetails".to_owned(), details.clone());
+                }
+                ApiError::new(map_runtime_code(code), self.to_string()).with_details(body)
+            }
+        }
+    }
+}
+
+/// Runtime registry codes → our codes (runtime.md §2.1).
+pub fn map_runtime_code(code: &str) -> ErrorCode {
+    match code {
+        "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
+        "FORBIDDEN" => ErrorCode::Forbidden,
+        "POLICY_DENIED" => ErrorCode::PolicyDenied,
+        "SESSION_NOT_FOUND" | "AGENT_NOT_FOUND" => ErrorCode::NotFound,
+        "UNKNOWN_POLICY_VERSION" => ErrorCode::UnknownPolicyVersion,
+        "SESSION_NOT_OPEN" => ErrorCode::SessionNotOpen,
+        "SESSION_ALREADY_EXISTS" => ErrorCode::SessionAlreadyExists,
+        "INVALID_SESSION_ID" => ErrorCode::InvalidSessionId,
+        "MODE_NOT_SUPPORTED" => ErrorCode::ModeNotSupported,
+        "INVALID_ENVELOPE" | "INVALID_REQUEST" | "UNSUPPORTED_PROTOCOL_VERSION" => {
+            ErrorCode::ValidationError
+        }
+        "RATE_LIMITED" => ErrorCode::RateLimited,
+        "PAYLOAD_TOO_LARGE" => ErrorCode::PayloadTooLarge,
+        _ => ErrorCode::RuntimeRejected,
+    }
+}
+
+fn error_from_status(status: &tonic::Status) -> Error {
+    let code = status
+        .metadata()
+        .get("macp-error-code")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    match (code, status.code()) {
+        (Some(code), _) => {
+            let details = status
+                .metadata()
+                .get_bin("macp-error-details-bin")
+                .and_then(|value| value.to_bytes().ok())
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+            Error::Refused {
+                code,
+                message: status.message().to_owned(),
+                details,
+            }
+        }
+        (None, tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) => {
+            Error::Unavailable(status.message().to_owned())
+        }
+        (None, tonic::Code::DeadlineExceeded) => Error::Timeout("request"),
+        (None, other) => Error::Refused {
+            code: format!("{other:?}").to_uppercase(),
+            message: status.message().to_owned(),
+            details: None,
+        },
+    }
+}
+
+/// A refused Ack as an error, keeping the POLICY_DENIED reasons when present.
+pub fn error_from_ack(error: &pb::MacpError) -> Error {
+    let details = if error.details.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<Value>(&error.details).ok()
+    };
+    Error::Refused {
+        code: error.code.clone(),
+        message: error.message.clone(),
+        details,
+    }
+}
+
+/// Handle to one runtime (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct RuntimeClient {
+    inner: MacpRuntimeServiceClient<Channel>,
+    credentials: Credentials,
+    timeout: Duration,
+    address: String,
+}
+
+/// A passive session subscription; dropping it ends the stream. The request side is kept open
+/// for the subscription's life, because a half-close tells the runtime to stop live delivery.
+pub struct Subscription {
+    pub responses: tonic::Streaming<pb::StreamSessionResponse>,
+    _requests: mpsc::Sender<pb::StreamSessionRequest>,
+}
+
+impl RuntimeClient {
+    /// A lazily connecting client: an unreachable runtime surfaces on the first call, so the
+    /// service starts (and reports itself not ready) instead of refusing to boot.
+    pub fn connect_lazy(
+        address: &str,
+        credentials: Credentials,
+        timeout: Duration,
+        tls: bool,
+    ) -> Result<Self, Error> {
+        let url = if address.contains("://") {
+            address.to_owned()
+        } else if tls {
+            format!("https://{address}")
+        } else {
+            format!("http://{address}")
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|error| {
+                Error::Unavailable(format!("invalid runtime address '{url}': {error}"))
+            })?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        if tls {
+            endpoint = endpoint
+                .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+                .map_err(|error| Error::Unavailable(format!("tls configuration: {error}")))?;
+        }
+        let channel = endpoint.connect_lazy();
+        Ok(RuntimeClient {
+            // Payloads up to the runtime's own limit (1 MiB + envelope overhead).
+            inner: MacpRuntimeServiceClient::new(channel)
+                .max_decoding_message_size(1_048_576 + 65_536),
+            credentials,
+            timeout,
+            address: address.to_owned(),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    fn request<T>(&self, message: T, bearer: Option<&str>) -> Result<tonic::Request<T>, Error> {
+        let mut request = tonic::Request::new(message);
+        if let Some(bearer) = bearer {
+            let value = MetadataValue::try_from(format!("Bearer {bearer}"))
+                .map_err(|_| Error::NoCredential("<credential is not a valid header>".into()))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        // Callers run runtime calls inside their span's context (`with_context`).
+        crate::telemetry::trace::inject(request.metadata_mut());
+        Ok(request)
+    }
+
+    fn bearer(&self, sender: &str) -> Result<String, Error> {
+        self.credentials
+            .bearer_for(sender)
+            .ok_or_else(|| Error::NoCredential(sender.to_owned()))
+    }
+
+    async fn with_deadline<F, T>(&self, name: &'static str, call: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(Error::Timeout(name)),
+            Ok(Err(status)) => Err(error_from_status(&status)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        };
+        crate::telemetry::metrics::record_runtime_call(name, started.elapsed(), outcome.is_ok());
+        outcome
+    }
+
+    pub async fn initialize(&self) -> Result<pb::InitializeResponse, Error> {
+        let request = self.request(
+            InitializeRequest {
+                supported_protocol_versions: vec![MACP_VERSION.to_owned()],
+                client_info: Some(pb::ClientInfo {
+                    name: "macp-control-plane".to_owned(),
+                    title: "MACP Control Plane".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    description: "Scenario-agnostic control plane for the MACP runtime".to_owned(),
+                    website_url: String::new(),
+                }),
+                capabilities: None,
+            },
+            None,
+        )?;
+        let mut client = self.inner.clone();
+        self.with_deadline("Initialize", client.initialize(request))
+            .await
+    }
+
+    /// Sends one envelope with `sender`'s credentials and returns the runtime's Ack; a refused
+    /// Ack is an error carrying the runtime's code and reasons.
+    pub async fn send(&self, envelope: Envelope, sender: &str) -> Result<pb::Ack, Error> {
+        let bearer = self.bearer(sender)?;
+        let request = self.request(
+            pb::SendRequest {
+                envelope: Some(envelope),
+            },
+            Some(&bearer),
+        )?;
+        let mut client = self.inner.clone();
+        let response = self.with_deadline("Send", client.send(request)).await?;
+        let ack = response
+            .ack
+            .ok_or_else(|| Error::Unavailable("runtime answered Send without an ack".into()))?;
+        match (&ack.error, ack.ok) {
+            (_, true) => Ok(ack),
+            (Some(error), false) => Err(error_from_ack(error)),
+            (None, false) => Err(Error::Refused {
+                code: "INTERNAL_ERROR".to_owned(),
+                message: "runtime refused the message without a reason".to_owned(),
+                details: None,
+            }),
+        }
+    }
+
+    /// Opens a passive subscription to a session's accepted envelopes after `after_sequence`
+    /// (exclusive, 1-based runtime ordinals), authenticated as `reader`.
+    pub async fn subscribe(
+        &self,
+        session_id: &str,
+        after_sequence: u64,
+        reader: &str,
+    ) -> Result<Subscription, Error> {
+        let bearer = self.bearer(reader)?;
+        let (requests, receiver) = mpsc::channel(1);
+        let frame = pb::StreamSessionRequest {
+            envelope: None,
+            subscribe_session_id: session_id.to_owned(),
+            after_sequence,
+        };
+        requests
+            .send(frame)
+            .await
+            .map_err(|_| Error::Unavailable("subscription channel closed".into()))?;
+        let request = self.request(ReceiverStream::new(receiver), Some(&bearer))?;
+        let mut client = self.inner.clone();
+        let responses = self
+            .with_deadline("StreamSession", client.stream_session(request))
+            .await?;
+        Ok(Subscription {
+            responses,
+            _requests: requests,
+        })
+    }
+
+    pub async fn watch_sessions(
+        &self,
+    ) -> Result<tonic::Streaming<pb::WatchSessionsResponse>, Error> {
+        let bearer = self.credentials.observer_bearer();
+        let request = self.request(pb::WatchSessionsRequest {}, Some(&bearer))?;
+        let mut client = self.inner.clone();
+        self.with_deadline("WatchSessions", client.watch_sessions(request))
+            .await
+    }
+
+    pub async fn get_session(
+        &self,
+        session_id: &str,
+        reader: &str,
+    ) -> Result<SessionMetadata, Error> {
+        let bearer = self.bearer(reader)?;
+        let request = self.request(
+            pb::GetSessionRequest {
+                session_id: session_id.to_owned(),
+            },
+            Some(&bearer),
+        )?;
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline("GetSession", client.get_session(request))
+            .await?;
+        response.metadata.ok_or_else(|| {
+            Error::Unavailable("runtime answered GetSession without metadata".into())
+        })
+    }
+
+    /// Cancels a session as `canceller` (its initiator). Cancelling a terminal session answers
+    /// ok with its current state.
+    pub async fn cancel_session(
+        &self,
+        session_id: &str,
+        reason: &str,
+        canceller: &str,
+    ) -> Result<pb::Ack, Error> {
+        let bearer = self.bearer(canceller)?;
+        let request = self.request(
+            pb::CancelSessionRequest {
+                session_id: session_id.to_owned(),
+                reason: reason.to_owned(),
+            },
+            Some(&bearer),
+        )?;
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline("CancelSession", client.cancel_session(request))
+            .await?;
+        let ack = response.ack.ok_or_else(|| {
+            Error::Unavailable("runtime answered CancelSession without an ack".into())
+        })?;
+        match (&ack.error, ack.ok) {
+            (Some(error), false) => Err(error_from_ack(error)),
+            _ => Ok(ack),
+        }
+    }
+
+    pub async fn get_manifest(&self) -> Result<pb::AgentManifest, Error> {
+        let request = self.request(
+            pb::GetManifestRequest {
+                agent_id: String::new(),
+            },
+            None,
+        )?;
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline("GetManifest", client.get_manifest(request))
+            .await?;
+        response.manifest.ok_or_else(|| {
+            Error::Unavailable("runtime answered GetManifest without a manifest".into())
+        })
+    }
+
+    /// Standards-track modes and registered extensions.
+    pub async fn list_modes(&self) -> Result<Vec<pb::ModeDescriptor>, Error> {
+        let mut client = self.inner.clone();
+        let standard = self
+            .with_deadline(
+                "ListModes",
+                client.list_modes(self.request(pb::ListModesRequest {}, None)?),
+            )
+            .await?;
+        let extensions = self
+            .with_deadline(
+                "ListExtModes",
+                client.list_ext_modes(self.request(pb::ListExtModesRequest {}, None)?),
+            )
+            .await?;
+        let mut modes = standard.modes;
+        modes.extend(extensions.modes);
+        Ok(modes)
+    }
+
+    pub async fn list_roots(&self) -> Result<Vec<pb::Root>, Error> {
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline(
+                "ListRoots",
+                client.list_roots(self.request(pb::ListRootsRequest {}, None)?),
+            )
+            .await?;
+        Ok(response.roots)
+    }
+}
+
+/// A new envelope for this session (empty sender: the runtime fills in the authenticated one).
+pub fn envelope(
+    mode: &str,
+    message_type: &str,
+    session_id: &str,
+    message_id: String,
+    payload: Vec<u8>,
+) -> Envelope {
+    Envelope {
+        macp_version: MACP_VERSION.to_owned(),
+        mode: mode.to_owned(),
+        message_type: message_type.to_owned(),
+        message_id,
+        session_id: session_id.to_owned(),
+        sender: String::new(),
+        timestamp_unix_ms: chrono::Utc::now().timestamp_millis(),
+        payload,
+    }
+}

@@ -1,0 +1,14 @@
+//! Everything that talks to the MACP runtime: the gRPC client with per-sender credentials, the
+//! payload codec, discovery records, and the embedded reference runtime.
+
+pub mod client;
+pub mod codec;
+pub mod credentials;
+pub mod embedded;
+pub mod info;
+
+pub use client::{Error, RuntimeClient};
+
+/// `SessionStartPayload.extensions` key under which the run's context travels to the runtime
+/// (the current SessionStartPayload has no context field).
+pub const CONTEXT_EXTENSION_KEY: &str = "macp.control_plane.context.v1";

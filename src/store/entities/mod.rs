@@ -1,0 +1,9 @@
+//! sea-orm entities: database rows, deliberately separate from the domain and wire types.
+
+pub mod artifact;
+pub mod canonical_event;
+pub mod checkpoint;
+pub mod projection;
+pub mod raw_event;
+pub mod run;
+pub mod runtime_session;

@@ -1,0 +1,35 @@
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "runs")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub status: String,
+    pub mode: String,
+    pub runtime_kind: String,
+    pub runtime_version: Option<String>,
+    #[sea_orm(unique)]
+    pub runtime_session_id: Option<String>,
+    pub trace_id: Option<String>,
+    #[sea_orm(unique)]
+    pub idempotency_key: Option<String>,
+    pub last_event_seq: i64,
+    pub source_kind: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub source_ref: Option<String>,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub tags: Json,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub metadata: Json,
+    pub error_code: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub error_message: Option<String>,
+    pub created_at: ChronoDateTimeUtc,
+    pub started_at: Option<ChronoDateTimeUtc>,
+    pub ended_at: Option<ChronoDateTimeUtc>,
+    pub updated_at: ChronoDateTimeUtc,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,822 @@
+//! Persistence (the only module that imports sea-orm). SQLite by default, PostgreSQL through a
+//! `postgres://` URL; the same migrations and queries serve both.
+
+mod entities;
+#[path = "../../migrations/mod.rs"]
+mod migrations;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, DbErr, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use serde_json::Value;
+
+use entities::{
+    artifact, canonical_event, checkpoint, projection, raw_event, run, runtime_session,
+};
+
+use crate::error::ApiError;
+use crate::events::canonical::{CanonicalEvent, SCHEMA_VERSION, Source, Subject, TraceRef};
+use crate::projection::state::RunState;
+use crate::runs::model::{BoundSession, Run, RunFilter, RunPage};
+use crate::runs::status::RunStatus;
+use crate::time::Timestamp;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    /// Another writer appended to the run since this writer last read it.
+    #[error("run {0} was written concurrently")]
+    Concurrent(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    pub fn to_api_error(&self) -> ApiError {
+        ApiError::internal(self.to_string())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        error.to_api_error()
+    }
+}
+
+/// A new run row.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub mode: String,
+    pub runtime_kind: String,
+    pub runtime_version: Option<String>,
+    pub trace_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub source_kind: Option<String>,
+    pub source_ref: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+    pub created_at: Timestamp,
+}
+
+pub enum CreateOutcome {
+    Created(Run),
+    /// The idempotency key belongs to this run already.
+    Existing(Run),
+}
+
+/// A raw runtime item, keyed by the seq of its first canonical event.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub seq: i64,
+    pub ts: Timestamp,
+    pub kind: String,
+    pub ordinal: Option<i64>,
+    pub payload: Value,
+}
+
+/// Changes to the run row that travel with an append.
+#[derive(Debug, Clone, Default)]
+pub struct RunChange {
+    pub status: Option<RunStatus>,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub runtime_session_id: Option<String>,
+    pub error: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SessionChange {
+    Bind(BoundSession),
+    Progress {
+        last_ordinal: Option<i64>,
+        state: Option<String>,
+    },
+}
+
+/// Everything one transaction writes for a run: the seq range, raw and canonical events, the
+/// projection after them, and the run/session rows.
+pub struct Append<'a> {
+    pub run_id: &'a str,
+    pub expected_last_seq: i64,
+    pub events: &'a [CanonicalEvent],
+    pub raw: &'a [RawRecord],
+    pub projection: &'a RunState,
+    pub run: RunChange,
+    pub session: Option<SessionChange>,
+    /// Also keep `projection` as a checkpoint at its seq.
+    pub checkpoint: bool,
+    pub artifact: Option<crate::runs::observability::Artifact>,
+}
+
+/// Filters of the event queries (`GET /events`, `GET /runs/{id}/events`).
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub run_id: Option<String>,
+    pub types: Vec<String>,
+    pub after_seq: i64,
+    /// Inclusive.
+    pub after_ts: Option<Timestamp>,
+    /// Exclusive.
+    pub before_ts: Option<Timestamp>,
+    pub limit: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    /// SQLite admits one writer at a time; queueing writers here, in order, replaces SQLite's
+    /// busy-wait retries (sleeps of up to 100 ms) with a fair hand-off.
+    sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Store {
+    /// Connects; a SQLite file is created on first use and run in WAL mode.
+    pub async fn connect(url: &str) -> Result<Store, Error> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10));
+        if url.starts_with("sqlite:") {
+            // One writer at a time is SQLite's model; WAL lets readers proceed alongside it.
+            options.max_connections(8).map_sqlx_sqlite_opts(|sqlite| {
+                sqlite
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        } else {
+            options.max_connections(16);
+        }
+        let sqlite = url.starts_with("sqlite:");
+        let db = Database::connect(options).await?;
+        Ok(Store {
+            db,
+            sqlite_writer: sqlite.then(Arc::default),
+        })
+    }
+
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.sqlite_writer {
+            Some(writer) => Some(writer.lock().await),
+            None => None,
+        }
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub async fn migrate(&self) -> Result<(), Error> {
+        migrations::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.db.ping().await?;
+        Ok(())
+    }
+
+    /// Inserts a run with its first events and projection in one transaction. A run with the
+    /// same idempotency key wins over this one: it is returned and nothing is written.
+    pub async fn create_run(
+        &self,
+        new: NewRun,
+        events: &[CanonicalEvent],
+        state: &RunState,
+    ) -> Result<CreateOutcome, Error> {
+        let _writer = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        let last_seq = events.last().map(|event| event.seq).unwrap_or(0);
+        let row = run::ActiveModel {
+            id: Set(new.id.clone()),
+            status: Set(RunStatus::Queued.as_str().to_owned()),
+            mode: Set(new.mode),
+            runtime_kind: Set(new.runtime_kind),
+            runtime_version: Set(new.runtime_version),
+            runtime_session_id: Set(None),
+            trace_id: Set(new.trace_id),
+            idempotency_key: Set(new.idempotency_key.clone()),
+            last_event_seq: Set(last_seq),
+            source_kind: Set(new.source_kind),
+            source_ref: Set(new.source_ref),
+            tags: Set(serde_json::json!(new.tags)),
+            metadata: Set(new.metadata),
+            error_code: Set(None),
+            error_message: Set(None),
+            created_at: Set(new.created_at),
+            started_at: Set(None),
+            ended_at: Set(None),
+            updated_at: Set(new.created_at),
+        };
+        let inserted = match &new.idempotency_key {
+            Some(_) => {
+                let outcome = run::Entity::insert(row)
+                    .on_conflict(
+                        OnConflict::column(run::Column::IdempotencyKey)
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .try_insert()
+                    .exec_without_returning(&txn)
+                    .await?;
+                matches!(outcome, sea_orm::TryInsertResult::Inserted(count) if count > 0)
+            }
+            None => {
+                run::Entity::insert(row)
+                    .exec_without_returning(&txn)
+                    .await?;
+                true
+            }
+        };
+        if !inserted {
+            txn.rollback().await?;
+            let key = new.idempotency_key.unwrap_or_default();
+            let existing = run::Entity::find()
+                .filter(run::Column::IdempotencyKey.eq(key.clone()))
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| Error::Corrupt(format!("idempotency key {key} has no run")))?;
+            return Ok(CreateOutcome::Existing(run_from_row(existing)?));
+        }
+        insert_events(&txn, events).await?;
+        upsert_projection(&txn, &new.id, state).await?;
+        txn.commit().await?;
+        let created = self
+            .run(&new.id)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("run {} vanished after insert", new.id)))?;
+        Ok(CreateOutcome::Created(created))
+    }
+
+    /// Appends events to a run in one transaction. Fails with [`Error::Concurrent`] (and writes
+    /// nothing) when the run's last seq is not `expected_last_seq`.
+    pub async fn append(&self, append: Append<'_>) -> Result<(), Error> {
+        let now = crate::time::now();
+        let new_last = append
+            .events
+            .last()
+            .map(|event| event.seq)
+            .unwrap_or(append.expected_last_seq);
+        let _writer = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        let mut update = run::Entity::update_many()
+            .col_expr(run::Column::LastEventSeq, Expr::value(new_last))
+            .col_expr(run::Column::UpdatedAt, Expr::value(now))
+            .filter(run::Column::Id.eq(append.run_id))
+            .filter(run::Column::LastEventSeq.eq(append.expected_last_seq));
+        let change = &append.run;
+        if let Some(status) = change.status {
+            update = update.col_expr(run::Column::Status, Expr::value(status.as_str()));
+        }
+        if let Some(started_at) = change.started_at {
+            update = update.col_expr(run::Column::StartedAt, Expr::value(started_at));
+        }
+        if let Some(ended_at) = change.ended_at {
+            update = update.col_expr(run::Column::EndedAt, Expr::value(ended_at));
+        }
+        if let Some(session_id) = &change.runtime_session_id {
+            update = update.col_expr(
+                run::Column::RuntimeSessionId,
+                Expr::value(session_id.clone()),
+            );
+        }
+        if let Some((code, message)) = &change.error {
+            update = update
+                .col_expr(run::Column::ErrorCode, Expr::value(code.clone()))
+                .col_expr(run::Column::ErrorMessage, Expr::value(message.clone()));
+        }
+        let updated = update.exec(&txn).await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(Error::Concurrent(append.run_id.to_owned()));
+        }
+        insert_raw(&txn, append.run_id, append.raw).await?;
+        insert_events(&txn, append.events).await?;
+        upsert_projection(&txn, append.run_id, append.projection).await?;
+        if append.checkpoint {
+            insert_checkpoint(&txn, append.run_id, append.projection).await?;
+        }
+        if let Some(artifact) = append.artifact {
+            artifact::Entity::insert(artifact::ActiveModel {
+                id: Set(artifact.id),
+                run_id: Set(artifact.run_id),
+                kind: Set(artifact.kind),
+                label: Set(artifact.label),
+                uri: Set(artifact.uri),
+                inline: Set(artifact.inline),
+                created_at: Set(artifact.created_at),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        match append.session {
+            Some(SessionChange::Bind(session)) => bind_session(&txn, &session, now).await?,
+            Some(SessionChange::Progress {
+                last_ordinal,
+                state,
+            }) => {
+                let mut update = runtime_session::Entity::update_many()
+                    .col_expr(runtime_session::Column::UpdatedAt, Expr::value(now))
+                    .filter(runtime_session::Column::RunId.eq(append.run_id));
+                if let Some(ordinal) = last_ordinal {
+                    update =
+                        update.col_expr(runtime_session::Column::LastOrdinal, Expr::value(ordinal));
+                }
+                if let Some(state) = state {
+                    update =
+                        update.col_expr(runtime_session::Column::SessionState, Expr::value(state));
+                }
+                update.exec(&txn).await?;
+            }
+            None => {}
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: &str) -> Result<Option<Run>, Error> {
+        run::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(run_from_row)
+            .transpose()
+    }
+
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, Error> {
+        let mut query = run::Entity::find();
+        if let Some(status) = filter.status {
+            query = query.filter(run::Column::Status.eq(status.as_str()));
+        }
+        if let Some(after) = filter.created_after {
+            query = query.filter(run::Column::CreatedAt.gt(after));
+        }
+        if let Some(before) = filter.created_before {
+            query = query.filter(run::Column::CreatedAt.lt(before));
+        }
+        for tag in &filter.tags {
+            // Every tag must be present: match the quoted element in the JSON array text.
+            let quoted = serde_json::Value::String(tag.clone()).to_string();
+            let pattern = format!("%{}%", escape_like(&quoted));
+            query = query.filter(
+                Expr::col(run::Column::Tags)
+                    .cast_as("text")
+                    .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\')),
+            );
+        }
+        let total = query.clone().count(&self.db).await?;
+        let column = if filter.sort_by_updated {
+            run::Column::UpdatedAt
+        } else {
+            run::Column::CreatedAt
+        };
+        query = if filter.ascending {
+            query.order_by_asc(column).order_by_asc(run::Column::Id)
+        } else {
+            query.order_by_desc(column).order_by_desc(run::Column::Id)
+        };
+        let rows = query
+            .offset(filter.offset)
+            .limit(filter.limit)
+            .all(&self.db)
+            .await?;
+        let data = rows
+            .into_iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunPage {
+            data,
+            total,
+            limit: filter.limit,
+            offset: filter.offset,
+        })
+    }
+
+    /// Runs that are not terminal (the ones an observer may have to resume).
+    pub async fn active_runs(&self) -> Result<Vec<Run>, Error> {
+        let active: Vec<&str> = RunStatus::ALL
+            .into_iter()
+            .filter(|status| !status.is_terminal())
+            .map(RunStatus::as_str)
+            .collect();
+        run::Entity::find()
+            .filter(run::Column::Status.is_in(active))
+            .order_by_asc(run::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(run_from_row)
+            .collect()
+    }
+
+    pub async fn projection(&self, run_id: &str) -> Result<Option<RunState>, Error> {
+        let Some(row) = projection::Entity::find_by_id(run_id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_value(row.state)
+            .map(Some)
+            .map_err(|error| Error::Corrupt(format!("projection of {run_id}: {error}")))
+    }
+
+    pub async fn session(&self, run_id: &str) -> Result<Option<BoundSession>, Error> {
+        let row = runtime_session::Entity::find_by_id(run_id.to_owned())
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|row| BoundSession {
+            run_id: row.run_id,
+            session_id: row.runtime_session_id,
+            mode_name: row.mode_name,
+            mode_version: row.mode_version,
+            configuration_version: row.configuration_version,
+            policy_version: row.policy_version,
+            initiator: row.initiator,
+            session_state: row.session_state,
+            last_ordinal: row.last_ordinal,
+            participants: serde_json::from_value(row.participants).unwrap_or_default(),
+        }))
+    }
+
+    /// Canonical events with `seq > after_seq`, oldest first, and how many there are in all.
+    pub async fn events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<(Vec<CanonicalEvent>, u64), Error> {
+        let base = canonical_event::Entity::find()
+            .filter(canonical_event::Column::RunId.eq(run_id))
+            .filter(canonical_event::Column::Seq.gt(after_seq));
+        let total = base.clone().count(&self.db).await?;
+        let rows = base
+            .order_by_asc(canonical_event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok((rows.into_iter().map(event_from_row).collect(), total))
+    }
+
+    /// Events with `after < seq <= up_to`, oldest first, at most `limit`.
+    pub async fn events_between(
+        &self,
+        run_id: &str,
+        after: i64,
+        up_to: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<CanonicalEvent>, Error> {
+        let mut query = canonical_event::Entity::find()
+            .filter(canonical_event::Column::RunId.eq(run_id))
+            .filter(canonical_event::Column::Seq.gt(after));
+        if let Some(up_to) = up_to {
+            query = query.filter(canonical_event::Column::Seq.lte(up_to));
+        }
+        let rows = query
+            .order_by_asc(canonical_event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(event_from_row).collect())
+    }
+
+    /// Events matching `query` and how many match in all.
+    pub async fn query_events(
+        &self,
+        query: &EventQuery,
+    ) -> Result<(Vec<CanonicalEvent>, u64), Error> {
+        let mut select = canonical_event::Entity::find();
+        if let Some(run_id) = &query.run_id {
+            select = select.filter(canonical_event::Column::RunId.eq(run_id.clone()));
+        }
+        if query.after_seq > 0 {
+            select = select.filter(canonical_event::Column::Seq.gt(query.after_seq));
+        }
+        if !query.types.is_empty() {
+            select = select.filter(canonical_event::Column::EventType.is_in(query.types.clone()));
+        }
+        if let Some(after) = query.after_ts {
+            select = select.filter(canonical_event::Column::Ts.gte(after));
+        }
+        if let Some(before) = query.before_ts {
+            select = select.filter(canonical_event::Column::Ts.lt(before));
+        }
+        let total = select.clone().count(&self.db).await?;
+        // One run's events are in seq order (times from different writers may tie or cross);
+        // across runs, time order is the only meaningful one.
+        if query.run_id.is_none() {
+            select = select
+                .order_by_asc(canonical_event::Column::Ts)
+                .order_by_asc(canonical_event::Column::RunId);
+        }
+        let rows = select
+            .order_by_asc(canonical_event::Column::Seq)
+            .limit(query.limit)
+            .all(&self.db)
+            .await?;
+        Ok((rows.into_iter().map(event_from_row).collect(), total))
+    }
+
+    pub async fn artifacts(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<crate::runs::observability::Artifact>, Error> {
+        let rows = artifact::Entity::find()
+            .filter(artifact::Column::RunId.eq(run_id))
+            .order_by_asc(artifact::Column::CreatedAt)
+            .order_by_asc(artifact::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| crate::runs::observability::Artifact {
+                id: row.id,
+                run_id: row.run_id,
+                kind: row.kind,
+                label: row.label,
+                uri: row.uri,
+                inline: row.inline,
+                created_at: row.created_at,
+            })
+            .collect())
+    }
+
+    /// How many events of each type a run has.
+    pub async fn event_type_counts(&self, run_id: &str) -> Result<Vec<(String, i64)>, Error> {
+        let rows: Vec<(String, i64)> = canonical_event::Entity::find()
+            .select_only()
+            .column(canonical_event::Column::EventType)
+            .column_as(canonical_event::Column::Seq.count(), "count")
+            .filter(canonical_event::Column::RunId.eq(run_id))
+            .group_by(canonical_event::Column::EventType)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Times of a run's first and last events.
+    pub async fn event_time_range(
+        &self,
+        run_id: &str,
+    ) -> Result<(Option<Timestamp>, Option<Timestamp>), Error> {
+        let first = canonical_event::Entity::find()
+            .filter(canonical_event::Column::RunId.eq(run_id))
+            .order_by_asc(canonical_event::Column::Seq)
+            .one(&self.db)
+            .await?;
+        let last = canonical_event::Entity::find()
+            .filter(canonical_event::Column::RunId.eq(run_id))
+            .order_by_desc(canonical_event::Column::Seq)
+            .one(&self.db)
+            .await?;
+        Ok((first.map(|row| row.ts), last.map(|row| row.ts)))
+    }
+
+    /// The latest projection checkpoint at or before `seq`.
+    pub async fn checkpoint_at_or_before(
+        &self,
+        run_id: &str,
+        seq: i64,
+    ) -> Result<Option<RunState>, Error> {
+        let row = checkpoint::Entity::find()
+            .filter(checkpoint::Column::RunId.eq(run_id))
+            .filter(checkpoint::Column::Seq.lte(seq))
+            .order_by_desc(checkpoint::Column::Seq)
+            .one(&self.db)
+            .await?;
+        row.map(|row| {
+            serde_json::from_value(row.state)
+                .map_err(|error| Error::Corrupt(format!("checkpoint of {run_id}: {error}")))
+        })
+        .transpose()
+    }
+
+    /// Raw events of a run, oldest first.
+    pub async fn raw_events(&self, run_id: &str) -> Result<Vec<RawRecord>, Error> {
+        let rows = raw_event::Entity::find()
+            .filter(raw_event::Column::RunId.eq(run_id))
+            .order_by_asc(raw_event::Column::Seq)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| RawRecord {
+                seq: row.seq,
+                ts: row.ts,
+                kind: row.kind,
+                ordinal: row.ordinal,
+                payload: row.payload,
+            })
+            .collect())
+    }
+
+    /// Row counts of a run's tables (used to check that refused requests write nothing).
+    pub async fn count_rows(&self) -> Result<u64, Error> {
+        Ok(run::Entity::find().count(&self.db).await?
+            + canonical_event::Entity::find().count(&self.db).await?
+            + raw_event::Entity::find().count(&self.db).await?
+            + projection::Entity::find().count(&self.db).await?
+            + checkpoint::Entity::find().count(&self.db).await?
+            + artifact::Entity::find().count(&self.db).await?
+            + runtime_session::Entity::find().count(&self.db).await?)
+    }
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+async fn insert_events<C: ConnectionTrait>(db: &C, events: &[CanonicalEvent]) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = events.iter().map(|event| {
+        let trace = event.trace.clone().unwrap_or_default();
+        canonical_event::ActiveModel {
+            run_id: Set(event.run_id.clone()),
+            seq: Set(event.seq),
+            id: Set(event.id.clone()),
+            ts: Set(event.ts),
+            event_type: Set(event.event_type.clone()),
+            subject_kind: Set(event.subject.as_ref().map(|s| s.kind.clone())),
+            subject_id: Set(event.subject.as_ref().map(|s| s.id.clone())),
+            source_kind: Set(event.source.kind.clone()),
+            source_name: Set(event.source.name.clone()),
+            raw_type: Set(event.source.raw_type.clone()),
+            trace_id: Set(trace.trace_id),
+            span_id: Set(trace.span_id),
+            parent_span_id: Set(trace.parent_span_id),
+            schema_version: Set(event.schema_version as i32),
+            data: Set(event.data.clone()),
+        }
+    });
+    canonical_event::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+async fn insert_raw<C: ConnectionTrait>(
+    db: &C,
+    run_id: &str,
+    raw: &[RawRecord],
+) -> Result<(), Error> {
+    if raw.is_empty() {
+        return Ok(());
+    }
+    let rows = raw.iter().map(|record| raw_event::ActiveModel {
+        run_id: Set(run_id.to_owned()),
+        seq: Set(record.seq),
+        ts: Set(record.ts),
+        kind: Set(record.kind.clone()),
+        ordinal: Set(record.ordinal),
+        payload: Set(record.payload.clone()),
+    });
+    raw_event::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+async fn upsert_projection<C: ConnectionTrait>(
+    db: &C,
+    run_id: &str,
+    state: &RunState,
+) -> Result<(), Error> {
+    let json = serde_json::to_value(state)
+        .map_err(|error| Error::Corrupt(format!("projection does not serialize: {error}")))?;
+    let row = projection::ActiveModel {
+        run_id: Set(run_id.to_owned()),
+        version: Set(state.timeline.latest_seq),
+        schema_version: Set(SCHEMA_VERSION as i32),
+        state: Set(json),
+        updated_at: Set(crate::time::now()),
+    };
+    projection::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(projection::Column::RunId)
+                .update_columns([
+                    projection::Column::Version,
+                    projection::Column::SchemaVersion,
+                    projection::Column::State,
+                    projection::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+async fn insert_checkpoint<C: ConnectionTrait>(
+    db: &C,
+    run_id: &str,
+    state: &RunState,
+) -> Result<(), Error> {
+    let json = serde_json::to_value(state)
+        .map_err(|error| Error::Corrupt(format!("projection does not serialize: {error}")))?;
+    checkpoint::Entity::insert(checkpoint::ActiveModel {
+        run_id: Set(run_id.to_owned()),
+        seq: Set(state.timeline.latest_seq),
+        state: Set(json),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+async fn bind_session<C: ConnectionTrait>(
+    db: &C,
+    session: &BoundSession,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let row = runtime_session::ActiveModel {
+        run_id: Set(session.run_id.clone()),
+        runtime_session_id: Set(session.session_id.clone()),
+        mode_name: Set(session.mode_name.clone()),
+        mode_version: Set(session.mode_version.clone()),
+        configuration_version: Set(session.configuration_version.clone()),
+        policy_version: Set(session.policy_version.clone()),
+        initiator: Set(session.initiator.clone()),
+        session_state: Set(session.session_state.clone()),
+        last_ordinal: Set(session.last_ordinal),
+        participants: Set(serde_json::json!(session.participants)),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    runtime_session::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+fn run_from_row(row: run::Model) -> Result<Run, Error> {
+    let status = RunStatus::parse(&row.status)
+        .ok_or_else(|| Error::Corrupt(format!("run {} has status {}", row.id, row.status)))?;
+    Ok(Run {
+        id: row.id,
+        status,
+        mode: row.mode,
+        runtime_kind: row.runtime_kind,
+        runtime_version: row.runtime_version,
+        runtime_session_id: row.runtime_session_id,
+        trace_id: row.trace_id,
+        idempotency_key: row.idempotency_key,
+        last_event_seq: row.last_event_seq,
+        source_kind: row.source_kind,
+        source_ref: row.source_ref,
+        tags: serde_json::from_value(row.tags).unwrap_or_default(),
+        metadata: row.metadata,
+        error_code: row.error_code,
+        error_message: row.error_message,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        ended_at: row.ended_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn event_from_row(row: canonical_event::Model) -> CanonicalEvent {
+    let subject = match (row.subject_kind, row.subject_id) {
+        (Some(kind), Some(id)) => Some(Subject { kind, id }),
+        _ => None,
+    };
+    let trace = TraceRef {
+        trace_id: row.trace_id,
+        span_id: row.span_id,
+        parent_span_id: row.parent_span_id,
+    };
+    let has_trace =
+        trace.trace_id.is_some() || trace.span_id.is_some() || trace.parent_span_id.is_some();
+    CanonicalEvent {
+        id: row.id,
+        run_id: row.run_id,
+        seq: row.seq,
+        ts: row.ts,
+        event_type: row.event_type,
+        schema_version: u32::try_from(row.schema_version).unwrap_or(SCHEMA_VERSION),
+        subject,
+        source: Source {
+            kind: row.source_kind,
+            name: row.source_name,
+            raw_type: row.raw_type,
+        },
+        trace: has_trace.then_some(trace),
+        data: row.data,
+    }
+}

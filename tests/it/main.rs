@@ -1,0 +1,15 @@
+//! Integration tests: one binary (linking dominates build time), one module per area.
+
+mod cli;
+mod golden;
+mod messages;
+mod observability;
+mod openapi;
+mod parity;
+mod reflection;
+mod registry;
+mod requests;
+mod runs;
+mod streams;
+mod support;
+mod telemetry;

@@ -1,0 +1,259 @@
+//! Test harness: a served control plane on loopback (embedded reference runtime, SQLite in a temp
+//! directory or a fresh PostgreSQL database), REST and gRPC clients, and event-driven waits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use macp_control_plane::api::proto::control_plane_client::ControlPlaneClient;
+use macp_control_plane::app::{App, AppConfig, RuntimeTarget};
+use macp_control_plane::projection::state::RunState;
+use macp_control_plane::registry::RegistryOptions;
+use macp_control_plane::runs::service::RunOptions;
+use macp_control_plane::runtime::credentials::Credentials;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+/// Admin connection for creating per-test PostgreSQL databases.
+const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub base: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    postgres_db: Option<String>,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("MACP_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.into())
+}
+
+/// A fresh database URL for `backend`, or `None` (with a visible message) when PostgreSQL is
+/// not reachable outside CI. In CI an unreachable PostgreSQL fails the test.
+async fn database_url(
+    backend: Backend,
+    dir: &tempfile::TempDir,
+) -> Option<(String, Option<String>)> {
+    match backend {
+        Backend::Sqlite => {
+            let path = dir.path().join("control-plane.db");
+            Some((format!("sqlite://{}?mode=rwc", path.display()), None))
+        }
+        Backend::Postgres => {
+            let admin_url = postgres_admin_url();
+            let admin = match Database::connect(&admin_url).await {
+                Ok(admin) => admin,
+                Err(error) => {
+                    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                        panic!("PostgreSQL unreachable at {admin_url} in CI: {error}");
+                    }
+                    eprintln!(
+                        "SKIPPED: PostgreSQL unreachable at {admin_url} ({error}); set MACP_TEST_POSTGRES_URL to run the PostgreSQL suite"
+                    );
+                    return None;
+                }
+            };
+            let name = format!("cp_test_{}", uuid::Uuid::new_v4().simple());
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(base, _)| base.to_owned())
+                .unwrap_or(admin_url);
+            Some((format!("{base}/{name}"), Some(name)))
+        }
+    }
+}
+
+pub fn dev_credentials() -> Credentials {
+    Credentials::Dev {
+        observer: "macp-control-plane".to_owned(),
+    }
+}
+
+pub struct Options {
+    pub runtime: RuntimeTarget,
+    /// Live batches a subscriber may fall behind before it re-reads from the store.
+    pub hub_capacity: Option<usize>,
+    /// Runtime credentials (dev mode when `None`).
+    pub credentials: Option<Credentials>,
+    /// OTLP collector to export traces to.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            runtime: RuntimeTarget::Embedded {
+                static_tokens: None,
+            },
+            hub_capacity: None,
+            credentials: None,
+            otlp_endpoint: None,
+        }
+    }
+}
+
+pub async fn start(backend: Backend) -> Option<TestApp> {
+    start_with(backend, Options::default()).await
+}
+
+pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (database_url, postgres_db) = database_url(backend, &dir).await?;
+    let app = App::start(AppConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url,
+        runtime: options.runtime,
+        credentials: options.credentials.unwrap_or_else(dev_credentials),
+        request_timeout: Duration::from_secs(5),
+        run_options: RunOptions {
+            reconcile_interval: Duration::from_secs(2),
+            hub_capacity: options
+                .hub_capacity
+                .unwrap_or(RunOptions::default().hub_capacity),
+            ..RunOptions::default()
+        },
+        // The repository's sample packs.
+        registry: RegistryOptions::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packs"),
+        ),
+        cors_origins: vec!["http://localhost:3000".to_owned()],
+        otlp_endpoint: options.otlp_endpoint,
+    })
+    .await
+    .expect("app starts");
+    let base = format!("http://{}", app.address);
+    Some(TestApp {
+        app,
+        base,
+        http: reqwest::Client::new(),
+        _dir: dir,
+        postgres_db,
+    })
+}
+
+impl TestApp {
+    pub async fn stop(self) {
+        self.app.stop().await;
+        if let Some(name) = self.postgres_db
+            && let Ok(admin) = Database::connect(&postgres_admin_url()).await
+        {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+
+    pub async fn grpc(&self) -> ControlPlaneClient<Channel> {
+        ControlPlaneClient::connect(self.base.clone())
+            .await
+            .expect("grpc connects")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Starts a run over REST and returns its id.
+    pub async fn start_run(&self, request: &Value) -> String {
+        let (status, body) = self.post("/runs", request).await;
+        assert_eq!(status, 201, "start failed: {body}");
+        body["runId"].as_str().expect("runId").to_owned()
+    }
+
+    /// Waits, without polling on a timer, until the run's projection satisfies `done`: checks
+    /// the stored state, then each batch the hub publishes.
+    pub async fn wait_for(&self, run_id: &str, done: impl Fn(&RunState) -> bool) -> RunState {
+        let service = &self.app.service;
+        let mut batches = service.hub().subscribe(run_id);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut state = service.state(run_id).await.expect("state");
+        while !done(&state) {
+            match tokio::time::timeout_at(deadline, batches.recv()).await {
+                Ok(Ok(batch)) => state = RunState::clone(&batch.state),
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    state = service.state(run_id).await.expect("state");
+                }
+                Ok(Err(error)) => panic!("hub closed: {error}"),
+                Err(_) => panic!(
+                    "run {run_id} did not reach the expected state in 30 s; last: {}",
+                    serde_json::to_string_pretty(&state).unwrap_or_default()
+                ),
+            }
+        }
+        state
+    }
+
+    pub async fn wait_terminal(&self, run_id: &str) -> RunState {
+        self.wait_for(run_id, |state| {
+            matches!(
+                state.run.status.as_str(),
+                "completed" | "failed" | "cancelled"
+            )
+        })
+        .await
+    }
+
+    pub async fn events(&self, run_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/runs/{run_id}/events?limit=10000"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().cloned().expect("event array")
+    }
+
+    pub async fn event_types(&self, run_id: &str) -> Vec<String> {
+        self.events(run_id)
+            .await
+            .iter()
+            .map(|event| event["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// Declares one test per backend for an async scenario `fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::support::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario($crate::support::Backend::Postgres).await;
+            }
+        }
+    };
+}
