@@ -5,11 +5,10 @@
 //! The service runs as its own process (the `serve` binary, SQLite), so its memory is measured
 //! alone; the agents talk to a reference runtime in this process. Subscribers share a few HTTP/2
 //! connections. Latency is an event's `ts` (when the observer received the envelope, just before
-//! it is persisted) to the moment a subscriber parsed the frame. `BENCH_SUBSCRIBERS` overrides the
+//! it is persisted) to the moment the chunk holding the frame reached a subscriber. `BENCH_SUBSCRIBERS` overrides the
 //! list (comma separated).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -19,7 +18,6 @@ use macp_control_plane::runtime::credentials::Credentials;
 use macp_control_plane::runtime::embedded::EmbeddedRuntime;
 use macp_runtime::pb::Envelope;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 /// Streams per HTTP/2 connection (below the server's concurrent-stream limit).
 const STREAMS_PER_CONNECTION: usize = 100;
@@ -159,14 +157,22 @@ fn proposal(session_id: &str, index: usize) -> Envelope {
     }
 }
 
-/// Opens `count` SSE subscribers on HTTP/2 connections; each records (delivered − ts) in ms for
-/// every measured message's `message.received` event.
+/// The top-level `ts` of a canonical event's JSON: it precedes `data`, so the first `"ts":"` is
+/// it. Cheaper than parsing the whole event, which would make the client, sharing the machine's
+/// two cores with the server, a bigger part of what is measured.
+fn event_ts(data: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let start = data.find("\"ts\":\"")? + 6;
+    let end = start + data[start..].find('"')?;
+    macp_control_plane::time::parse(&data[start..end])
+}
+
+/// Opens `count` SSE subscribers on HTTP/2 connections; each returns (delivered − ts) in ms for
+/// every measured message's `message.received` event, once it has seen `MEASURED_MESSAGES`.
 async fn subscribe(
     server: &Server,
     run_id: &str,
     count: usize,
-    latencies: Arc<Mutex<Vec<f64>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Vec<tokio::task::JoinHandle<Vec<f64>>> {
     let clients: Vec<reqwest::Client> = (0..count.div_ceil(STREAMS_PER_CONNECTION))
         .map(|_| {
             reqwest::Client::builder()
@@ -180,36 +186,39 @@ async fn subscribe(
         let client = clients[index / STREAMS_PER_CONNECTION].clone();
         let url = format!("{}/runs/{run_id}/stream?includeSnapshot=false", server.base);
         let response = client.get(url).send().await.expect("subscribe");
-        let latencies = latencies.clone();
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(MEASURED_MESSAGES);
             let mut body = response.bytes_stream();
-            let mut buffer = String::new();
+            let mut buffer: Vec<u8> = Vec::new();
             while let Some(Ok(chunk)) = body.next().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let frame: String = buffer.drain(..end + 2).collect();
-                    let Some(data) = frame.lines().find_map(|line| line.strip_prefix("data: "))
-                    else {
-                        continue;
-                    };
+                let delivered = chrono::Utc::now();
+                buffer.extend_from_slice(&chunk);
+                let mut consumed = 0;
+                while let Some(end) = buffer[consumed..]
+                    .windows(2)
+                    .position(|pair| pair == b"\n\n")
+                {
+                    let frame =
+                        std::str::from_utf8(&buffer[consumed..consumed + end]).unwrap_or("");
+                    consumed += end + 2;
                     // Only the measured messages: events backfilled on connect are not deliveries.
-                    if !frame.contains("event: canonical_event")
-                        || !data.contains("\"message.received\"")
-                        || !data.contains("\"messageType\":\"Proposal\"")
+                    if !frame.starts_with("event: canonical_event")
+                        || !frame.contains("\"message.received\"")
+                        || !frame.contains("\"messageType\":\"Proposal\"")
                     {
                         continue;
                     }
-                    let delivered = chrono::Utc::now();
-                    if let Ok(event) = serde_json::from_str::<Value>(data)
-                        && let Some(ts) = event["ts"]
-                            .as_str()
-                            .and_then(macp_control_plane::time::parse)
-                    {
-                        let ms = (delivered - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-                        latencies.lock().await.push(ms);
+                    if let Some(ts) = event_ts(frame) {
+                        latencies
+                            .push((delivered - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                     }
                 }
+                buffer.drain(..consumed);
+                if latencies.len() >= MEASURED_MESSAGES {
+                    break;
+                }
             }
+            latencies
         }));
     }
     tasks
@@ -219,8 +228,7 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
     let server = serve(runtime.address(), dir).await;
     let (run_id, session_id) = open_run(&server).await;
     let baseline_kb = rss_kb(server.child.id());
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let tasks = subscribe(&server, &run_id, subscribers, latencies.clone()).await;
+    let tasks = subscribe(&server, &run_id, subscribers).await;
     // Let every subscriber finish its backfill and settle before measuring memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_kb = rss_kb(server.child.id());
@@ -243,11 +251,14 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
             .expect("runtime accepts");
     }
     let expected = subscribers * MEASURED_MESSAGES;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while latencies.lock().await.len() < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut samples = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for task in tasks {
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(latencies)) => samples.extend(latencies),
+            _ => continue,
+        }
     }
-    let mut samples = latencies.lock().await.clone();
     samples.sort_by(|a, b| a.total_cmp(b));
     println!(
         "{subscribers:6} subscribers: {} of {expected} deliveries; persist→delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; RSS {:.1} MB idle with subscribers ({:.1} KB per subscriber)",
@@ -258,9 +269,6 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
         idle_kb / 1024.0,
         (idle_kb - baseline_kb) / subscribers as f64,
     );
-    for task in tasks {
-        task.abort();
-    }
 }
 
 /// State at random seqs of a 100,000-event run (in process: the write path fills it fast).

@@ -6,17 +6,20 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::canonical::CanonicalEvent;
 use crate::projection::state::RunState;
 
-/// A value shared by every subscriber, with its JSON rendered once for all of them (a thousand
-/// SSE clients of one run serialize each event once, not a thousand times).
+/// A value shared by every subscriber, with its JSON and its wire frame rendered once for all of
+/// them (a thousand SSE clients of one run serialize and frame each event once, not a thousand
+/// times).
 #[derive(Debug)]
 pub struct Shared<T> {
     value: T,
     json: OnceLock<Arc<str>>,
+    frame: OnceLock<Bytes>,
 }
 
 impl<T: serde::Serialize> Shared<T> {
@@ -24,7 +27,14 @@ impl<T: serde::Serialize> Shared<T> {
         Arc::new(Shared {
             value,
             json: OnceLock::new(),
+            frame: OnceLock::new(),
         })
+    }
+
+    /// The value as a wire frame built from its JSON by `render` (the edge's one framing, SSE):
+    /// rendered by the first subscriber that asks, then shared by reference.
+    pub fn frame(&self, render: impl FnOnce(&str) -> Bytes) -> Bytes {
+        self.frame.get_or_init(|| render(&self.json())).clone()
     }
 
     pub fn json(&self) -> Arc<str> {

@@ -173,17 +173,17 @@ async fn run(service: &RunService, plan: &Plan) -> Result<(), ApiError> {
         "runtime.Send",
         vec![KeyValue::new("macp.message_type", "SessionStart")],
     );
-    let start_ack = runtime
-        .send(
-            envelope(
-                &session.mode_name,
-                "SessionStart",
-                &plan.session_id,
-                start_id.clone(),
-                start_payload.encode_to_vec(),
-            ),
-            &session.initiator,
-        )
+    let send = runtime.send(
+        envelope(
+            &session.mode_name,
+            "SessionStart",
+            &plan.session_id,
+            start_id.clone(),
+            start_payload.encode_to_vec(),
+        ),
+        &session.initiator,
+    );
+    let start_ack = send
         .with_context(span.context())
         .await
         .map_err(|error| start_refusal(&error))?;
@@ -363,11 +363,7 @@ async fn bind_and_kickoff(
             ),
             &message.from,
         );
-        let sent = service
-            .inner
-            .in_flight
-            .track(run_id, &message_id, send.with_context(span.context()))
-            .await;
+        let sent = send.with_context(span.context()).await;
         if let Err(error) = &sent {
             span.fail(error.to_string());
         }

@@ -401,7 +401,7 @@ impl RunService {
                 opentelemetry::KeyValue::new("macp.sender", outgoing.from.clone()),
             ],
         );
-        let send = self
+        let sent = self
             .runtime()
             .send(
                 envelope(
@@ -413,17 +413,8 @@ impl RunService {
                 ),
                 &outgoing.from,
             )
-            .with_context(span.context());
-        let sent = match outgoing.signal {
-            // Signals never enter session history: no envelope will arrive for them.
-            Some(_) => send.await,
-            None => {
-                self.inner
-                    .in_flight
-                    .track(run_id, &outgoing.message_id, send)
-                    .await
-            }
-        };
+            .with_context(span.context())
+            .await;
         drop(span);
         let now = crate::time::now();
         let source = Source::control_plane("messages");

@@ -2,7 +2,6 @@
 //! a run from `queued` to a terminal status.
 
 mod executor;
-mod inflight;
 pub mod json_fields;
 pub mod messages;
 pub mod model;

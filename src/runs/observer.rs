@@ -299,7 +299,7 @@ impl Observer {
         };
         let ended = writer.status().is_terminal();
         if ended {
-            // Accepted before the end but later than the settle bound: kept rather than lost.
+            // Accepted before the end but later than the catch-up bound: kept rather than lost.
             tracing::warn!(run_id = %self.run_id, count = items.len(), "session envelopes arrived after the run ended");
         }
         writers
@@ -311,14 +311,6 @@ impl Observer {
                 Change::default(),
             )
             .await?;
-        drop(guard);
-        self.service.inner.in_flight.settle(
-            &self.run_id,
-            items.iter().filter_map(|item| match item {
-                RuntimeItem::Envelope { envelope, .. } => Some(envelope.message_id.as_str()),
-                _ => None,
-            }),
-        );
         Ok(ended)
     }
 
@@ -342,7 +334,7 @@ impl Observer {
                     state == SessionState::Resolved && !self.commitment_seen;
                 if waiting_for_commitment
                     || !*self.kickoff_done.borrow()
-                    || !self.service.inner.in_flight.is_settled(&self.run_id)
+                    || !self.service.caught_up(&self.run_id, &metadata).await?
                 {
                     self.pending_terminal = Some(metadata);
                     return Ok(None);

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::inflight::InFlight;
 use super::model::{EventPage, Run, RunFilter, RunPage};
 use super::request::{self, ExecutionRequest};
 use super::status::RunStatus;
@@ -30,8 +29,8 @@ use crate::telemetry::trace::Tracing;
 
 /// How long the supported-modes list from `Initialize` is reused.
 const MODES_TTL: Duration = Duration::from_secs(30);
-/// How long a terminal event waits for accepted messages to arrive on the session stream.
-pub(crate) const SETTLE_BOUND: Duration = Duration::from_secs(2);
+/// How long a cancel waits for envelopes the runtime accepted to arrive on the session stream.
+const CATCH_UP_BOUND: Duration = Duration::from_secs(2);
 /// The runtime kind this control plane drives.
 pub const RUNTIME_KIND: &str = "rust";
 
@@ -78,7 +77,9 @@ pub(crate) struct Inner {
     pub runtime: RuntimeClient,
     pub hub: Hub,
     pub writers: Writers,
-    pub in_flight: InFlight,
+    /// Run id → the reason of a cancel requested through this process: it goes on
+    /// `run.cancelled` whichever task writes that event.
+    cancel_reasons: Mutex<HashMap<String, String>>,
     /// Runtime session id → the observer of its run.
     pub observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
     modes: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
@@ -133,7 +134,7 @@ impl RunService {
                 store,
                 runtime,
                 hub,
-                in_flight: InFlight::default(),
+                cancel_reasons: Mutex::default(),
                 observers: Mutex::default(),
                 modes: tokio::sync::Mutex::new(None),
                 tasks: TaskTracker::new(),
@@ -450,9 +451,8 @@ impl RunService {
             Some(session) => {
                 // Set before asking: the observer may write `run.cancelled` as soon as the
                 // runtime has cancelled.
-                self.inner
-                    .in_flight
-                    .set_cancel_reason(run_id, Some(&reason));
+                self.cancel_reasons()
+                    .insert(run_id.to_owned(), reason.clone());
                 let span = self
                     .inner
                     .tracing
@@ -464,20 +464,10 @@ impl RunService {
                     .with_context(span.context())
                     .await
                     .map_err(|error| {
-                        self.inner.in_flight.set_cancel_reason(run_id, None);
+                        self.cancel_reasons().remove(run_id);
                         error.to_api_error()
                     })?;
                 drop(span);
-                // The session takes nothing new now; what it accepted before is stored before
-                // `run.cancelled`, unless it takes longer than the bound to arrive.
-                if !self
-                    .inner
-                    .in_flight
-                    .wait_settled(run_id, SETTLE_BOUND)
-                    .await
-                {
-                    tracing::warn!(%run_id, "accepted messages not yet observed; cancelling anyway");
-                }
                 let metadata = match self
                     .inner
                     .runtime
@@ -492,6 +482,14 @@ impl RunService {
                         ..Default::default()
                     },
                 };
+                // The session takes nothing new now; what it accepted before is stored before
+                // `run.cancelled`, unless it takes longer than the bound to arrive.
+                if !self
+                    .wait_caught_up(run_id, &metadata, CATCH_UP_BOUND)
+                    .await?
+                {
+                    tracing::warn!(%run_id, "accepted envelopes not yet stored; cancelling anyway");
+                }
                 self.finalize(run_id, Some(metadata), Some(reason)).await?;
             }
             None => {
@@ -502,6 +500,56 @@ impl RunService {
             }
         }
         self.get(run_id).await
+    }
+
+    fn cancel_reasons(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner
+            .cancel_reasons
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether every envelope the runtime had accepted when it reported `metadata` is stored.
+    /// Ordinals count accepted envelopes (the SessionStart is 1); the runtime counts each
+    /// sender's accepted messages, so the last ordinal is one more than their sum. Envelopes the
+    /// runtime synthesizes are not in those counts: with them, this may answer early.
+    pub(crate) async fn caught_up(
+        &self,
+        run_id: &str,
+        metadata: &SessionMetadata,
+    ) -> Result<bool, ApiError> {
+        let accepted: i64 = 1 + metadata
+            .participant_activity
+            .iter()
+            .map(|activity| i64::from(activity.message_count))
+            .sum::<i64>();
+        let guard = self.inner.writers.lock(run_id).await?;
+        Ok(guard
+            .as_ref()
+            .is_none_or(|writer| writer.last_ordinal() >= accepted))
+    }
+
+    /// Waits up to `within` for [`Self::caught_up`]; `false` when the bound passed first.
+    async fn wait_caught_up(
+        &self,
+        run_id: &str,
+        metadata: &SessionMetadata,
+        within: Duration,
+    ) -> Result<bool, ApiError> {
+        // Subscribed before the first check, so a batch stored in between wakes us.
+        let mut batches = self.inner.hub.subscribe(run_id);
+        let wait = async {
+            while !self.caught_up(run_id, metadata).await? {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = batches.recv().await
+                {
+                    return Ok(false);
+                }
+            }
+            Ok::<_, ApiError>(true)
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .unwrap_or(Ok(false))
     }
 
     /// Ends a run on a terminal session state reported by the runtime (the authority). No-op
@@ -541,7 +589,7 @@ impl RunService {
             )
         });
         let reason = match status {
-            RunStatus::Cancelled => reason.or_else(|| self.inner.in_flight.cancel_reason(run_id)),
+            RunStatus::Cancelled => reason.or_else(|| self.cancel_reasons().remove(run_id)),
             _ => reason,
         };
         let terminal = terminal_event(run_id, writer.state(), status, now, error.as_ref(), reason);
@@ -571,7 +619,7 @@ impl RunService {
             .await?;
         drop(guard);
         self.inner.writers.forget(run_id);
-        self.inner.in_flight.forget(run_id);
+        self.cancel_reasons().remove(run_id);
         self.unregister_observer(&session_id);
         self.inner.tracing.end_run(run_id, status.as_str(), None);
         Ok(())
@@ -657,7 +705,7 @@ impl RunService {
             .await?;
         drop(guard);
         self.inner.writers.forget(run_id);
-        self.inner.in_flight.forget(run_id);
+        self.cancel_reasons().remove(run_id);
         self.inner
             .tracing
             .end_run(run_id, status.as_str(), error_message.as_deref());

@@ -422,15 +422,17 @@ impl Store {
     }
 
     pub async fn projection(&self, run_id: &str) -> Result<Option<RunState>, Error> {
-        let Some(row) = projection::Entity::find_by_id(run_id.to_owned())
+        let text: Option<String> = projection::Entity::find_by_id(run_id.to_owned())
+            .select_only()
+            .column_as(
+                Expr::col(projection::Column::State).cast_as("text"),
+                "state",
+            )
+            .into_tuple()
             .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        serde_json::from_value(row.state)
-            .map(Some)
-            .map_err(|error| Error::Corrupt(format!("projection of {run_id}: {error}")))
+            .await?;
+        text.map(|text| parse_state(&text, "projection", run_id))
+            .transpose()
     }
 
     pub async fn session(&self, run_id: &str) -> Result<Option<BoundSession>, Error> {
@@ -591,17 +593,20 @@ impl Store {
         run_id: &str,
         seq: i64,
     ) -> Result<Option<RunState>, Error> {
-        let row = checkpoint::Entity::find()
+        let text: Option<String> = checkpoint::Entity::find()
+            .select_only()
+            .column_as(
+                Expr::col(checkpoint::Column::State).cast_as("text"),
+                "state",
+            )
             .filter(checkpoint::Column::RunId.eq(run_id))
             .filter(checkpoint::Column::Seq.lte(seq))
             .order_by_desc(checkpoint::Column::Seq)
+            .into_tuple()
             .one(&self.db)
             .await?;
-        row.map(|row| {
-            serde_json::from_value(row.state)
-                .map_err(|error| Error::Corrupt(format!("checkpoint of {run_id}: {error}")))
-        })
-        .transpose()
+        text.map(|text| parse_state(&text, "checkpoint", run_id))
+            .transpose()
     }
 
     /// Raw events of a run, oldest first.
@@ -691,6 +696,13 @@ async fn insert_raw<C: ConnectionTrait>(
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// A stored projection, read as text and parsed straight into its type: long runs have
+/// megabyte projections, and going through a `serde_json::Value` tree doubles the work.
+fn parse_state(text: &str, what: &str, run_id: &str) -> Result<RunState, Error> {
+    serde_json::from_str(text)
+        .map_err(|error| Error::Corrupt(format!("{what} of {run_id}: {error}")))
 }
 
 async fn upsert_projection<C: ConnectionTrait>(

@@ -139,7 +139,16 @@ async fn cancel_during_kickoff_keeps_the_terminal_event_last(backend: Backend) {
 
     let events = app.events(&run_id).await;
     let last = events.last().expect("events");
-    assert_eq!(last["type"], "run.cancelled", "{last}");
+    let types: Vec<String> = events
+        .iter()
+        .map(|event| {
+            format!(
+                "{} {} {}",
+                event["seq"], event["type"], event["data"]["messageId"]
+            )
+        })
+        .collect();
+    assert_eq!(last["type"], "run.cancelled", "{types:#?}");
     assert_eq!(last["data"]["reason"], "mid-kickoff");
     assert_eq!(run["lastEventSeq"], last["seq"]);
 

@@ -225,7 +225,22 @@ async fn resumed_subscribers_see_every_event_once(backend: Backend) {
         .post(&format!("/runs/{run_id}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 200);
-    let total = app.events(&run_id).await.len() as i64;
+    let events = app.events(&run_id).await;
+    // Everything the agents got accepted is stored before the terminal event.
+    assert_eq!(
+        events.last().map(|event| event["type"].clone()),
+        Some(json!("run.cancelled"))
+    );
+    let received = events
+        .iter()
+        .filter(|event| event["type"] == "message.received")
+        .count();
+    assert_eq!(
+        received,
+        1 + 1 + 30,
+        "SessionStart, the kickoff and 30 agent messages"
+    );
+    let total = events.len() as i64;
     let expected: Vec<i64> = (1..=total).collect();
     for subscriber in subscribers {
         let seen = tokio::time::timeout(Duration::from_secs(180), subscriber)

@@ -5,12 +5,14 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, Sse};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 use super::extract::{JsonBody, QueryParams};
@@ -48,27 +50,58 @@ fn boolean(query: &QueryParams, key: &str, errors: &mut Vec<FieldError>) -> Opti
     }
 }
 
-fn sse_frame(item: WatchItem) -> Event {
+/// Frames coalesced into one body chunk at most.
+const MAX_COALESCED: usize = 256;
+
+/// One SSE frame. `data` is compact JSON, which never holds a raw line break, so it is one
+/// `data:` line.
+fn sse_event(name: &str, id: Option<i64>, data: &str) -> Bytes {
+    let mut frame = String::with_capacity(data.len() + 48);
+    frame.push_str("event: ");
+    frame.push_str(name);
+    if let Some(id) = id {
+        frame.push_str("\nid: ");
+        frame.push_str(&id.to_string());
+    }
+    frame.push_str("\ndata: ");
+    frame.push_str(data);
+    frame.push_str("\n\n");
+    Bytes::from(frame)
+}
+
+fn sse_frame(item: WatchItem) -> Bytes {
     match item {
-        WatchItem::Snapshot(state) => Event::default().event("snapshot").data(&*state.json()),
-        WatchItem::Event(event) => Event::default()
-            .event("canonical_event")
-            .id(event.seq.to_string())
-            .data(&*event.json()),
-        WatchItem::Heartbeat(ts) => Event::default()
-            .event("heartbeat")
-            .data(format!("{{\"ts\":\"{}\"}}", crate::time::format(&ts))),
+        WatchItem::Snapshot(state) => state.frame(|json| sse_event("snapshot", None, json)),
+        WatchItem::Event(event) => {
+            event.frame(|json| sse_event("canonical_event", Some(event.seq), json))
+        }
+        WatchItem::Heartbeat(ts) => sse_event(
+            "heartbeat",
+            None,
+            &format!("{{\"ts\":\"{}\"}}", crate::time::format(&ts)),
+        ),
     }
 }
 
-fn error_frame(error: &ApiError) -> Event {
-    Event::default()
-        .event("error")
-        .data(error.body().to_string())
+fn error_frame(error: &ApiError) -> Bytes {
+    sse_event("error", None, &error.body().to_string())
+}
+
+/// Frames that were ready together as one chunk: a committed batch reaches each subscriber as
+/// one HTTP/2 DATA frame instead of one per event.
+fn coalesce(mut frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.pop().unwrap_or_default();
+    }
+    let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for frame in frames {
+        chunk.extend_from_slice(&frame);
+    }
+    chunk.freeze()
 }
 
 /// Renders a domain stream as SSE; a failure mid-stream becomes one `error` frame, then the end.
-fn sse<S, T>(stream: S, render: fn(T) -> Event) -> Response
+fn sse<S, T>(stream: S, render: fn(T) -> Bytes) -> Response
 where
     S: Stream<Item = std::result::Result<T, ApiError>> + Send + 'static,
     T: Send + 'static,
@@ -87,9 +120,19 @@ where
                 error_frame(&error)
             }
         };
-        futures::future::ready(Some(Ok::<_, Infallible>(frame)))
+        futures::future::ready(Some(frame))
     });
-    Sse::new(frames).into_response()
+    let chunks = frames
+        .ready_chunks(MAX_COALESCED)
+        .map(|frames| Ok::<_, Infallible>(coalesce(frames)));
+    (
+        [
+            (CONTENT_TYPE, "text/event-stream"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 async fn stream_run(
@@ -232,7 +275,7 @@ async fn create_replay(
     Ok((axum::http::StatusCode::CREATED, Json(descriptor)).into_response())
 }
 
-fn replay_frame(item: ReplayItem) -> Event {
+fn replay_frame(item: ReplayItem) -> Bytes {
     match item {
         ReplayItem::Event(event) => sse_frame(WatchItem::Event(event)),
         ReplayItem::Snapshot(state) => sse_frame(WatchItem::Snapshot(state)),
