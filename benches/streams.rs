@@ -5,8 +5,8 @@
 //! The service runs as its own process (the `serve` binary, SQLite), so its memory is measured
 //! alone; the agents talk to a reference runtime in this process. Subscribers share a few HTTP/2
 //! connections. Latency is an event's `ts` (when the observer received the envelope, just before
-//! it is persisted) to the moment the chunk holding the frame reached a subscriber. `BENCH_SUBSCRIBERS` overrides the
-//! list (comma separated).
+//! it is persisted) to the moment the chunk holding the frame reached a subscriber.
+//! `BENCH_SUBSCRIBERS` overrides the list (comma separated).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
