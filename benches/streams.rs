@@ -6,7 +6,8 @@
 //! alone; the agents talk to a reference runtime in this process. Subscribers share a few HTTP/2
 //! connections. Latency is an event's `ts` (when the observer received the envelope, just before
 //! it is persisted) to the moment the chunk holding the frame reached a subscriber.
-//! `BENCH_SUBSCRIBERS` overrides the list (comma separated).
+//! `BENCH_SUBSCRIBERS` overrides the list (comma separated), `BENCH_MESSAGES` the messages per
+//! point (100).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,7 +23,13 @@ use serde_json::{Value, json};
 /// Streams per HTTP/2 connection (below the server's concurrent-stream limit).
 const STREAMS_PER_CONNECTION: usize = 100;
 const EVENTS_PER_SECOND: u64 = 5;
-const MEASURED_MESSAGES: usize = 20;
+/// Messages measured per point (`BENCH_MESSAGES`); with 20, a p99 is one message's worst case.
+fn measured_messages() -> usize {
+    std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100)
+}
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -167,7 +174,7 @@ fn event_ts(data: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 /// Opens `count` SSE subscribers on HTTP/2 connections; each returns (delivered − ts) in ms for
-/// every measured message's `message.received` event, once it has seen `MEASURED_MESSAGES`.
+/// every measured message's `message.received` event, once it has seen them all.
 async fn subscribe(
     server: &Server,
     run_id: &str,
@@ -181,13 +188,32 @@ async fn subscribe(
                 .expect("client")
         })
         .collect();
+    let measured = measured_messages();
+    let url = format!("{}/runs/{run_id}/stream?includeSnapshot=false", server.base);
+    // Each connection opens its streams in turn, the connections side by side.
+    let opening: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(connection, client)| {
+            let url = url.clone();
+            let streams = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
+            tokio::spawn(async move {
+                let mut responses = Vec::with_capacity(streams);
+                for _ in 0..streams {
+                    responses.push(client.get(&url).send().await.expect("subscribe"));
+                }
+                responses
+            })
+        })
+        .collect();
+    let mut responses = Vec::with_capacity(count);
+    for connection in opening {
+        responses.extend(connection.await.expect("subscribers open"));
+    }
     let mut tasks = Vec::with_capacity(count);
-    for index in 0..count {
-        let client = clients[index / STREAMS_PER_CONNECTION].clone();
-        let url = format!("{}/runs/{run_id}/stream?includeSnapshot=false", server.base);
-        let response = client.get(url).send().await.expect("subscribe");
+    for response in responses {
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(MEASURED_MESSAGES);
+            let mut latencies = Vec::with_capacity(measured);
             let mut body = response.bytes_stream();
             let mut buffer: Vec<u8> = Vec::new();
             while let Some(Ok(chunk)) = body.next().await {
@@ -214,7 +240,7 @@ async fn subscribe(
                     }
                 }
                 buffer.drain(..consumed);
-                if latencies.len() >= MEASURED_MESSAGES {
+                if latencies.len() >= measured {
                     break;
                 }
             }
@@ -241,8 +267,9 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
         false,
     )
     .expect("client");
+    let measured = measured_messages();
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / EVENTS_PER_SECOND));
-    for index in 0..MEASURED_MESSAGES {
+    for index in 0..measured {
         ticker.tick().await;
         let sender = if index % 2 == 0 { "agent-a" } else { "agent-b" };
         agents
@@ -250,7 +277,7 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
             .await
             .expect("runtime accepts");
     }
-    let expected = subscribers * MEASURED_MESSAGES;
+    let expected = subscribers * measured;
     let mut samples = Vec::with_capacity(expected);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for task in tasks {
@@ -373,7 +400,10 @@ fn main() {
             .ok()
             .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
             .unwrap_or_else(|| vec![1, 100, 1000, 10_000]);
-        println!("macp-control-plane stream benchmark ({EVENTS_PER_SECOND} events/s, {MEASURED_MESSAGES} messages per point)");
+        println!(
+            "macp-control-plane stream benchmark ({EVENTS_PER_SECOND} messages/s, {} messages per point)",
+            measured_messages()
+        );
         let embedded = EmbeddedRuntime::start(SocketAddr::from(([127, 0, 0, 1], 0)), None)
             .await
             .expect("runtime");

@@ -6,6 +6,7 @@ mod entities;
 mod migrations;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -134,9 +135,21 @@ pub struct EventQuery {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    sqlite_writer: Option<Arc<SqliteWriter>>,
+}
+
+/// SQLite write transactions between two WAL checkpoints.
+const WAL_CHECKPOINT_EVERY: u64 = 64;
+
+#[derive(Debug)]
+struct SqliteWriter {
     /// SQLite admits one writer at a time; queueing writers here, in order, replaces SQLite's
     /// busy-wait retries (sleeps of up to 100 ms) with a fair hand-off.
-    sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    turn: tokio::sync::Mutex<()>,
+    writes: AtomicU64,
+    /// SQLite's own checkpoint runs inside a commit and stalls it for the sync (tens of ms
+    /// here); ours runs beside the writers (PASSIVE), one at a time.
+    checkpointing: AtomicBool,
 }
 
 impl Store {
@@ -156,6 +169,7 @@ impl Store {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
+                    .pragma("wal_autocheckpoint", "0")
             });
         } else {
             options.max_connections(16);
@@ -164,15 +178,43 @@ impl Store {
         let db = Database::connect(options).await?;
         Ok(Store {
             db,
-            sqlite_writer: sqlite.then(Arc::default),
+            sqlite_writer: sqlite.then(|| {
+                Arc::new(SqliteWriter {
+                    turn: tokio::sync::Mutex::new(()),
+                    writes: AtomicU64::new(0),
+                    checkpointing: AtomicBool::new(false),
+                })
+            }),
         })
     }
 
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.sqlite_writer {
-            Some(writer) => Some(writer.lock().await),
-            None => None,
+        let writer = self.sqlite_writer.as_ref()?;
+        let turn = writer.turn.lock().await;
+        if writer.writes.fetch_add(1, Ordering::Relaxed) % WAL_CHECKPOINT_EVERY
+            == WAL_CHECKPOINT_EVERY - 1
+        {
+            self.checkpoint_wal(writer.clone());
         }
+        Some(turn)
+    }
+
+    /// Copies the WAL into the database file in the background (what SQLite would otherwise do
+    /// inside some commit).
+    fn checkpoint_wal(&self, writer: Arc<SqliteWriter>) {
+        if writer.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(error) = db
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await
+            {
+                tracing::warn!(%error, "SQLite WAL checkpoint failed");
+            }
+            writer.checkpointing.store(false, Ordering::Release);
+        });
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -830,5 +872,33 @@ fn event_from_row(row: canonical_event::Model) -> CanonicalEvent {
         },
         trace: has_trace.then_some(trace),
         data: row.data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_leaves_wal_checkpoints_to_the_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connects");
+        let row = store
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                store.backend(),
+                "PRAGMA wal_autocheckpoint",
+            ))
+            .await
+            .expect("pragma")
+            .expect("a row");
+        let pages: i64 = row.try_get_by_index(0).expect("a number");
+        assert_eq!(pages, 0, "SQLite would checkpoint inside commits");
+        for _ in 0..WAL_CHECKPOINT_EVERY {
+            drop(store.write_turn().await);
+        }
+        let writer = store.sqlite_writer.as_ref().expect("a SQLite writer");
+        assert_eq!(writer.writes.load(Ordering::Relaxed), WAL_CHECKPOINT_EVERY);
     }
 }
