@@ -94,7 +94,7 @@ impl RunWriter {
 }
 
 /// A projection checkpoint is kept every this many events.
-pub const CHECKPOINT_EVERY: i64 = 500;
+pub const CHECKPOINT_EVERY: i64 = 250;
 
 /// Whether an append moving the last seq from `before` to `after` passes a checkpoint boundary.
 fn crosses_checkpoint(before: i64, after: i64) -> bool {
