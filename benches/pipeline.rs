@@ -9,7 +9,8 @@
 //! 3. the `serve` binary: start → /readyz 200, and resident memory once idle.
 //!
 //! Both SQLite and PostgreSQL (127.0.0.1:5432, skipped with a message when unreachable).
-//! `BENCH_ENVELOPES` scales the runs (default 20000).
+//! `BENCH_ENVELOPES` scales the runs (default 20000); `BENCH_BACKENDS` picks the databases
+//! (default `sqlite,postgres`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -449,7 +450,8 @@ fn main() {
                 .map(usize::from)
                 .unwrap_or(1)
         );
-        for backend in ["sqlite", "postgres"] {
+        let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+        for backend in backends.split(',').map(str::trim) {
             bench_ingest(backend, &dir).await;
             bench_end_to_end(backend, &dir, None).await;
             bench_end_to_end(backend, &dir, Some(1000.0)).await;

@@ -14,7 +14,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DbBackend, DbErr, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    QueryTrait, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
@@ -293,8 +293,17 @@ impl Store {
                 .ok_or_else(|| Error::Corrupt(format!("idempotency key {key} has no run")))?;
             return Ok(CreateOutcome::Existing(run_from_row(existing)?));
         }
-        insert_events(&txn, events).await?;
-        upsert_projection(&txn, &new.id, state).await?;
+        let backend = self.backend();
+        if let Some(statement) = insert_events(backend, events) {
+            txn.execute_raw(statement).await?;
+        }
+        let projection = upsert_projection(
+            backend,
+            &new.id,
+            state.timeline.latest_seq,
+            projection_json(state)?,
+        );
+        txn.execute_raw(projection).await?;
         txn.commit().await?;
         let created = self
             .run(&new.id)
@@ -306,14 +315,15 @@ impl Store {
     /// Appends events to a run in one transaction. Fails with [`Error::Concurrent`] (and writes
     /// nothing) when the run's last seq is not `expected_last_seq`.
     pub async fn append(&self, append: Append<'_>) -> Result<(), Error> {
+        // Everything is rendered to SQL before the write turn: on SQLite one writer runs at a
+        // time, and serializing a projection inside the turn would hold up every other run.
+        let backend = self.backend();
         let now = crate::time::now();
         let new_last = append
             .events
             .last()
             .map(|event| event.seq)
             .unwrap_or(append.expected_last_seq);
-        let _writer = self.write_turn().await;
-        let txn = self.db.begin().await?;
         let mut update = run::Entity::update_many()
             .col_expr(run::Column::LastEventSeq, Expr::value(new_last))
             .col_expr(run::Column::UpdatedAt, Expr::value(now))
@@ -340,32 +350,44 @@ impl Store {
                 .col_expr(run::Column::ErrorCode, Expr::value(code.clone()))
                 .col_expr(run::Column::ErrorMessage, Expr::value(message.clone()));
         }
-        let updated = update.exec(&txn).await?;
-        if updated.rows_affected != 1 {
-            txn.rollback().await?;
-            return Err(Error::Concurrent(append.run_id.to_owned()));
-        }
-        insert_raw(&txn, append.run_id, append.raw).await?;
-        insert_events(&txn, append.events).await?;
-        upsert_projection(&txn, append.run_id, append.projection).await?;
+        let compare_and_set = update.build(backend);
+
+        let mut statements = Vec::with_capacity(6);
+        statements.extend(insert_raw(backend, append.run_id, append.raw));
+        statements.extend(insert_events(backend, append.events));
+        let projection = projection_json(append.projection)?;
         if append.checkpoint {
-            insert_checkpoint(&txn, append.run_id, append.projection).await?;
+            statements.push(insert_checkpoint(
+                backend,
+                append.run_id,
+                append.projection.timeline.latest_seq,
+                projection.clone(),
+            ));
         }
+        statements.push(upsert_projection(
+            backend,
+            append.run_id,
+            append.projection.timeline.latest_seq,
+            projection,
+        ));
         if let Some(artifact) = append.artifact {
-            artifact::Entity::insert(artifact::ActiveModel {
-                id: Set(artifact.id),
-                run_id: Set(artifact.run_id),
-                kind: Set(artifact.kind),
-                label: Set(artifact.label),
-                uri: Set(artifact.uri),
-                inline: Set(artifact.inline),
-                created_at: Set(artifact.created_at),
-            })
-            .exec_without_returning(&txn)
-            .await?;
+            statements.push(
+                artifact::Entity::insert(artifact::ActiveModel {
+                    id: Set(artifact.id),
+                    run_id: Set(artifact.run_id),
+                    kind: Set(artifact.kind),
+                    label: Set(artifact.label),
+                    uri: Set(artifact.uri),
+                    inline: Set(artifact.inline),
+                    created_at: Set(artifact.created_at),
+                })
+                .build(backend),
+            );
         }
         match append.session {
-            Some(SessionChange::Bind(session)) => bind_session(&txn, &session, now).await?,
+            Some(SessionChange::Bind(session)) => {
+                statements.push(bind_session(backend, &session, now));
+            }
             Some(SessionChange::Progress {
                 last_ordinal,
                 state,
@@ -381,9 +403,20 @@ impl Store {
                     update =
                         update.col_expr(runtime_session::Column::SessionState, Expr::value(state));
                 }
-                update.exec(&txn).await?;
+                statements.push(update.build(backend));
             }
             None => {}
+        }
+
+        let _writer = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        let updated = txn.execute_raw(compare_and_set).await?;
+        if updated.rows_affected() != 1 {
+            txn.rollback().await?;
+            return Err(Error::Concurrent(append.run_id.to_owned()));
+        }
+        for statement in statements {
+            txn.execute_raw(statement).await?;
         }
         txn.commit().await?;
         Ok(())
@@ -688,9 +721,9 @@ fn escape_like(text: &str) -> String {
         .replace('_', "\\_")
 }
 
-async fn insert_events<C: ConnectionTrait>(db: &C, events: &[CanonicalEvent]) -> Result<(), Error> {
+fn insert_events(backend: DbBackend, events: &[CanonicalEvent]) -> Option<Statement> {
     if events.is_empty() {
-        return Ok(());
+        return None;
     }
     let rows = events.iter().map(|event| {
         let trace = event.trace.clone().unwrap_or_default();
@@ -712,19 +745,12 @@ async fn insert_events<C: ConnectionTrait>(db: &C, events: &[CanonicalEvent]) ->
             data: Set(event.data.clone()),
         }
     });
-    canonical_event::Entity::insert_many(rows)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    Some(canonical_event::Entity::insert_many(rows).build(backend))
 }
 
-async fn insert_raw<C: ConnectionTrait>(
-    db: &C,
-    run_id: &str,
-    raw: &[RawRecord],
-) -> Result<(), Error> {
+fn insert_raw(backend: DbBackend, run_id: &str, raw: &[RawRecord]) -> Option<Statement> {
     if raw.is_empty() {
-        return Ok(());
+        return None;
     }
     let rows = raw.iter().map(|record| raw_event::ActiveModel {
         run_id: Set(run_id.to_owned()),
@@ -734,10 +760,7 @@ async fn insert_raw<C: ConnectionTrait>(
         ordinal: Set(record.ordinal),
         payload: Set(record.payload.clone()),
     });
-    raw_event::Entity::insert_many(rows)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    Some(raw_event::Entity::insert_many(rows).build(backend))
 }
 
 /// A stored projection, read as text and parsed straight into its type: long runs have
@@ -747,16 +770,20 @@ fn parse_state(text: &str, what: &str, run_id: &str) -> Result<RunState, Error> 
         .map_err(|error| Error::Corrupt(format!("{what} of {run_id}: {error}")))
 }
 
-async fn upsert_projection<C: ConnectionTrait>(
-    db: &C,
+fn projection_json(state: &RunState) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(state)
+        .map_err(|error| Error::Corrupt(format!("projection does not serialize: {error}")))
+}
+
+fn upsert_projection(
+    backend: DbBackend,
     run_id: &str,
-    state: &RunState,
-) -> Result<(), Error> {
-    let json = serde_json::to_value(state)
-        .map_err(|error| Error::Corrupt(format!("projection does not serialize: {error}")))?;
+    version: i64,
+    json: serde_json::Value,
+) -> Statement {
     let row = projection::ActiveModel {
         run_id: Set(run_id.to_owned()),
-        version: Set(state.timeline.latest_seq),
+        version: Set(version),
         schema_version: Set(SCHEMA_VERSION as i32),
         state: Set(json),
         updated_at: Set(crate::time::now()),
@@ -772,33 +799,24 @@ async fn upsert_projection<C: ConnectionTrait>(
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+        .build(backend)
 }
 
-async fn insert_checkpoint<C: ConnectionTrait>(
-    db: &C,
+fn insert_checkpoint(
+    backend: DbBackend,
     run_id: &str,
-    state: &RunState,
-) -> Result<(), Error> {
-    let json = serde_json::to_value(state)
-        .map_err(|error| Error::Corrupt(format!("projection does not serialize: {error}")))?;
+    seq: i64,
+    json: serde_json::Value,
+) -> Statement {
     checkpoint::Entity::insert(checkpoint::ActiveModel {
         run_id: Set(run_id.to_owned()),
-        seq: Set(state.timeline.latest_seq),
+        seq: Set(seq),
         state: Set(json),
     })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    .build(backend)
 }
 
-async fn bind_session<C: ConnectionTrait>(
-    db: &C,
-    session: &BoundSession,
-    now: Timestamp,
-) -> Result<(), Error> {
+fn bind_session(backend: DbBackend, session: &BoundSession, now: Timestamp) -> Statement {
     let row = runtime_session::ActiveModel {
         run_id: Set(session.run_id.clone()),
         runtime_session_id: Set(session.session_id.clone()),
@@ -813,10 +831,7 @@ async fn bind_session<C: ConnectionTrait>(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    runtime_session::Entity::insert(row)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    runtime_session::Entity::insert(row).build(backend)
 }
 
 fn run_from_row(row: run::Model) -> Result<Run, Error> {
