@@ -261,7 +261,9 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
     .min(envelopes());
 
     // Persisted time of each message id, from the hubs (published right after commit).
-    let persisted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    // With the event's `ts`: when the observer received the envelope from the runtime.
+    type Stored = (Instant, macp_control_plane::time::Timestamp);
+    let persisted: Arc<Mutex<HashMap<String, Stored>>> = Arc::default();
     let mut collectors = Vec::with_capacity(RUNS);
     for (run, (run_id, _)) in sessions.iter().enumerate() {
         let mut batches = app.service.hub().subscribe(run_id);
@@ -279,7 +281,7 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
                                 && let Some(id) = event.data["messageId"].as_str()
                                 && id.starts_with("bench-")
                             {
-                                persisted.insert(id.to_owned(), now);
+                                persisted.insert(id.to_owned(), (now, event.ts));
                                 seen += 1;
                             }
                         }
@@ -291,7 +293,8 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
         }));
     }
 
-    let accepted: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
+    type Accepted = (Instant, Instant, macp_control_plane::time::Timestamp);
+    let accepted: Arc<Mutex<HashMap<String, Accepted>>> = Arc::default();
     let started = Instant::now();
     let senders: Vec<_> = (0..AGENTS)
         .map(|agent| {
@@ -314,10 +317,10 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
                         .send(proposal(&sessions[index % RUNS], index), &sender)
                         .await
                         .expect("runtime accepts");
-                    accepted
-                        .lock()
-                        .expect("lock")
-                        .insert(format!("bench-{index}"), (sent_at, Instant::now()));
+                    accepted.lock().expect("lock").insert(
+                        format!("bench-{index}"),
+                        (sent_at, Instant::now(), macp_control_plane::time::now()),
+                    );
                     index += AGENTS;
                 }
             })
@@ -335,26 +338,34 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
     }
     let elapsed = started.elapsed().as_secs_f64();
     // The guards end here, before anything is awaited.
-    let (accept, send) = {
+    let (accept, send, observed) = {
         let persisted = persisted.lock().expect("lock");
         let accepted = accepted.lock().expect("lock");
         let mut accept_to_stored = Vec::with_capacity(total);
         let mut send_to_stored = Vec::with_capacity(total);
-        for (id, (sent_at, acked_at)) in accepted.iter() {
-            if let Some(stored_at) = persisted.get(id) {
+        let mut accept_to_observed = Vec::with_capacity(total);
+        for (id, (sent_at, acked_at, acked_wall)) in accepted.iter() {
+            if let Some((stored_at, observed)) = persisted.get(id) {
                 accept_to_stored
                     .push(stored_at.saturating_duration_since(*acked_at).as_secs_f64() * 1000.0);
                 send_to_stored.push(stored_at.duration_since(*sent_at).as_secs_f64() * 1000.0);
+                accept_to_observed.push(
+                    (*observed - *acked_wall).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                );
             }
         }
-        (percentiles(accept_to_stored), percentiles(send_to_stored))
+        (
+            percentiles(accept_to_stored),
+            percentiles(send_to_stored),
+            percentiles(accept_to_observed),
+        )
     };
     let label = match paced_rate {
         Some(rate) => format!("paced {rate:.0}/s"),
         None => "flat out".to_owned(),
     };
     println!(
-        "{backend:8} end-to-end  {label:14} {total} envelopes over {RUNS} runs: sent in {sent_elapsed:.2} s, all persisted after {elapsed:.2} s = {:8.0} envelopes/s; accept→stored p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms; send→stored p50 {:.2} ms p99 {:.2} ms",
+        "{backend:8} end-to-end  {label:14} {total} envelopes over {RUNS} runs: sent in {sent_elapsed:.2} s, all persisted after {elapsed:.2} s = {:8.0} envelopes/s; accept→stored p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms; send→stored p50 {:.2} ms p99 {:.2} ms; of which accept→observer received p50 {:.2} ms p99 {:.2} ms",
         total as f64 / elapsed,
         accept.p50,
         accept.p90,
@@ -362,6 +373,8 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
         accept.max,
         send.p50,
         send.p99,
+        observed.p50,
+        observed.p99,
     );
     stop(app).await;
 }
