@@ -173,17 +173,17 @@ async fn run(service: &RunService, plan: &Plan) -> Result<(), ApiError> {
         "runtime.Send",
         vec![KeyValue::new("macp.message_type", "SessionStart")],
     );
-    let send = runtime.send(
-        envelope(
-            &session.mode_name,
-            "SessionStart",
-            &plan.session_id,
-            start_id.clone(),
-            start_payload.encode_to_vec(),
-        ),
-        &session.initiator,
-    );
-    let start_ack = send
+    let start_ack = runtime
+        .send(
+            envelope(
+                &session.mode_name,
+                "SessionStart",
+                &plan.session_id,
+                start_id.clone(),
+                start_payload.encode_to_vec(),
+            ),
+            &session.initiator,
+        )
         .with_context(span.context())
         .await
         .map_err(|error| start_refusal(&error))?;
@@ -353,17 +353,20 @@ async fn bind_and_kickoff(
                 KeyValue::new("macp.sender", message.from.clone()),
             ],
         );
-        let send = service.runtime().send(
-            envelope(
-                &session.mode_name,
-                &message.message_type,
-                &plan.session_id,
-                message_id.clone(),
-                message.payload.clone(),
-            ),
-            &message.from,
-        );
-        let sent = send.with_context(span.context()).await;
+        let sent = service
+            .runtime()
+            .send(
+                envelope(
+                    &session.mode_name,
+                    &message.message_type,
+                    &plan.session_id,
+                    message_id.clone(),
+                    message.payload.clone(),
+                ),
+                &message.from,
+            )
+            .with_context(span.context())
+            .await;
         if let Err(error) = &sent {
             span.fail(error.to_string());
         }

@@ -588,8 +588,9 @@ impl RunService {
                 "runtime session expired before it resolved".to_owned(),
             )
         });
+        let requested = self.cancel_reasons().remove(run_id);
         let reason = match status {
-            RunStatus::Cancelled => reason.or_else(|| self.cancel_reasons().remove(run_id)),
+            RunStatus::Cancelled => reason.or(requested),
             _ => reason,
         };
         let terminal = terminal_event(run_id, writer.state(), status, now, error.as_ref(), reason);
@@ -619,7 +620,6 @@ impl RunService {
             .await?;
         drop(guard);
         self.inner.writers.forget(run_id);
-        self.cancel_reasons().remove(run_id);
         self.unregister_observer(&session_id);
         self.inner.tracing.end_run(run_id, status.as_str(), None);
         Ok(())

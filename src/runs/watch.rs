@@ -86,12 +86,10 @@ impl RunService {
                         }
                     }
                     backfill = false;
-                    if options.end_at_terminal && !ended {
-                        // Envelopes stored after the terminal event (later than the catch-up
-                        // bound) must not keep a caught-up stream of an ended run open.
-                        let run = service.get(&run_id).await?;
-                        ended = run.status.is_terminal() && run.last_event_seq <= cursor;
-                    }
+                    // A run that had ended when we subscribed is over once its stored events
+                    // are sent, even if envelopes later than the catch-up bound follow its
+                    // terminal event.
+                    ended |= run.status.is_terminal() && run.last_event_seq <= cursor;
                     if ended && options.end_at_terminal {
                         break;
                     }

@@ -239,6 +239,14 @@ impl Store {
         events: &[CanonicalEvent],
         state: &RunState,
     ) -> Result<CreateOutcome, Error> {
+        let backend = self.backend();
+        let first_events = insert_events(backend, events);
+        let projection = upsert_projection(
+            backend,
+            &new.id,
+            state.timeline.latest_seq,
+            projection_json(state)?,
+        );
         let _writer = self.write_turn().await;
         let txn = self.db.begin().await?;
         let last_seq = events.last().map(|event| event.seq).unwrap_or(0);
@@ -293,16 +301,9 @@ impl Store {
                 .ok_or_else(|| Error::Corrupt(format!("idempotency key {key} has no run")))?;
             return Ok(CreateOutcome::Existing(run_from_row(existing)?));
         }
-        let backend = self.backend();
-        if let Some(statement) = insert_events(backend, events) {
+        if let Some(statement) = first_events {
             txn.execute_raw(statement).await?;
         }
-        let projection = upsert_projection(
-            backend,
-            &new.id,
-            state.timeline.latest_seq,
-            projection_json(state)?,
-        );
         txn.execute_raw(projection).await?;
         txn.commit().await?;
         let created = self
