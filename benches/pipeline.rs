@@ -10,7 +10,7 @@
 //!
 //! Both SQLite and PostgreSQL (127.0.0.1:5432, skipped with a message when unreachable).
 //! `BENCH_ENVELOPES` scales the runs (default 20000); `BENCH_BACKENDS` picks the databases
-//! (default `sqlite,postgres`).
+//! (default `sqlite,postgres`); `BENCH_BATCH` sets the ingest batch (default 64).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -177,7 +177,10 @@ async fn bench_ingest(backend: &str, dir: &tempfile::TempDir) {
     let app = start_app(url).await;
     let (run_id, session_id) = open_run(&app).await;
     let total = envelopes();
-    let batch = 64;
+    let batch = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(64usize);
     let writers = app.service.writers();
     let mut guard = writers.lock(&run_id).await.expect("writer");
     let writer = guard.as_mut().expect("run");
@@ -360,12 +363,20 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
             percentiles(accept_to_observed),
         )
     };
+    // What each append rewrites besides its events: the run's whole projection.
+    let mut projection_bytes = 0;
+    for (run_id, _) in &sessions {
+        let state = app.service.state(run_id).await.expect("state");
+        projection_bytes += serde_json::to_string(&state)
+            .map(|json| json.len())
+            .unwrap_or(0);
+    }
     let label = match paced_rate {
         Some(rate) => format!("paced {rate:.0}/s"),
         None => "flat out".to_owned(),
     };
     println!(
-        "{backend:8} end-to-end  {label:14} {total} envelopes over {RUNS} runs: sent in {sent_elapsed:.2} s, all persisted after {elapsed:.2} s = {:8.0} envelopes/s; accept→stored p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms; send→stored p50 {:.2} ms p99 {:.2} ms; of which accept→observer received p50 {:.2} ms p99 {:.2} ms",
+        "{backend:8} end-to-end  {label:14} {total} envelopes over {RUNS} runs: sent in {sent_elapsed:.2} s, all persisted after {elapsed:.2} s = {:8.0} envelopes/s; accept→stored p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms; send→stored p50 {:.2} ms p99 {:.2} ms; of which accept→observer received p50 {:.2} ms p99 {:.2} ms; projections {:.1} KB each at the end",
         total as f64 / elapsed,
         accept.p50,
         accept.p90,
@@ -375,6 +386,7 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
         send.p99,
         observed.p50,
         observed.p99,
+        projection_bytes as f64 / 1024.0 / RUNS as f64,
     );
     stop(app).await;
 }

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_runs;
 mod m0002_checkpoints;
 mod m0003_artifacts;
+mod m0004_projection_storage;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_runs::Migration),
             Box::new(m0002_checkpoints::Migration),
             Box::new(m0003_artifacts::Migration),
+            Box::new(m0004_projection_storage::Migration),
         ]
     }
 }

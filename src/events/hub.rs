@@ -31,6 +31,16 @@ impl<T: serde::Serialize> Shared<T> {
         })
     }
 
+    /// A value whose JSON is already known (the writer serializes each projection once, for the
+    /// store, and the hub reuses that text).
+    pub fn with_json(value: T, json: Arc<str>) -> Arc<Self> {
+        Arc::new(Shared {
+            value,
+            json: OnceLock::from(json),
+            frame: OnceLock::new(),
+        })
+    }
+
     /// The value as a wire frame built from its JSON by `render` (the edge's one framing, SSE):
     /// rendered by the first subscriber that asks, then shared by reference.
     pub fn frame(&self, render: impl FnOnce(&str) -> Bytes) -> Bytes {

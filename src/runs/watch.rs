@@ -102,12 +102,16 @@ impl RunService {
                             Err(RecvError::Lagged(_)) => { backfill = true; continue; }
                             Err(RecvError::Closed) => break,
                         }
-                        // Coalesce whatever else is ready: one snapshot for the burst.
-                        loop {
-                            match live.try_recv() {
-                                Ok(batch) => batches.push(batch),
-                                Err(TryRecvError::Lagged(_)) => { backfill = true; break; }
-                                Err(_) => break,
+                        // Coalesce whatever else is ready: one snapshot for the burst. (Without
+                        // snapshots there is nothing to gain, and each look costs a lock shared
+                        // by every subscriber of the run.)
+                        if options.include_snapshot {
+                            loop {
+                                match live.try_recv() {
+                                    Ok(batch) => batches.push(batch),
+                                    Err(TryRecvError::Lagged(_)) => { backfill = true; break; }
+                                    Err(_) => break,
+                                }
                             }
                         }
                         let mut latest_state = None;

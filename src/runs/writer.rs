@@ -21,7 +21,8 @@ pub struct RunWriter {
     run_id: String,
     last_seq: i64,
     status: RunStatus,
-    state: RunState,
+    /// Shared with the hub's subscribers, so it is published without a copy.
+    state: Arc<Shared<RunState>>,
     normalizer: NormalizerContext,
     trace: Option<TraceRef>,
     last_ordinal: i64,
@@ -67,7 +68,7 @@ impl RunWriter {
             run_id: run_id.to_owned(),
             last_seq: run.last_event_seq,
             status: run.status,
-            state,
+            state: Shared::new(state),
             normalizer,
             trace: run.trace_id.map(|trace_id| TraceRef {
                 trace_id: Some(trace_id),
@@ -233,10 +234,11 @@ impl Writers {
         change: Change,
     ) -> Result<Vec<CanonicalEvent>, store::Error> {
         let events = writer.materialize(drafts, writer.last_seq + 1);
-        let mut state = writer.state.clone();
+        let mut state = RunState::clone(&writer.state);
         for event in &events {
             reducer::apply(&mut state, event);
         }
+        let state_json = store::state_text(&state)?;
         let mut run_change = change.run;
         // A status change must be a legal transition from the status the row has now.
         if let Some(status) = run_change.status
@@ -264,7 +266,8 @@ impl Writers {
                 expected_last_seq: writer.last_seq,
                 events: &events,
                 raw: &raw,
-                projection: &state,
+                projection: &state_json,
+                projection_seq: state.timeline.latest_seq,
                 run: run_change,
                 session: change.session,
                 checkpoint: crosses_checkpoint(writer.last_seq, state.timeline.latest_seq),
@@ -292,7 +295,7 @@ impl Writers {
         }
         drop(persist);
         crate::telemetry::metrics::record_events(events.len());
-        writer.state = state.clone();
+        writer.state = Shared::with_json(state, state_json.into());
         let _publish = self
             .tracing
             .child(&writer.run_id, "events.publish", Vec::new());
@@ -300,7 +303,7 @@ impl Writers {
             &writer.run_id,
             Published {
                 events: events.iter().cloned().map(Shared::new).collect(),
-                state: Shared::new(state),
+                state: writer.state.clone(),
             },
         );
         Ok(events)

@@ -2,6 +2,7 @@
 //! `postgres://` URL; the same migrations and queries serve both.
 
 mod entities;
+mod group;
 #[path = "../../migrations/mod.rs"]
 mod migrations;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
@@ -39,6 +40,9 @@ pub enum Error {
     Concurrent(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The committing task is gone (the process is shutting down).
+    #[error("the store's writer has stopped")]
+    WriterStopped,
 }
 
 impl Error {
@@ -111,7 +115,10 @@ pub struct Append<'a> {
     pub expected_last_seq: i64,
     pub events: &'a [CanonicalEvent],
     pub raw: &'a [RawRecord],
-    pub projection: &'a RunState,
+    /// The projection after these events, serialized (once, for the store and the hub alike).
+    pub projection: &'a str,
+    /// The seq the projection is at.
+    pub projection_seq: i64,
     pub run: RunChange,
     pub session: Option<SessionChange>,
     /// Also keep `projection` as a checkpoint at its seq.
@@ -136,6 +143,7 @@ pub struct EventQuery {
 pub struct Store {
     db: DatabaseConnection,
     sqlite_writer: Option<Arc<SqliteWriter>>,
+    appends: group::GroupCommit,
 }
 
 /// SQLite write transactions between two WAL checkpoints.
@@ -150,6 +158,38 @@ struct SqliteWriter {
     /// SQLite's own checkpoint runs inside a commit and stalls it for the sync (tens of ms
     /// here); ours runs beside the writers (PASSIVE), one at a time.
     checkpointing: AtomicBool,
+}
+
+impl SqliteWriter {
+    /// Waits for the single writer's turn; every `WAL_CHECKPOINT_EVERY` turns also starts a
+    /// checkpoint beside it.
+    async fn turn(self: &Arc<Self>, db: &DatabaseConnection) -> tokio::sync::MutexGuard<'_, ()> {
+        let turn = self.turn.lock().await;
+        if self.writes.fetch_add(1, Ordering::Relaxed) % WAL_CHECKPOINT_EVERY
+            == WAL_CHECKPOINT_EVERY - 1
+        {
+            self.checkpoint_wal(db.clone());
+        }
+        turn
+    }
+
+    /// Copies the WAL into the database file in the background (what SQLite would otherwise do
+    /// inside some commit).
+    fn checkpoint_wal(self: &Arc<Self>, db: DatabaseConnection) {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let writer = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = db
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await
+            {
+                tracing::warn!(%error, "SQLite WAL checkpoint failed");
+            }
+            writer.checkpointing.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl Store {
@@ -176,45 +216,22 @@ impl Store {
         }
         let sqlite = url.starts_with("sqlite:");
         let db = Database::connect(options).await?;
+        let sqlite_writer = sqlite.then(|| {
+            Arc::new(SqliteWriter {
+                turn: tokio::sync::Mutex::new(()),
+                writes: AtomicU64::new(0),
+                checkpointing: AtomicBool::new(false),
+            })
+        });
         Ok(Store {
+            appends: group::GroupCommit::spawn(db.clone(), sqlite_writer.clone()),
             db,
-            sqlite_writer: sqlite.then(|| {
-                Arc::new(SqliteWriter {
-                    turn: tokio::sync::Mutex::new(()),
-                    writes: AtomicU64::new(0),
-                    checkpointing: AtomicBool::new(false),
-                })
-            }),
+            sqlite_writer,
         })
     }
 
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        let writer = self.sqlite_writer.as_ref()?;
-        let turn = writer.turn.lock().await;
-        if writer.writes.fetch_add(1, Ordering::Relaxed) % WAL_CHECKPOINT_EVERY
-            == WAL_CHECKPOINT_EVERY - 1
-        {
-            self.checkpoint_wal(writer.clone());
-        }
-        Some(turn)
-    }
-
-    /// Copies the WAL into the database file in the background (what SQLite would otherwise do
-    /// inside some commit).
-    fn checkpoint_wal(&self, writer: Arc<SqliteWriter>) {
-        if writer.checkpointing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            if let Err(error) = db
-                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
-                .await
-            {
-                tracing::warn!(%error, "SQLite WAL checkpoint failed");
-            }
-            writer.checkpointing.store(false, Ordering::Release);
-        });
+        Some(self.sqlite_writer.as_ref()?.turn(&self.db).await)
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -245,8 +262,8 @@ impl Store {
             backend,
             &new.id,
             state.timeline.latest_seq,
-            projection_json(state)?,
-        );
+            state_text(state)?,
+        )?;
         let _writer = self.write_turn().await;
         let txn = self.db.begin().await?;
         let last_seq = events.last().map(|event| event.seq).unwrap_or(0);
@@ -356,21 +373,20 @@ impl Store {
         let mut statements = Vec::with_capacity(6);
         statements.extend(insert_raw(backend, append.run_id, append.raw));
         statements.extend(insert_events(backend, append.events));
-        let projection = projection_json(append.projection)?;
         if append.checkpoint {
             statements.push(insert_checkpoint(
                 backend,
                 append.run_id,
-                append.projection.timeline.latest_seq,
-                projection.clone(),
-            ));
+                append.projection_seq,
+                append.projection.to_owned(),
+            )?);
         }
         statements.push(upsert_projection(
             backend,
             append.run_id,
-            append.projection.timeline.latest_seq,
-            projection,
-        ));
+            append.projection_seq,
+            append.projection.to_owned(),
+        )?);
         if let Some(artifact) = append.artifact {
             statements.push(
                 artifact::Entity::insert(artifact::ActiveModel {
@@ -409,18 +425,9 @@ impl Store {
             None => {}
         }
 
-        let _writer = self.write_turn().await;
-        let txn = self.db.begin().await?;
-        let updated = txn.execute_raw(compare_and_set).await?;
-        if updated.rows_affected() != 1 {
-            txn.rollback().await?;
-            return Err(Error::Concurrent(append.run_id.to_owned()));
-        }
-        for statement in statements {
-            txn.execute_raw(statement).await?;
-        }
-        txn.commit().await?;
-        Ok(())
+        self.appends
+            .commit(append.run_id, compare_and_set, statements)
+            .await
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<Run>, Error> {
@@ -771,25 +778,49 @@ fn parse_state(text: &str, what: &str, run_id: &str) -> Result<RunState, Error> 
         .map_err(|error| Error::Corrupt(format!("{what} of {run_id}: {error}")))
 }
 
-fn projection_json(state: &RunState) -> Result<serde_json::Value, Error> {
-    serde_json::to_value(state)
+/// A projection as JSON text, straight from its type (no `serde_json::Value` tree in between).
+pub fn state_text(state: &RunState) -> Result<String, Error> {
+    serde_json::to_string(state)
         .map_err(|error| Error::Corrupt(format!("projection does not serialize: {error}")))
+}
+
+/// JSON text bound as a JSON column's value: SQLite stores the text as it is; PostgreSQL casts
+/// it to `jsonb` on the server.
+fn json_text(backend: DbBackend, text: String) -> Expr {
+    match backend {
+        DbBackend::Postgres => Expr::cust_with_values("CAST($1 AS jsonb)", [text]),
+        _ => Expr::value(text),
+    }
+}
+
+fn column_count(error: sea_orm::sea_query::error::Error) -> Error {
+    Error::Corrupt(format!("statement does not match its table: {error}"))
 }
 
 fn upsert_projection(
     backend: DbBackend,
     run_id: &str,
     version: i64,
-    json: serde_json::Value,
-) -> Statement {
-    let row = projection::ActiveModel {
-        run_id: Set(run_id.to_owned()),
-        version: Set(version),
-        schema_version: Set(SCHEMA_VERSION as i32),
-        state: Set(json),
-        updated_at: Set(crate::time::now()),
-    };
-    projection::Entity::insert(row)
+    text: String,
+) -> Result<Statement, Error> {
+    let mut insert = Query::insert();
+    insert
+        .into_table(projection::Entity)
+        .columns([
+            projection::Column::RunId,
+            projection::Column::Version,
+            projection::Column::SchemaVersion,
+            projection::Column::State,
+            projection::Column::UpdatedAt,
+        ])
+        .values([
+            Expr::value(run_id.to_owned()),
+            Expr::value(version),
+            Expr::value(SCHEMA_VERSION as i32),
+            json_text(backend, text),
+            Expr::value(crate::time::now()),
+        ])
+        .map_err(column_count)?
         .on_conflict(
             OnConflict::column(projection::Column::RunId)
                 .update_columns([
@@ -799,22 +830,31 @@ fn upsert_projection(
                     projection::Column::UpdatedAt,
                 ])
                 .to_owned(),
-        )
-        .build(backend)
+        );
+    Ok(backend.build(&insert))
 }
 
 fn insert_checkpoint(
     backend: DbBackend,
     run_id: &str,
     seq: i64,
-    json: serde_json::Value,
-) -> Statement {
-    checkpoint::Entity::insert(checkpoint::ActiveModel {
-        run_id: Set(run_id.to_owned()),
-        seq: Set(seq),
-        state: Set(json),
-    })
-    .build(backend)
+    text: String,
+) -> Result<Statement, Error> {
+    let mut insert = Query::insert();
+    insert
+        .into_table(checkpoint::Entity)
+        .columns([
+            checkpoint::Column::RunId,
+            checkpoint::Column::Seq,
+            checkpoint::Column::State,
+        ])
+        .values([
+            Expr::value(run_id.to_owned()),
+            Expr::value(seq),
+            json_text(backend, text),
+        ])
+        .map_err(column_count)?;
+    Ok(backend.build(&insert))
 }
 
 fn bind_session(backend: DbBackend, session: &BoundSession, now: Timestamp) -> Statement {
@@ -916,5 +956,76 @@ mod tests {
         }
         let writer = store.sqlite_writer.as_ref().expect("a SQLite writer");
         assert_eq!(writer.writes.load(Ordering::Relaxed), WAL_CHECKPOINT_EVERY);
+    }
+
+    fn new_run(id: &str) -> NewRun {
+        NewRun {
+            id: id.to_owned(),
+            mode: "macp.mode.decision.v1".to_owned(),
+            runtime_kind: "rust".to_owned(),
+            runtime_version: None,
+            trace_id: None,
+            idempotency_key: None,
+            source_kind: None,
+            source_ref: None,
+            tags: Vec::new(),
+            metadata: serde_json::json!({}),
+            created_at: crate::time::now(),
+        }
+    }
+
+    fn start<'a>(run_id: &'a str, expected_last_seq: i64, projection: &'a str) -> Append<'a> {
+        Append {
+            run_id,
+            expected_last_seq,
+            events: &[],
+            raw: &[],
+            projection,
+            projection_seq: 0,
+            run: RunChange {
+                status: Some(RunStatus::Starting),
+                ..RunChange::default()
+            },
+            session: None,
+            checkpoint: false,
+            artifact: None,
+        }
+    }
+
+    /// Two runs' appends in one group, one of them stale: the other still commits.
+    #[tokio::test]
+    async fn a_failed_append_fails_alone_in_its_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connects");
+        store.migrate().await.expect("migrates");
+        for id in ["run-a", "run-b"] {
+            store
+                .create_run(new_run(id), &[], &RunState::empty(id))
+                .await
+                .expect("created");
+        }
+        let projection = state_text(&RunState::empty("run")).expect("serializes");
+        // Both appends queue while the write turn is held here, so the committer takes them
+        // together (this test runs on one thread: it runs only when we yield).
+        let turn = store.write_turn().await;
+        let mut both = Box::pin(async {
+            tokio::join!(
+                store.append(start("run-a", 0, &projection)),
+                store.append(start("run-b", 7, &projection)),
+            )
+        });
+        assert!(futures::poll!(&mut both).is_pending());
+        tokio::task::yield_now().await;
+        drop(turn);
+        let (fresh, stale) = both.await;
+        fresh.expect("the fresh append commits");
+        assert!(matches!(stale, Err(Error::Concurrent(run)) if run == "run-b"));
+        let status = |id: &'static str| {
+            let store = store.clone();
+            async move { store.run(id).await.expect("reads").expect("exists").status }
+        };
+        assert_eq!(status("run-a").await, RunStatus::Starting);
+        assert_eq!(status("run-b").await, RunStatus::Queued);
     }
 }

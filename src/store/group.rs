@@ -1,0 +1,163 @@
+//! Group commit: appends of different runs that are ready at the same moment share one
+//! transaction. One task owns the write path; each append hands it its statements, already
+//! rendered, and waits for the outcome. Under load the queue fills while a transaction runs, so
+//! the next one carries many appends for the price of one commit (and, on SQLite, one turn of
+//! its single writer) instead of queueing each behind the other.
+//!
+//! SQLite has one lane (it admits one writer). PostgreSQL has a few, each on its own connection,
+//! so the server works on several transactions at once; a run always uses the same lane, which
+//! with its writer lock keeps its appends in order.
+
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Error, SqliteWriter};
+
+/// Appends per transaction at most.
+const MAX_GROUP: usize = 64;
+
+/// One run's append: a compare-and-set of the run row (exactly one row, or the run was written
+/// by someone else), then the rest of its rows.
+struct Job {
+    run_id: String,
+    compare_and_set: Statement,
+    statements: Vec<Statement>,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// Lanes on PostgreSQL.
+const POSTGRES_LANES: usize = 4;
+
+/// The handle appends go through; the committing tasks end when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub(super) struct GroupCommit {
+    lanes: Arc<[mpsc::UnboundedSender<Job>]>,
+}
+
+impl GroupCommit {
+    pub(super) fn spawn(db: DatabaseConnection, sqlite: Option<Arc<SqliteWriter>>) -> Self {
+        let lanes = if sqlite.is_some() { 1 } else { POSTGRES_LANES };
+        let lanes = (0..lanes)
+            .map(|_| {
+                let (jobs, queue) = mpsc::unbounded_channel();
+                tokio::spawn(commit_groups(db.clone(), sqlite.clone(), queue));
+                jobs
+            })
+            .collect();
+        GroupCommit { lanes }
+    }
+
+    /// Commits one append (with whatever else is waiting) and returns its own outcome.
+    pub(super) async fn commit(
+        &self,
+        run_id: &str,
+        compare_and_set: Statement,
+        statements: Vec<Statement>,
+    ) -> Result<(), Error> {
+        let (done, outcome) = oneshot::channel();
+        let job = Job {
+            run_id: run_id.to_owned(),
+            compare_and_set,
+            statements,
+            done,
+        };
+        self.lanes[lane(run_id, self.lanes.len())]
+            .send(job)
+            .map_err(|_| Error::WriterStopped)?;
+        outcome.await.map_err(|_| Error::WriterStopped)?
+    }
+}
+
+fn lane(run_id: &str, lanes: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(run_id) as usize % lanes
+}
+
+async fn commit_groups(
+    db: DatabaseConnection,
+    sqlite: Option<Arc<SqliteWriter>>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let _turn = match &sqlite {
+            Some(writer) => Some(writer.turn(&db).await),
+            None => None,
+        };
+        match execute(&db, &group).await {
+            Ok(()) => {
+                for job in group.drain(..) {
+                    let _ = job.done.send(Ok(()));
+                }
+            }
+            // One append's failure must not fail the others: each is retried alone and gets
+            // its own outcome. (Failures are rare: a concurrent writer, a lost connection.)
+            Err(error) if group.len() == 1 => {
+                if let Some(job) = group.pop() {
+                    let _ = job.done.send(Err(error));
+                }
+            }
+            Err(_) => {
+                for job in group.drain(..) {
+                    let outcome = execute(&db, std::slice::from_ref(&job)).await;
+                    let _ = job.done.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// All jobs in one transaction; any failure rolls all of them back.
+async fn execute(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Error> {
+    let txn = db.begin().await?;
+    match db.get_database_backend() {
+        // SQLite runs each call on its connection's thread, and binds `?` parameters in order
+        // across the statements of one call: the whole group costs four hand-offs, not one per
+        // statement. Each compare-and-set matches at most one row, so all of them held exactly
+        // when the count of changed rows is the number of jobs.
+        DbBackend::Sqlite => {
+            let compare = joined(jobs.iter().map(|job| &job.compare_and_set));
+            if txn.execute_raw(compare).await?.rows_affected() != jobs.len() as u64 {
+                txn.rollback().await?;
+                return Err(concurrent(jobs));
+            }
+            let rest = joined(jobs.iter().flat_map(|job| &job.statements));
+            txn.execute_raw(rest).await?;
+        }
+        _ => {
+            for job in jobs {
+                let updated = txn.execute_raw(job.compare_and_set.clone()).await?;
+                if updated.rows_affected() != 1 {
+                    txn.rollback().await?;
+                    return Err(concurrent(std::slice::from_ref(job)));
+                }
+                for statement in &job.statements {
+                    txn.execute_raw(statement.clone()).await?;
+                }
+            }
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+fn concurrent(jobs: &[Job]) -> Error {
+    let runs: Vec<&str> = jobs.iter().map(|job| job.run_id.as_str()).collect();
+    Error::Concurrent(runs.join(", "))
+}
+
+/// Statements as one SQLite call: their SQL in order, their parameters in the same order.
+fn joined<'a>(statements: impl Iterator<Item = &'a Statement>) -> Statement {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for statement in statements {
+        sql.push_str(&statement.sql);
+        sql.push_str(";\n");
+        if let Some(bound) = &statement.values {
+            values.extend(bound.0.iter().cloned());
+        }
+    }
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+}
