@@ -4,9 +4,9 @@
 //!
 //! The service runs as its own process (the `serve` binary, SQLite), so its memory is measured
 //! alone; the agents talk to a reference runtime in this process. Subscribers share HTTP/2
-//! connections, 100 streams each, or with `BENCH_TRANSPORT=h1` each has its own HTTP/1.1
-//! connection. Latency is an event's `ts` (when the observer received the envelope, just before
-//! it is persisted) to the moment the chunk holding the frame reached a subscriber.
+//! connections, 100 streams each, one reading task per connection. Latency is an event's `ts`
+//! (when the observer received the envelope, just before it is persisted) to the moment the
+//! chunk holding the frame reached a subscriber.
 //! `BENCH_SUBSCRIBERS` overrides the list (comma separated), `BENCH_MESSAGES` the messages per
 //! point (100).
 
@@ -202,174 +202,92 @@ fn take_frames(
     buffer.drain(..consumed);
 }
 
-/// How subscribers connect (`BENCH_TRANSPORT`).
-#[derive(Clone, Copy, PartialEq)]
-enum Transport {
-    /// 100 streams per HTTP/2 connection (reqwest).
-    Http2,
-    /// One HTTP/1.1 connection per subscriber, read with a minimal client (what an
-    /// `EventSource` per tab amounts to).
-    Http1,
-}
-
-fn transport() -> Transport {
-    match std::env::var("BENCH_TRANSPORT").as_deref() {
-        Ok("h1") => Transport::Http1,
-        _ => Transport::Http2,
-    }
-}
-
-/// Opens `count` SSE subscribers; each returns (delivered − ts) in ms for every measured
-/// message's `message.received` event, once it has seen them all.
+/// Opens `count` SSE subscribers, 100 streams per HTTP/2 connection, and returns once every
+/// response has started. Each connection's streams are read by one task (a light client, so the
+/// clients, which share the machine's two cores with the server, cost less of what is measured);
+/// it returns (delivered − ts) in ms for every measured message's `message.received` event, once
+/// each of its streams has seen them all.
 async fn subscribe(
     server: &Server,
     run_id: &str,
     count: usize,
 ) -> Vec<tokio::task::JoinHandle<Vec<f64>>> {
-    let path = format!("/runs/{run_id}/stream?includeSnapshot=false");
-    match transport() {
-        Transport::Http2 => subscribe_http2(&format!("{}{path}", server.base), count).await,
-        Transport::Http1 => subscribe_http1(&server.base, &path, count).await,
-    }
-}
-
-async fn subscribe_http2(url: &str, count: usize) -> Vec<tokio::task::JoinHandle<Vec<f64>>> {
-    let clients: Vec<reqwest::Client> = (0..count.div_ceil(STREAMS_PER_CONNECTION))
-        .map(|_| {
-            reqwest::Client::builder()
-                .http2_prior_knowledge()
-                .build()
-                .expect("client")
-        })
-        .collect();
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let uri = format!("{}/runs/{run_id}/stream?includeSnapshot=false", server.base);
     let measured = measured_messages();
-    // Each connection opens its streams in turn, the connections side by side.
-    let opening: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(connection, client)| {
-            let url = url.to_owned();
+    let opening: Vec<_> = (0..count.div_ceil(STREAMS_PER_CONNECTION))
+        .map(|connection| {
             let streams = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
+            let (address, uri) = (address.clone(), uri.clone());
             tokio::spawn(async move {
-                let mut responses = Vec::with_capacity(streams);
+                let socket = tokio::net::TcpStream::connect(&address)
+                    .await
+                    .expect("connect");
+                socket.set_nodelay(true).expect("nodelay");
+                // hyper's client windows: the server never holds frames back for this client.
+                let (client, driver) = h2::client::Builder::new()
+                    .initial_window_size(2 * 1024 * 1024)
+                    .initial_connection_window_size(5 * 1024 * 1024)
+                    .handshake(socket)
+                    .await
+                    .expect("handshake");
+                tokio::spawn(driver);
+                // One subscribe at a time per connection (the connections side by side), as
+                // clients arriving over time would.
+                let mut client = client.ready().await.expect("ready");
+                let mut bodies = Vec::with_capacity(streams);
                 for _ in 0..streams {
-                    responses.push(client.get(&url).send().await.expect("subscribe"));
+                    let request = axum::http::Request::get(&uri).body(()).expect("request");
+                    let (response, _) = client.send_request(request, true).expect("subscribe");
+                    let response = response.await.expect("response");
+                    assert!(response.status().is_success(), "subscribe refused");
+                    bodies.push(response.into_body());
+                    client = client.ready().await.expect("ready");
                 }
-                responses
+                (client, bodies)
             })
         })
         .collect();
-    let mut responses = Vec::with_capacity(count);
+    let mut tasks = Vec::with_capacity(opening.len());
     for connection in opening {
-        responses.extend(connection.await.expect("subscribers open"));
-    }
-    let mut tasks = Vec::with_capacity(count);
-    for response in responses {
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(measured);
-            let mut body = response.bytes_stream();
-            let mut buffer: Vec<u8> = Vec::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                let delivered = chrono::Utc::now();
-                buffer.extend_from_slice(&chunk);
-                take_frames(&mut buffer, delivered, &mut latencies);
-                if latencies.len() >= measured {
-                    break;
-                }
-            }
-            latencies
-        }));
+        let (client, bodies) = connection.await.expect("subscribers open");
+        tasks.push(tokio::spawn(read_streams(client, bodies, measured)));
     }
     tasks
 }
 
-/// An HTTP/1.1 SSE subscriber on its own connection, its response read and de-chunked by hand;
-/// returns once the response headers are in.
-async fn open_http1(address: &str, request: &[u8]) -> (tokio::net::TcpStream, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    socket.set_nodelay(true).expect("nodelay");
-    socket.write_all(request).await.expect("request");
-    let mut received = Vec::with_capacity(4096);
-    loop {
-        if let Some(end) = received.windows(4).position(|quad| quad == b"\r\n\r\n") {
-            assert!(received.starts_with(b"HTTP/1.1 200"), "subscribe refused");
-            received.drain(..end + 4);
-            return (socket, received);
+/// Reads one connection's streams until each has `measured` latencies.
+async fn read_streams(
+    _client: h2::client::SendRequest<bytes::Bytes>,
+    bodies: Vec<h2::RecvStream>,
+    measured: usize,
+) -> Vec<f64> {
+    let streams = bodies.len();
+    let mut chunks =
+        futures::stream::select_all(bodies.into_iter().enumerate().map(|(index, body)| {
+            futures::stream::unfold(body, move |mut body| async move {
+                let chunk = body.data().await?.ok()?;
+                let _ = body.flow_control().release_capacity(chunk.len());
+                Some(((index, chunk), body))
+            })
+            .boxed()
+        }));
+    let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); streams];
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::with_capacity(measured); streams];
+    let mut complete = 0;
+    while let Some((index, chunk)) = chunks.next().await {
+        let delivered = chrono::Utc::now();
+        buffers[index].extend_from_slice(&chunk);
+        let before = latencies[index].len();
+        take_frames(&mut buffers[index], delivered, &mut latencies[index]);
+        if before < measured && latencies[index].len() >= measured {
+            complete += 1;
+            if complete == streams {
+                break;
+            }
         }
-        let mut chunk = [0u8; 4096];
-        let read = socket.read(&mut chunk).await.expect("response");
-        assert!(read > 0, "connection closed before the response");
-        received.extend_from_slice(&chunk[..read]);
     }
-}
-
-async fn subscribe_http1(
-    base: &str,
-    path: &str,
-    count: usize,
-) -> Vec<tokio::task::JoinHandle<Vec<f64>>> {
-    use tokio::io::AsyncReadExt;
-    let address = base.trim_start_matches("http://").to_owned();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nhost: {address}\r\naccept: text/event-stream\r\n\r\n")
-            .into_bytes();
-    let measured = measured_messages();
-    // Connections open a few hundred at a time (the listen backlog is finite).
-    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(200));
-    let mut tasks = Vec::with_capacity(count);
-    let mut opened = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (address, request, opening) = (address.clone(), request.clone(), opening.clone());
-        let (ready, is_ready) = tokio::sync::oneshot::channel();
-        opened.push(is_ready);
-        tasks.push(tokio::spawn(async move {
-            let permit = opening.acquire_owned().await.expect("semaphore");
-            let (mut socket, mut received) = open_http1(&address, &request).await;
-            drop(permit);
-            let _ = ready.send(());
-            let mut latencies = Vec::with_capacity(measured);
-            let mut body: Vec<u8> = Vec::new();
-            let mut chunk = vec![0u8; 16 * 1024];
-            let mut delivered = chrono::Utc::now();
-            loop {
-                // Chunked transfer coding: "<hex size>\r\n<data>\r\n".
-                let mut progressed = false;
-                while let Some(line) = received.windows(2).position(|pair| pair == b"\r\n") {
-                    let size = std::str::from_utf8(&received[..line])
-                        .ok()
-                        .and_then(|hex| usize::from_str_radix(hex.trim(), 16).ok())
-                        .expect("chunk size");
-                    if received.len() < line + 2 + size + 2 {
-                        break;
-                    }
-                    body.extend_from_slice(&received[line + 2..line + 2 + size]);
-                    received.drain(..line + 2 + size + 2);
-                    progressed = true;
-                }
-                if progressed {
-                    take_frames(&mut body, delivered, &mut latencies);
-                    if latencies.len() >= measured {
-                        break;
-                    }
-                }
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => {
-                        delivered = chrono::Utc::now();
-                        received.extend_from_slice(&chunk[..read]);
-                    }
-                }
-            }
-            latencies
-        }));
-    }
-    for ready in opened {
-        let _ = ready.await;
-    }
-    tasks
+    latencies.concat()
 }
 
 async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers: usize) {
@@ -523,12 +441,8 @@ fn main() {
             .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
             .unwrap_or_else(|| vec![1, 100, 1000, 10_000]);
         println!(
-            "macp-control-plane stream benchmark ({EVENTS_PER_SECOND} messages/s, {} messages per point, {})",
+            "macp-control-plane stream benchmark ({EVENTS_PER_SECOND} messages/s, {} messages per point, {STREAMS_PER_CONNECTION} streams per HTTP/2 connection)",
             measured_messages(),
-            match transport() {
-                Transport::Http2 => "HTTP/2, 100 streams per connection",
-                Transport::Http1 => "HTTP/1.1, a connection per subscriber",
-            }
         );
         let embedded = EmbeddedRuntime::start(SocketAddr::from(([127, 0, 0, 1], 0)), None)
             .await

@@ -1,6 +1,5 @@
 //! Assembly: store, runtime (embedded or external), run service and the one listener.
 
-use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -161,13 +160,7 @@ impl App {
         .map_err(|error| Error::Other(format!("gRPC reflection: {error}")))?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        // Without TCP_NODELAY, a small write after a large one waits for the peer's delayed ACK
-        // (40 ms): one stream in a hundred on an HTTP/2 connection got each event that late.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
+        let listener = crate::api::listener::BatchingListener::new(listener);
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stopped.cancelled().await })

@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod openapi;
 pub mod proto;
 pub mod routes;

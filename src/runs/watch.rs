@@ -69,8 +69,11 @@ impl RunService {
             }
             // Backfill, then follow the hub; any gap or lag goes back to the store.
             let mut backfill = true;
-            let mut heartbeat = tokio::time::interval(options.heartbeat);
-            heartbeat.reset();
+            // The heartbeat timer is re-armed only when it fires, not per batch: with
+            // thousands of subscribers, a timer reset per event adds up.
+            let heartbeat = tokio::time::sleep(options.heartbeat);
+            tokio::pin!(heartbeat);
+            let mut last_sent = tokio::time::Instant::now();
             loop {
                 if backfill {
                     loop {
@@ -95,6 +98,7 @@ impl RunService {
                     }
                 }
                 tokio::select! {
+                    biased;
                     batch = live.recv() => {
                         let mut batches: Vec<Arc<Published>> = Vec::new();
                         match batch {
@@ -141,13 +145,21 @@ impl RunService {
                         {
                             yield WatchItem::Snapshot(state);
                         }
-                        heartbeat.reset();
+                        last_sent = tokio::time::Instant::now();
                         if ended && options.end_at_terminal {
                             break;
                         }
                     }
-                    _ = heartbeat.tick() => {
-                        yield WatchItem::Heartbeat(crate::time::now());
+                    () = &mut heartbeat => {
+                        let now = tokio::time::Instant::now();
+                        let due = last_sent + options.heartbeat;
+                        if now >= due {
+                            yield WatchItem::Heartbeat(crate::time::now());
+                            last_sent = now;
+                            heartbeat.as_mut().reset(now + options.heartbeat);
+                        } else {
+                            heartbeat.as_mut().reset(due);
+                        }
                     }
                 }
             }

@@ -3,6 +3,7 @@
 //! `snapshot` (the projection), `canonical_event` (`id:` = seq) and `heartbeat`.
 
 use std::convert::Infallible;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -87,17 +88,39 @@ fn error_frame(error: &ApiError) -> Bytes {
     sse_event("error", None, &error.body().to_string())
 }
 
-/// Frames that were ready together as one chunk: a committed batch reaches each subscriber as
-/// one HTTP/2 DATA frame instead of one per event.
-fn coalesce(mut frames: Vec<Bytes>) -> Bytes {
-    if frames.len() == 1 {
-        return frames.pop().unwrap_or_default();
-    }
-    let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-    for frame in frames {
-        chunk.extend_from_slice(&frame);
-    }
-    chunk.freeze()
+/// Frames that are ready together, as one chunk: a committed batch reaches each subscriber as
+/// one HTTP/2 DATA frame instead of one per event. A lone frame (the usual case) is passed on as
+/// it is, shared with every other subscriber; nothing is allocated for it. (`ready_chunks` would
+/// allocate room for `MAX_COALESCED` frames per chunk, per subscriber.)
+fn coalesced(
+    frames: impl Stream<Item = Bytes> + Send + 'static,
+) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
+    let mut frames = Box::pin(frames);
+    let mut ended = false;
+    futures::stream::poll_fn(move |cx| {
+        if ended {
+            return Poll::Ready(None);
+        }
+        let first = match frames.as_mut().poll_next(cx) {
+            Poll::Ready(Some(frame)) => frame,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut chunk: Option<BytesMut> = None;
+        for _ in 1..MAX_COALESCED {
+            match frames.as_mut().poll_next(cx) {
+                Poll::Ready(Some(next)) => chunk
+                    .get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .extend_from_slice(&next),
+                Poll::Ready(None) => {
+                    ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(Ok(chunk.map_or(first, BytesMut::freeze))))
+    })
 }
 
 /// Renders a domain stream as SSE; a failure mid-stream becomes one `error` frame, then the end.
@@ -122,9 +145,7 @@ where
         };
         futures::future::ready(Some(frame))
     });
-    let chunks = frames
-        .ready_chunks(MAX_COALESCED)
-        .map(|frames| Ok::<_, Infallible>(coalesce(frames)));
+    let chunks = coalesced(frames);
     (
         [
             (CONTENT_TYPE, "text/event-stream"),
