@@ -11,28 +11,25 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "ALTER TABLE run_projections ALTER COLUMN state SET STORAGE EXTERNAL",
-            )
-            .await
-            .map(|_| ())
+        set_storage(manager, "EXTERNAL").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "ALTER TABLE run_projections ALTER COLUMN state SET STORAGE EXTENDED",
-            )
-            .await
-            .map(|_| ())
+        set_storage(manager, "EXTENDED").await
     }
+}
+
+/// The projection column's TOAST strategy: EXTERNAL (out of line, uncompressed) or EXTENDED
+/// (PostgreSQL's default, compressed).
+async fn set_storage(manager: &SchemaManager<'_>, storage: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    manager
+        .get_connection()
+        .execute_unprepared(&format!(
+            "ALTER TABLE run_projections ALTER COLUMN state SET STORAGE {storage}"
+        ))
+        .await
+        .map(|_| ())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, InsertStatement, IntoIden, IntoTableRef, OnConflict, Query};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
@@ -797,40 +797,54 @@ fn column_count(error: sea_orm::sea_query::error::Error) -> Error {
     Error::Corrupt(format!("statement does not match its table: {error}"))
 }
 
+/// One row into `table` (the shared length keeps columns and values in step).
+fn insert_row<const N: usize>(
+    table: impl IntoTableRef,
+    columns: [impl IntoIden; N],
+    values: [Expr; N],
+) -> Result<InsertStatement, Error> {
+    let mut insert = Query::insert();
+    insert
+        .into_table(table)
+        .columns(columns)
+        .values(values)
+        .map_err(column_count)?;
+    Ok(insert)
+}
+
 fn upsert_projection(
     backend: DbBackend,
     run_id: &str,
     version: i64,
     text: String,
 ) -> Result<Statement, Error> {
-    let mut insert = Query::insert();
-    insert
-        .into_table(projection::Entity)
-        .columns([
+    let mut insert = insert_row(
+        projection::Entity,
+        [
             projection::Column::RunId,
             projection::Column::Version,
             projection::Column::SchemaVersion,
             projection::Column::State,
             projection::Column::UpdatedAt,
-        ])
-        .values([
+        ],
+        [
             Expr::value(run_id.to_owned()),
             Expr::value(version),
             Expr::value(SCHEMA_VERSION as i32),
             json_text(backend, text),
             Expr::value(crate::time::now()),
-        ])
-        .map_err(column_count)?
-        .on_conflict(
-            OnConflict::column(projection::Column::RunId)
-                .update_columns([
-                    projection::Column::Version,
-                    projection::Column::SchemaVersion,
-                    projection::Column::State,
-                    projection::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        );
+        ],
+    )?;
+    insert.on_conflict(
+        OnConflict::column(projection::Column::RunId)
+            .update_columns([
+                projection::Column::Version,
+                projection::Column::SchemaVersion,
+                projection::Column::State,
+                projection::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    );
     Ok(backend.build(&insert))
 }
 
@@ -840,20 +854,19 @@ fn insert_checkpoint(
     seq: i64,
     text: String,
 ) -> Result<Statement, Error> {
-    let mut insert = Query::insert();
-    insert
-        .into_table(checkpoint::Entity)
-        .columns([
+    let insert = insert_row(
+        checkpoint::Entity,
+        [
             checkpoint::Column::RunId,
             checkpoint::Column::Seq,
             checkpoint::Column::State,
-        ])
-        .values([
+        ],
+        [
             Expr::value(run_id.to_owned()),
             Expr::value(seq),
             json_text(backend, text),
-        ])
-        .map_err(column_count)?;
+        ],
+    )?;
     Ok(backend.build(&insert))
 }
 
