@@ -153,3 +153,47 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn writes_leave_together_at_the_flush() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut io = BatchedIo::new(near);
+        io.write_all(b"event one\n").await.expect("write");
+        io.write_all(b"event two\n").await.expect("write");
+        let mut received = vec![0u8; 64];
+        let mut read = Box::pin(far.read(&mut received));
+        assert!(
+            futures::poll!(&mut read).is_pending(),
+            "nothing leaves before the flush"
+        );
+        // The first flush yields once, then writes everything.
+        let mut flush = Box::pin(io.flush());
+        assert!(futures::poll!(&mut flush).is_pending());
+        flush.await.expect("flush");
+        let count = read.await.expect("read");
+        assert_eq!(&received[..count], b"event one\nevent two\n");
+    }
+
+    #[tokio::test]
+    async fn a_large_backlog_goes_out_without_waiting_for_the_flush() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut io = BatchedIo::new(near);
+        let backlog = vec![b'x'; WRITE_THROUGH];
+        io.write_all(&backlog).await.expect("write");
+        io.write_all(b"y").await.expect("write");
+        let mut received = vec![0u8; WRITE_THROUGH];
+        far.read_exact(&mut received)
+            .await
+            .expect("the backlog arrives");
+        assert_eq!(received, backlog);
+        io.shutdown().await.expect("shutdown writes the rest");
+        let mut rest = Vec::new();
+        far.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(rest, b"y");
+    }
+}
