@@ -26,6 +26,10 @@ pub struct RunWriter {
     normalizer: NormalizerContext,
     trace: Option<TraceRef>,
     last_ordinal: i64,
+    /// An append was started and did not finish here (it failed, or its caller went away while
+    /// it waited for its group's commit, which may still have committed it): the store is the
+    /// truth, and the writer is reloaded from it before its next use.
+    stale: bool,
 }
 
 impl RunWriter {
@@ -75,6 +79,7 @@ impl RunWriter {
                 ..TraceRef::default()
             }),
             last_ordinal: session.map(|session| session.last_ordinal).unwrap_or(0),
+            stale: false,
         }))
     }
 
@@ -149,7 +154,7 @@ impl Writers {
                 .clone()
         };
         let mut guard = slot.lock_owned().await;
-        if guard.is_none() {
+        if guard.as_ref().is_none_or(|writer| writer.stale) {
             *guard = RunWriter::load(&self.store, run_id).await?;
         }
         Ok(guard)
@@ -255,25 +260,48 @@ impl Writers {
             }
             _ => None,
         };
-        let persist = self.tracing.child(
-            &writer.run_id,
-            "events.persist",
-            vec![KeyValue::new("macp.event_count", events.len() as i64)],
-        );
-        self.store
-            .append(Append {
-                run_id: &writer.run_id,
-                expected_last_seq: writer.last_seq,
-                events: &events,
-                raw: &raw,
-                projection: &state_json,
-                projection_seq: state.timeline.latest_seq,
-                run: run_change,
-                session: change.session,
-                checkpoint: crosses_checkpoint(writer.last_seq, state.timeline.latest_seq),
-                artifact: change.artifact,
-            })
-            .await?;
+        let state = Shared::with_json(state, state_json.into());
+        let checkpoint = crosses_checkpoint(writer.last_seq, state.timeline.latest_seq);
+        let expected_last_seq = writer.last_seq;
+        let (store, hub, tracing) = (self.store.clone(), self.hub.clone(), self.tracing.clone());
+        let (run_id, published) = (writer.run_id.clone(), state.clone());
+        // Committed and published by a task of its own: a caller that goes away (a client
+        // that disconnects) cannot leave a batch committed but never published.
+        let committed = tokio::spawn(async move {
+            let persist = tracing.child(
+                &run_id,
+                "events.persist",
+                vec![KeyValue::new("macp.event_count", events.len() as i64)],
+            );
+            store
+                .append(Append {
+                    run_id: &run_id,
+                    expected_last_seq,
+                    events: &events,
+                    raw: &raw,
+                    projection: &published.json(),
+                    projection_seq: published.timeline.latest_seq,
+                    run: run_change,
+                    session: change.session,
+                    checkpoint,
+                    artifact: change.artifact,
+                })
+                .await?;
+            drop(persist);
+            let _publish = tracing.child(&run_id, "events.publish", Vec::new());
+            hub.publish(
+                &run_id,
+                Published {
+                    events: events.iter().cloned().map(Shared::new).collect(),
+                    state: published,
+                },
+            );
+            Ok::<_, store::Error>(events)
+        });
+        // Until the outcome is known here, the store is the truth.
+        writer.stale = true;
+        let events = committed.await.map_err(|_| store::Error::WriterStopped)??;
+        writer.stale = false;
         if let Some(last) = events.last() {
             writer.last_seq = last.seq;
         }
@@ -293,19 +321,63 @@ impl Writers {
             crate::telemetry::metrics::record_transition(status);
             writer.status = status;
         }
-        drop(persist);
         crate::telemetry::metrics::record_events(events.len());
-        writer.state = Shared::with_json(state, state_json.into());
-        let _publish = self
-            .tracing
-            .child(&writer.run_id, "events.publish", Vec::new());
-        self.hub.publish(
-            &writer.run_id,
-            Published {
-                events: events.iter().cloned().map(Shared::new).collect(),
-                state: writer.state.clone(),
-            },
-        );
+        writer.state = state;
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::canonical::{Source, types};
+
+    fn opened() -> Vec<EventDraft> {
+        vec![EventDraft::new(
+            types::SESSION_STREAM_OPENED,
+            crate::time::now(),
+            None,
+            Source::control_plane("test"),
+            serde_json::json!({"status": "opened"}),
+        )]
+    }
+
+    /// A caller that goes away while its append waits for the group's commit: the batch is
+    /// still committed and published, and the writer does not build on what it had cached.
+    #[tokio::test]
+    async fn an_abandoned_append_is_published_and_the_writer_reloads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connects");
+        store.migrate().await.expect("migrates");
+        let state = RunState::empty("run-a");
+        store
+            .create_run(store::tests::new_run("run-a"), &[], &state)
+            .await
+            .expect("created");
+        let hub = Hub::with_capacity(8);
+        let mut live = hub.subscribe("run-a");
+        let writers = Writers::new(store.clone(), hub, Tracing::disabled());
+        {
+            let mut guard = writers.lock("run-a").await.expect("lock");
+            let writer = guard.as_mut().expect("the run exists");
+            let mut abandoned = Box::pin(writers.emit(writer, opened(), Change::default()));
+            // One poll starts the append; then its caller goes away.
+            assert!(futures::poll!(&mut abandoned).is_pending());
+        }
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(10), live.recv())
+            .await
+            .expect("the abandoned batch is published")
+            .expect("the hub is open");
+        assert_eq!(batch.events.first().map(|event| event.seq), Some(1));
+        let mut guard = writers.lock("run-a").await.expect("lock");
+        let writer = guard.as_mut().expect("the run exists");
+        writers
+            .emit(writer, opened(), Change::default())
+            .await
+            .expect("the next append builds on what was committed");
+        let (events, _) = store.events("run-a", 0, 10).await.expect("events");
+        let seqs: Vec<i64> = events.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
     }
 }

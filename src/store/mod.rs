@@ -945,7 +945,7 @@ fn event_from_row(row: canonical_event::Model) -> CanonicalEvent {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[tokio::test]
@@ -971,7 +971,7 @@ mod tests {
         assert_eq!(writer.writes.load(Ordering::Relaxed), WAL_CHECKPOINT_EVERY);
     }
 
-    fn new_run(id: &str) -> NewRun {
+    pub(crate) fn new_run(id: &str) -> NewRun {
         NewRun {
             id: id.to_owned(),
             mode: "macp.mode.decision.v1".to_owned(),
