@@ -346,10 +346,7 @@ mod tests {
     /// still committed and published, and the writer does not build on what it had cached.
     #[tokio::test]
     async fn an_abandoned_append_is_published_and_the_writer_reloads() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.expect("connects");
-        store.migrate().await.expect("migrates");
+        let (_dir, store) = store::tests::sqlite_store().await;
         let state = RunState::empty("run-a");
         store
             .create_run(store::tests::new_run("run-a"), &[], &state)

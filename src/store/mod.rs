@@ -1005,13 +1005,19 @@ pub(crate) mod tests {
         }
     }
 
-    /// Two runs' appends in one group, one of them stale: the other still commits.
-    #[tokio::test]
-    async fn a_failed_append_fails_alone_in_its_group() {
+    /// A migrated SQLite store in a temporary directory (kept alive by the returned guard).
+    pub(crate) async fn sqlite_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.expect("connects");
         store.migrate().await.expect("migrates");
+        (dir, store)
+    }
+
+    /// Two runs' appends in one group, one of them stale: the other still commits.
+    #[tokio::test]
+    async fn a_failed_append_fails_alone_in_its_group() {
+        let (_dir, store) = sqlite_store().await;
         for id in ["run-a", "run-b"] {
             store
                 .create_run(new_run(id), &[], &RunState::empty(id))
