@@ -1,6 +1,6 @@
 //! Group commit: appends of different runs that are ready at the same moment share one
-//! transaction. One task owns the write path; each append hands it its statements, already
-//! rendered, and waits for the outcome. Under load the queue fills while a transaction runs, so
+//! transaction. A committing task per lane owns the write path; each append hands its lane its
+//! statements, already rendered, and waits for the outcome. Under load the queue fills while a transaction runs, so
 //! the next one carries many appends for the price of one commit (and, on SQLite, one turn of
 //! its single writer) instead of queueing each behind the other.
 //!
