@@ -104,12 +104,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.pending.len() >= WRITE_THROUGH {
-            ready!(this.poll_drain(cx))?;
-        }
-        this.pending.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(

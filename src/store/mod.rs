@@ -335,8 +335,8 @@ impl Store {
     /// Appends events to a run in one transaction. Fails with [`Error::Concurrent`] (and writes
     /// nothing) when the run's last seq is not `expected_last_seq`.
     pub async fn append(&self, append: Append<'_>) -> Result<(), Error> {
-        // Everything is rendered to SQL before the write turn: on SQLite one writer runs at a
-        // time, and serializing a projection inside the turn would hold up every other run.
+        // Everything is rendered to SQL here, by the caller: the committing task (on SQLite,
+        // the one writer) only executes it.
         let backend = self.backend();
         let now = crate::time::now();
         let new_last = append
