@@ -14,6 +14,7 @@ use crate::events::hub::Shared;
 use crate::projection::reducer;
 use crate::projection::state::RunState;
 use crate::runs::RunService;
+use crate::runs::writer::fold_forward;
 
 /// Longest pause between two replayed events, whatever the original gap.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
@@ -159,24 +160,12 @@ impl RunService {
                 "must be 0 or more",
             )]));
         }
-        let mut state = self
+        let checkpoint = self
             .store()
             .checkpoint_at_or_before(run_id, target)
             .await?
             .unwrap_or_else(|| RunState::empty(run_id));
-        loop {
-            let events = self
-                .store()
-                .events_between(run_id, state.timeline.latest_seq, Some(target), PAGE)
-                .await?;
-            let done = (events.len() as u64) < PAGE;
-            for event in &events {
-                reducer::apply(&mut state, event);
-            }
-            if done {
-                return Ok(state);
-            }
-        }
+        Ok(fold_forward(self.store(), run_id, checkpoint, Some(target)).await?)
     }
 
     /// The stored events of a run as they happened.

@@ -409,8 +409,9 @@ impl RunService {
         Ok(self.inner.store.list_runs(filter).await?)
     }
 
+    /// The run's current projection (the fold of every committed event).
     pub async fn state(&self, run_id: &str) -> Result<RunState, ApiError> {
-        match self.inner.store.projection(run_id).await? {
+        match super::writer::current_state(&self.inner.store, run_id).await? {
             Some(state) => Ok(state),
             None => {
                 self.get(run_id).await?;

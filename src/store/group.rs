@@ -7,10 +7,17 @@
 //! SQLite has one lane (it admits one writer). PostgreSQL has a few, each on its own connection,
 //! so the server works on several transactions at once; a run always uses the same lane, which
 //! with its writer lock keeps its appends in order.
+//!
+//! A group costs a few round trips, not one per statement: SQLite gets its statements joined,
+//! PostgreSQL gets them as two scripts (see `execute_postgres`).
 
 use std::sync::Arc;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm::sea_query::{PostgresQueryBuilder, inject_parameters};
+use sea_orm::sqlx::{self, PgPool};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement, TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Error, SqliteWriter};
@@ -59,8 +66,8 @@ impl GroupCommit {
         let (done, outcome) = oneshot::channel();
         let job = Job {
             run_id: run_id.to_owned(),
-            compare_and_set,
-            statements,
+            compare_and_set: literal(compare_and_set),
+            statements: statements.into_iter().map(literal).collect(),
             done,
         };
         self.lanes[lane(run_id, self.lanes.len())]
@@ -111,36 +118,80 @@ async fn commit_groups(
 
 /// All jobs in one transaction; any failure rolls all of them back.
 async fn execute(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Error> {
-    let txn = db.begin().await?;
     match db.get_database_backend() {
-        // SQLite runs each call on its connection's thread, and binds `?` parameters in order
-        // across the statements of one call: the whole group costs four hand-offs, not one per
-        // statement. Each compare-and-set matches at most one row, so all of them held exactly
-        // when the count of changed rows is the number of jobs.
-        DbBackend::Sqlite => {
-            let compare = joined(jobs.iter().map(|job| &job.compare_and_set));
-            if txn.execute_raw(compare).await?.rows_affected() != jobs.len() as u64 {
-                txn.rollback().await?;
-                return Err(concurrent(jobs));
-            }
-            let rest = joined(jobs.iter().flat_map(|job| &job.statements));
-            txn.execute_raw(rest).await?;
-        }
-        _ => {
-            for job in jobs {
-                let updated = txn.execute_raw(job.compare_and_set.clone()).await?;
-                if updated.rows_affected() != 1 {
-                    txn.rollback().await?;
-                    return Err(concurrent(std::slice::from_ref(job)));
-                }
-                for statement in &job.statements {
-                    txn.execute_raw(statement.clone()).await?;
-                }
-            }
-        }
+        DbBackend::Postgres => execute_postgres(db.get_postgres_connection_pool(), jobs).await,
+        _ => execute_sqlite(db, jobs).await,
     }
+}
+
+/// SQLite runs each call on its connection's thread, and binds `?` parameters in order across
+/// the statements of one call: the whole group costs four hand-offs, not one per statement.
+/// Each compare-and-set matches at most one row, so all of them held exactly when the count of
+/// changed rows is the number of jobs.
+async fn execute_sqlite(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Error> {
+    let txn = db.begin().await?;
+    let compare = joined(jobs.iter().map(|job| &job.compare_and_set));
+    if txn.execute_raw(compare).await?.rows_affected() != jobs.len() as u64 {
+        txn.rollback().await?;
+        return Err(concurrent(jobs));
+    }
+    let rest = joined(jobs.iter().flat_map(|job| &job.statements));
+    txn.execute_raw(rest).await?;
     txn.commit().await?;
     Ok(())
+}
+
+/// PostgreSQL takes the group as two scripts in its simple-query protocol, one round trip each:
+/// `BEGIN` and the compare-and-sets, then the rest and `COMMIT`. (Statement by statement, each
+/// round trip waits for the server's process to be scheduled; on a busy machine those waits were
+/// the latency tail.) The statements' values are already literals (`literal`). The same
+/// changed-row count as on SQLite decides whether the group goes on.
+async fn execute_postgres(pool: &PgPool, jobs: &[Job]) -> Result<(), Error> {
+    let mut connection = pool.acquire().await.map_err(sqlx_error)?;
+    let compare = joined(jobs.iter().map(|job| &job.compare_and_set)).sql;
+    let rest = joined(jobs.iter().flat_map(|job| &job.statements)).sql;
+    let outcome = async {
+        let held = script(&mut connection, format!("BEGIN;\n{compare}")).await?;
+        if held != jobs.len() as u64 {
+            return Err(concurrent(jobs));
+        }
+        script(&mut connection, rest + "COMMIT;").await?;
+        Ok(())
+    }
+    .await;
+    if outcome.is_err() {
+        // Ends the transaction whatever state the script left it in. If this fails too, the
+        // connection is broken, and the pool's check on release closes it.
+        let _ = script(&mut connection, "ROLLBACK".to_owned()).await;
+    }
+    outcome
+}
+
+/// Runs a script; returns the rows its statements changed, summed.
+async fn script(connection: &mut sqlx::PgConnection, sql: String) -> Result<u64, Error> {
+    let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(connection)
+        .await
+        .map_err(sqlx_error)?;
+    Ok(done.rows_affected())
+}
+
+fn sqlx_error(error: sqlx::Error) -> Error {
+    Error::Db(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))
+}
+
+/// A PostgreSQL statement with its values written into the SQL as literals, escaped by
+/// sea-query's PostgreSQL builder, so that it can go in a script (the simple-query protocol
+/// binds no parameters). Rendered by the appending task, not the committing one. Other
+/// backends' statements are returned as they are.
+fn literal(statement: Statement) -> Statement {
+    match (&statement.db_backend, &statement.values) {
+        (DbBackend::Postgres, Some(values)) => Statement::from_string(
+            DbBackend::Postgres,
+            inject_parameters(&statement.sql, &values.0, &PostgresQueryBuilder),
+        ),
+        _ => statement,
+    }
 }
 
 fn concurrent(jobs: &[Job]) -> Error {
@@ -148,7 +199,7 @@ fn concurrent(jobs: &[Job]) -> Error {
     Error::Concurrent(runs.join(", "))
 }
 
-/// Statements as one SQLite call: their SQL in order, their parameters in the same order.
+/// Statements as one call: their SQL in order, their parameters in the same order.
 fn joined<'a>(statements: impl Iterator<Item = &'a Statement>) -> Statement {
     let mut sql = String::new();
     let mut values = Vec::new();

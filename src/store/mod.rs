@@ -109,21 +109,26 @@ pub enum SessionChange {
 }
 
 /// Everything one transaction writes for a run: the seq range, raw and canonical events, the
-/// projection after them, and the run/session rows.
+/// run/session rows and, when the writer says so, the projection after them.
 pub struct Append<'a> {
     pub run_id: &'a str,
     pub expected_last_seq: i64,
     pub events: &'a [CanonicalEvent],
     pub raw: &'a [RawRecord],
-    /// The projection after these events, serialized (once, for the store and the hub alike).
-    pub projection: &'a str,
-    /// The seq the projection is at.
-    pub projection_seq: i64,
+    pub projection: Option<ProjectionRow<'a>>,
     pub run: RunChange,
     pub session: Option<SessionChange>,
-    /// Also keep `projection` as a checkpoint at its seq.
-    pub checkpoint: bool,
     pub artifact: Option<crate::runs::observability::Artifact>,
+}
+
+/// The projection after an append's events, for the run's projection row.
+pub struct ProjectionRow<'a> {
+    /// Serialized once, for the store and the hub alike.
+    pub json: &'a str,
+    /// The seq it is at.
+    pub seq: i64,
+    /// Also keep it as a checkpoint at that seq.
+    pub checkpoint: bool,
 }
 
 /// Filters of the event queries (`GET /events`, `GET /runs/{id}/events`).
@@ -375,20 +380,22 @@ impl Store {
         let mut statements = Vec::with_capacity(6);
         statements.extend(insert_raw(backend, append.run_id, append.raw));
         statements.extend(insert_events(backend, append.events));
-        if append.checkpoint {
-            statements.push(insert_checkpoint(
+        if let Some(projection) = &append.projection {
+            if projection.checkpoint {
+                statements.push(insert_checkpoint(
+                    backend,
+                    append.run_id,
+                    projection.seq,
+                    projection.json.to_owned(),
+                )?);
+            }
+            statements.push(upsert_projection(
                 backend,
                 append.run_id,
-                append.projection_seq,
-                append.projection.to_owned(),
+                projection.seq,
+                projection.json.to_owned(),
             )?);
         }
-        statements.push(upsert_projection(
-            backend,
-            append.run_id,
-            append.projection_seq,
-            append.projection.to_owned(),
-        )?);
         if let Some(artifact) = append.artifact {
             statements.push(
                 artifact::Entity::insert(artifact::ActiveModel {
@@ -506,6 +513,8 @@ impl Store {
             .collect()
     }
 
+    /// The run's projection row: its state at the row's seq, which may be behind the run's last
+    /// event (`runs::writer::current_state` folds the rest in).
     pub async fn projection(&self, run_id: &str) -> Result<Option<RunState>, Error> {
         let text: Option<String> = projection::Entity::find_by_id(run_id.to_owned())
             .select_only()
@@ -995,14 +1004,16 @@ pub(crate) mod tests {
             expected_last_seq,
             events: &[],
             raw: &[],
-            projection,
-            projection_seq: 0,
+            projection: Some(ProjectionRow {
+                json: projection,
+                seq: 0,
+                checkpoint: false,
+            }),
             run: RunChange {
                 status: Some(RunStatus::Starting),
                 ..RunChange::default()
             },
             session: None,
-            checkpoint: false,
             artifact: None,
         }
     }

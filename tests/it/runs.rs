@@ -669,3 +669,79 @@ async fn token_table_credentials_carry_a_run_to_completion() {
     );
     app.stop().await;
 }
+
+/// Every string in `value` that contains `marker`.
+fn strings_with<'a>(value: &'a Value, marker: &str, found: &mut Vec<&'a str>) {
+    match value {
+        Value::String(text) if text.contains(marker) => found.push(text),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| strings_with(item, marker, found)),
+        Value::Object(fields) => fields
+            .values()
+            .for_each(|field| strings_with(field, marker, found)),
+        _ => {}
+    }
+}
+
+/// Text from agents reaches the store as literals in PostgreSQL's scripts: quotes, backslashes,
+/// placeholders and SQL in it come back exactly as sent, in the canonical events, the raw
+/// envelope and the projection.
+async fn hostile_text_is_stored_as_sent(backend: Backend) {
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let hostile = "HOSTILE it's '' \\' \\\\ E'\\x41' $1 $$ ? ; COMMIT; ROLLBACK; DROP TABLE runs; -- /* ünï 🚀 \"q\" \n\t";
+    let mut request = requests::scripted_decision();
+    // The Proposal's rationale (kept in the events) and a Vote's reason (kept in the projection).
+    request["kickoff"][0]["payloadEnvelope"]["proto"]["value"]["rationale"] = json!(hostile);
+    request["kickoff"][3]["payloadEnvelope"]["proto"]["value"]["reason"] = json!(hostile);
+    let run_id = app.start_run(&request).await;
+    let state = app.wait_terminal(&run_id).await;
+    assert_eq!(state.run.status, "completed", "{state:#?}");
+
+    let events = Value::Array(app.events(&run_id).await);
+    let mut found = Vec::new();
+    strings_with(&events, "HOSTILE", &mut found);
+    assert!(
+        found.len() >= 2,
+        "the rationale is in the events: {found:?}"
+    );
+    assert!(found.iter().all(|text| *text == hostile), "{found:?}");
+
+    let raw = app
+        .app
+        .service
+        .store()
+        .raw_events(&run_id)
+        .await
+        .expect("raw events");
+    use base64::Engine as _;
+    let holds_hostile = |record: &macp_control_plane::store::RawRecord| {
+        let encoded = record.payload["envelope"]["payloadBase64"].as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        Some(
+            bytes
+                .windows(hostile.len())
+                .any(|window| window == hostile.as_bytes()),
+        )
+    };
+    assert_eq!(
+        raw.iter()
+            .filter(|record| holds_hostile(record) == Some(true))
+            .count(),
+        2,
+        "the two raw envelopes hold the text's bytes"
+    );
+
+    let (_, state) = app.get(&format!("/runs/{run_id}/state")).await;
+    let mut found = Vec::new();
+    strings_with(&state, "HOSTILE", &mut found);
+    assert!(!found.is_empty(), "the projection keeps the rationale");
+    assert!(found.iter().all(|text| *text == hostile), "{found:?}");
+    assert_rebuild_matches(&app, &run_id).await;
+    app.stop().await;
+}
+on_both_backends!(hostile_text_is_stored_as_sent);
