@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use sea_orm::sea_query::{PostgresQueryBuilder, inject_parameters};
-use sea_orm::sqlx::{self, PgPool};
+use sea_orm::sqlx;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement, TransactionTrait,
 };
@@ -82,18 +82,67 @@ fn lane(run_id: &str, lanes: usize) -> usize {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(run_id) as usize % lanes
 }
 
+/// What a committing task executes its groups on.
+struct Lane {
+    db: DatabaseConnection,
+    sqlite: Option<Arc<SqliteWriter>>,
+    /// On PostgreSQL, the lane's own connection, taken out of the pool (which would check its
+    /// health with a round trip on every acquire and release) and replaced after it breaks.
+    connection: Option<sqlx::PgConnection>,
+}
+
+impl Lane {
+    /// All jobs in one transaction; any failure rolls all of them back.
+    async fn execute(&mut self, jobs: &[Job]) -> Result<(), Error> {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            return execute_sqlite(&self.db, jobs).await;
+        }
+        // A connection that died while idle (a server restart, a proxy's idle cut) is found
+        // out by the first script; the group is tried once more on a new one. That is safe even
+        // if the lost answer was a commit's: the compare-and-sets would then fail, and the
+        // writers reload from the store.
+        let mut outcome = Err(Error::WriterStopped);
+        for _ in 0..2 {
+            let mut connection = match self.connection.take() {
+                Some(connection) => connection,
+                None => self
+                    .db
+                    .get_postgres_connection_pool()
+                    .acquire()
+                    .await
+                    .map_err(sqlx_error)?
+                    .detach(),
+            };
+            outcome = execute_postgres(&mut connection, jobs).await;
+            // After a failure, ROLLBACK ends whatever transaction the script left open; if even
+            // that fails, the connection is broken: it is dropped and the group tried again.
+            if outcome.is_ok() || script(&mut connection, "ROLLBACK".to_owned()).await.is_ok() {
+                self.connection = Some(connection);
+                break;
+            }
+        }
+        outcome
+    }
+}
+
 async fn commit_groups(
     db: DatabaseConnection,
     sqlite: Option<Arc<SqliteWriter>>,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
+    let mut lane = Lane {
+        db,
+        sqlite,
+        connection: None,
+    };
     let mut group = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let sqlite = lane.sqlite.clone();
         let _turn = match &sqlite {
-            Some(writer) => Some(writer.turn(&db).await),
+            Some(writer) => Some(writer.turn(&lane.db).await),
             None => None,
         };
-        match execute(&db, &group).await {
+        match lane.execute(&group).await {
             Ok(()) => {
                 for job in group.drain(..) {
                     let _ = job.done.send(Ok(()));
@@ -108,19 +157,11 @@ async fn commit_groups(
             }
             Err(_) => {
                 for job in group.drain(..) {
-                    let outcome = execute(&db, std::slice::from_ref(&job)).await;
+                    let outcome = lane.execute(std::slice::from_ref(&job)).await;
                     let _ = job.done.send(outcome);
                 }
             }
         }
-    }
-}
-
-/// All jobs in one transaction; any failure rolls all of them back.
-async fn execute(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Error> {
-    match db.get_database_backend() {
-        DbBackend::Postgres => execute_postgres(db.get_postgres_connection_pool(), jobs).await,
-        _ => execute_sqlite(db, jobs).await,
     }
 }
 
@@ -146,25 +187,15 @@ async fn execute_sqlite(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Err
 /// round trip waits for the server's process to be scheduled; on a busy machine those waits were
 /// the latency tail.) The statements' values are already literals (`literal`). The same
 /// changed-row count as on SQLite decides whether the group goes on.
-async fn execute_postgres(pool: &PgPool, jobs: &[Job]) -> Result<(), Error> {
-    let mut connection = pool.acquire().await.map_err(sqlx_error)?;
+async fn execute_postgres(connection: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<(), Error> {
     let compare = joined(jobs.iter().map(|job| &job.compare_and_set)).sql;
     let rest = joined(jobs.iter().flat_map(|job| &job.statements)).sql;
-    let outcome = async {
-        let held = script(&mut connection, format!("BEGIN;\n{compare}")).await?;
-        if held != jobs.len() as u64 {
-            return Err(concurrent(jobs));
-        }
-        script(&mut connection, rest + "COMMIT;").await?;
-        Ok(())
+    let held = script(connection, format!("BEGIN;\n{compare}")).await?;
+    if held != jobs.len() as u64 {
+        return Err(concurrent(jobs));
     }
-    .await;
-    if outcome.is_err() {
-        // Ends the transaction whatever state the script left it in. If this fails too, the
-        // connection is broken, and the pool's check on release closes it.
-        let _ = script(&mut connection, "ROLLBACK".to_owned()).await;
-    }
-    outcome
+    script(connection, rest + "COMMIT;").await?;
+    Ok(())
 }
 
 /// Runs a script; returns the rows its statements changed, summed.

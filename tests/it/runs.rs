@@ -745,3 +745,39 @@ async fn hostile_text_is_stored_as_sent(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(hostile_text_is_stored_as_sent);
+
+/// PostgreSQL connections that die between appends (a server restart) cost no append: the
+/// committing lane notices on its next group, opens a new connection and commits there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_survive_lost_postgres_connections() {
+    use macp_control_plane::events::canonical::{EventDraft, Source, types};
+    use macp_control_plane::runs::writer::Change;
+    let Some(app) = support::start(Backend::Postgres).await else {
+        return;
+    };
+    let run_id = app.start_run(&requests::scripted_decision()).await;
+    app.wait_terminal(&run_id).await;
+    let before = app.events(&run_id).await.len() as i64;
+
+    app.cut_database_connections().await;
+    let writers = app.app.service.writers();
+    let mut guard = writers.lock(&run_id).await.expect("writer");
+    let writer = guard.as_mut().expect("the run exists");
+    let draft = EventDraft::new(
+        types::SESSION_STREAM_OPENED,
+        macp_control_plane::time::now(),
+        None,
+        Source::control_plane("test"),
+        json!({"status": "opened"}),
+    );
+    let appended = writers
+        .emit(writer, vec![draft], Change::default())
+        .await
+        .expect("the append commits on a new connection");
+    drop(guard);
+    assert_eq!(appended.first().map(|event| event.seq), Some(before + 1));
+    let events = app.events(&run_id).await;
+    assert_dense_seqs(&events);
+    assert_eq!(events.len() as i64, before + 1);
+    app.stop().await;
+}

@@ -154,6 +154,32 @@ impl TestApp {
         }
     }
 
+    /// Ends every server process connected to this app's PostgreSQL database (what a server
+    /// restart does to its clients). Nothing on SQLite.
+    pub async fn cut_database_connections(&self) {
+        let Some(name) = &self.postgres_db else {
+            return;
+        };
+        let admin = Database::connect(&postgres_admin_url())
+            .await
+            .expect("admin connects");
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        );
+        // Termination is asynchronous: done when no process of the database is left.
+        while !admin
+            .query_all_raw(sea_orm::Statement::from_string(
+                admin.get_database_backend(),
+                &sql,
+            ))
+            .await
+            .expect("backends terminated")
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn grpc(&self) -> ControlPlaneClient<Channel> {
         ControlPlaneClient::connect(self.base.clone())
             .await
