@@ -746,22 +746,12 @@ async fn hostile_text_is_stored_as_sent(backend: Backend) {
 }
 on_both_backends!(hostile_text_is_stored_as_sent);
 
-/// PostgreSQL connections that die between appends (a server restart) cost no append: the
-/// committing lane notices on its next group, opens a new connection and commits there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_survive_lost_postgres_connections() {
+/// Appends one control-plane event to a run through its writer; returns its seq.
+async fn append_one(app: &TestApp, run_id: &str) -> i64 {
     use macp_control_plane::events::canonical::{EventDraft, Source, types};
     use macp_control_plane::runs::writer::Change;
-    let Some(app) = support::start(Backend::Postgres).await else {
-        return;
-    };
-    let run_id = app.start_run(&requests::scripted_decision()).await;
-    app.wait_terminal(&run_id).await;
-    let before = app.events(&run_id).await.len() as i64;
-
-    app.cut_database_connections().await;
     let writers = app.app.service.writers();
-    let mut guard = writers.lock(&run_id).await.expect("writer");
+    let mut guard = writers.lock(run_id).await.expect("writer");
     let writer = guard.as_mut().expect("the run exists");
     let draft = EventDraft::new(
         types::SESSION_STREAM_OPENED,
@@ -773,11 +763,60 @@ async fn appends_survive_lost_postgres_connections() {
     let appended = writers
         .emit(writer, vec![draft], Change::default())
         .await
-        .expect("the append commits on a new connection");
-    drop(guard);
-    assert_eq!(appended.first().map(|event| event.seq), Some(before + 1));
+        .expect("the append commits");
+    appended.first().map(|event| event.seq).expect("one event")
+}
+
+/// PostgreSQL connections that die between appends (a server restart) cost no append: the
+/// committing lane notices on its next group, opens a new connection and commits there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_survive_lost_postgres_connections() {
+    let Some(app) = support::start(Backend::Postgres).await else {
+        return;
+    };
+    let run_id = app.start_run(&requests::scripted_decision()).await;
+    app.wait_terminal(&run_id).await;
+    let before = app.events(&run_id).await.len() as i64;
+
+    app.cut_database_connections().await;
+    assert_eq!(append_one(&app, &run_id).await, before + 1);
     let events = app.events(&run_id).await;
     assert_dense_seqs(&events);
     assert_eq!(events.len() as i64, before + 1);
     app.stop().await;
 }
+
+/// A stale append (its compare-and-set fails) is refused, and its lane's
+/// transaction is ended: the next append of the run commits.
+async fn a_stale_append_is_refused_and_the_next_commits(backend: Backend) {
+    use macp_control_plane::store::{Append, Error, RunChange};
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let run_id = app.start_run(&requests::scripted_decision()).await;
+    app.wait_terminal(&run_id).await;
+    let before = app.events(&run_id).await.len() as i64;
+    let stale = app
+        .app
+        .service
+        .store()
+        .append(Append {
+            run_id: &run_id,
+            expected_last_seq: before - 1,
+            events: &[],
+            raw: &[],
+            projection: None,
+            run: RunChange::default(),
+            session: None,
+            artifact: None,
+        })
+        .await;
+    assert!(
+        matches!(&stale, Err(Error::Concurrent(run)) if *run == run_id),
+        "{stale:?}"
+    );
+    assert_eq!(app.events(&run_id).await.len() as i64, before);
+    assert_eq!(append_one(&app, &run_id).await, before + 1);
+    app.stop().await;
+}
+on_both_backends!(a_stale_append_is_refused_and_the_next_commits);
