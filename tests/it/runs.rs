@@ -786,8 +786,8 @@ async fn appends_survive_lost_postgres_connections() {
     app.stop().await;
 }
 
-/// A stale append (its compare-and-set fails) is refused, and its lane's
-/// transaction is ended: the next append of the run commits.
+/// A stale append (its compare-and-set fails) is refused, and its lane's transaction is ended:
+/// the next append of the run commits.
 async fn a_stale_append_is_refused_and_the_next_commits(backend: Backend) {
     use macp_control_plane::store::{Append, Error, RunChange};
     let Some(app) = support::start(backend).await else {
