@@ -1,5 +1,5 @@
 //! The service's TCP listener. Its connections batch their writes: when the server flushes, the
-//! connection first lets the other ready tasks run once, so the frames that many streams of one
+//! connection first lets the other ready tasks run, so the frames that many streams of one
 //! HTTP/2 connection produce together leave in one write. Without it, an event published to a
 //! thousand SSE subscribers on ten connections went out as a thousand writes (each stream's task
 //! woke the connection task, which ran next and wrote that one frame), and the clients paid a
@@ -15,6 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Bytes held before a write goes through without waiting for the flush.
 const WRITE_THROUGH: usize = 64 * 1024;
+/// Scheduler turns a flush waits at most while its connection is still being given frames.
+const MAX_DEFERRALS: u8 = 32;
 /// Buffer capacity a connection keeps between bursts.
 const KEPT_CAPACITY: usize = 8 * 1024;
 
@@ -47,15 +49,17 @@ impl axum::serve::Listener for BatchingListener {
     }
 }
 
-/// A connection whose writes collect in a buffer until a flush, which is deferred by one turn of
-/// the scheduler.
+/// A connection whose writes collect in a buffer until a flush, which waits for turns of the
+/// scheduler for as long as each turn brought more frames (up to `MAX_DEFERRALS`).
 pub struct BatchedIo<T> {
     inner: T,
     pending: Vec<u8>,
     /// How much of `pending` the socket has taken.
     written: usize,
-    /// The current flush has already yielded once.
-    deferred: bool,
+    /// Turns the current flush has waited.
+    deferrals: u8,
+    /// Bytes were added since the flush last yielded.
+    added: bool,
 }
 
 impl<T: AsyncWrite + Unpin> BatchedIo<T> {
@@ -64,7 +68,8 @@ impl<T: AsyncWrite + Unpin> BatchedIo<T> {
             inner,
             pending: Vec::new(),
             written: 0,
-            deferred: false,
+            deferrals: 0,
+            added: false,
         }
     }
 
@@ -121,6 +126,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
             this.pending.extend_from_slice(buf);
             taken += buf.len();
         }
+        this.added |= taken > 0;
         Poll::Ready(Ok(taken))
     }
 
@@ -130,15 +136,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.pending.is_empty() && !this.deferred {
-            // Rescheduled behind the tasks already queued (a task that wakes itself is queued
-            // last, not run next): the other streams add their frames before the write.
-            this.deferred = true;
+        // Rescheduled behind the tasks already queued (a task that wakes itself is queued last,
+        // not run next), so the other streams add their frames before the write. One turn is
+        // not enough when an event wakes thousands of streams: most of them wait in the
+        // runtime's global queue, behind which a turn of the local queue is short. So the
+        // flush waits again while the last turn brought frames.
+        if !this.pending.is_empty() && this.added && this.deferrals < MAX_DEFERRALS {
+            this.deferrals += 1;
+            this.added = false;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         ready!(this.poll_drain(cx))?;
-        this.deferred = false;
+        this.deferrals = 0;
+        this.added = false;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
@@ -172,6 +183,32 @@ mod tests {
         flush.await.expect("flush");
         let count = read.await.expect("read");
         assert_eq!(&received[..count], b"event one\nevent two\n");
+    }
+
+    /// A flush waits again after a turn that brought more frames, and writes once a turn
+    /// brought none, or after `MAX_DEFERRALS` turns whatever came.
+    #[tokio::test]
+    async fn a_flush_waits_while_frames_keep_coming() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut io = BatchedIo::new(near);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut flush = |io: &mut BatchedIo<_>| Pin::new(io).poll_flush(&mut cx).is_ready();
+        io.write_all(b"one\n").await.expect("write");
+        assert!(!flush(&mut io), "the first turn");
+        io.write_all(b"two\n").await.expect("write");
+        assert!(!flush(&mut io), "the last turn brought a frame");
+        assert!(flush(&mut io), "the last turn brought nothing");
+        let mut received = vec![0u8; 64];
+        let count = far.read(&mut received).await.expect("read");
+        assert_eq!(&received[..count], b"one\ntwo\n");
+
+        for turn in 0..MAX_DEFERRALS {
+            io.write_all(b"x").await.expect("write");
+            assert!(!flush(&mut io), "turn {turn} waits");
+        }
+        io.write_all(b"x").await.expect("write");
+        assert!(flush(&mut io), "no more than MAX_DEFERRALS turns");
     }
 
     #[tokio::test]
