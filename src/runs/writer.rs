@@ -1,6 +1,7 @@
-//! The single write path of a run: seq allocation, raw + canonical events, projection and run row
-//! in one transaction, then publication to the hub (invariant 3). Writers are per run and
-//! serialized by a lock, so seqs are dense and published in order.
+//! The single write path of a run: seq allocation, raw + canonical events, the run row and, every
+//! `PROJECTION_EVERY` events or on a status change, the projection row, in one transaction; then
+//! publication to the hub (invariant 2). Writers are per run and serialized by a lock, so seqs
+//! are dense and published in order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
