@@ -101,8 +101,8 @@ impl Lane {
         // out by the first script; the group is tried once more on a new one. That is safe even
         // if the lost answer was a commit's: the compare-and-sets would then fail, and the
         // writers reload from the store.
-        let mut outcome = Err(Error::WriterStopped);
-        for _ in 0..2 {
+        let mut retried = false;
+        loop {
             let mut connection = match self.connection.take() {
                 Some(connection) => connection,
                 None => self
@@ -113,15 +113,18 @@ impl Lane {
                     .map_err(sqlx_error)?
                     .detach(),
             };
-            outcome = execute_postgres(&mut connection, jobs).await;
+            let outcome = execute_postgres(&mut connection, jobs).await;
             // After a failure, ROLLBACK ends whatever transaction the script left open; if even
             // that fails, the connection is broken: it is dropped and the group tried again.
             if outcome.is_ok() || script(&mut connection, "ROLLBACK".to_owned()).await.is_ok() {
                 self.connection = Some(connection);
-                break;
+                return outcome;
             }
+            if retried {
+                return outcome;
+            }
+            retried = true;
         }
-        outcome
     }
 }
 
@@ -241,5 +244,7 @@ fn joined<'a>(statements: impl Iterator<Item = &'a Statement>) -> Statement {
             values.extend(bound.0.iter().cloned());
         }
     }
+    // The tag is SQLite's, the one backend that binds these values; PostgreSQL's statements
+    // carry none (`literal`) and only their SQL is used.
     Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
 }
