@@ -289,7 +289,7 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
                             }
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(macp_control_plane::events::hub::RecvError::Lagged(_)) => {}
                     Err(_) => break,
                 }
             }

@@ -52,6 +52,26 @@ fn rss_kb(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU time (user + system) a process has used so far, in ms.
+fn cpu_ms(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised command name.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|field| field.parse().ok())
+                .collect();
+            (fields.len() == 2).then(|| fields[0] + fields[1])
+        });
+    // Linux reports in USER_HZ, 100 on every platform it runs on here.
+    ticks.map_or(f64::NAN, |ticks| ticks as f64 * 10.0)
+}
+
 struct Server {
     child: std::process::Child,
     base: String,
@@ -308,6 +328,7 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
     )
     .expect("client");
     let measured = measured_messages();
+    let (server_cpu, bench_cpu) = (cpu_ms(server.child.id()), cpu_ms(std::process::id()));
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / EVENTS_PER_SECOND));
     for index in 0..measured {
         ticker.tick().await;
@@ -326,9 +347,13 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
             _ => continue,
         }
     }
+    // Per delivery, over the measured messages (the bench process includes the agents' sends).
+    let per_delivery = |ms: f64| ms * 1000.0 / expected as f64;
+    let server_us = per_delivery(cpu_ms(server.child.id()) - server_cpu);
+    let bench_us = per_delivery(cpu_ms(std::process::id()) - bench_cpu);
     samples.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "{subscribers:6} subscribers: {} of {expected} deliveries; persist→delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; RSS {:.1} MB idle with subscribers ({:.1} KB per subscriber)",
+        "{subscribers:6} subscribers: {} of {expected} deliveries; persist→delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; RSS {:.1} MB idle with subscribers ({:.1} KB per subscriber); CPU per delivery {server_us:.2} µs server, {bench_us:.2} µs clients",
         samples.len(),
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),

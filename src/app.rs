@@ -160,15 +160,7 @@ impl App {
         .map_err(|error| Error::Other(format!("gRPC reflection: {error}")))?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let listener = crate::api::listener::BatchingListener::new(listener);
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "server stopped");
-            }
-        });
+        let server = tokio::spawn(crate::api::server::serve(listener, router, stopped));
         Ok(App {
             address,
             database_url: config.database_url.clone(),

@@ -2,12 +2,13 @@
 //! over the same domain calls (`RunService`, the scenario `Registry` and `launch`). Nothing below
 //! this module knows about either transport.
 
+pub mod batched_io;
 pub mod grpc;
 pub mod http;
-pub mod listener;
 pub mod openapi;
 pub mod proto;
 pub mod routes;
+pub mod server;
 
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use opentelemetry::trace::FutureExt as _;

@@ -1,13 +1,22 @@
 //! Live fan-out: after a batch of a run's events is committed, it is published here with the
-//! projection it produced. Subscribers that fall behind re-read from the store (the hub never
-//! holds history), so a slow reader cannot lose events.
+//! projection it produced. Subscribers that fall behind re-read from the store (the hub keeps
+//! only the batches some subscriber has yet to read, a bounded number), so a slow reader cannot
+//! lose events.
+//!
+//! Each run has a channel built for one writer and thousands of readers. A reader is woken by
+//! the publication it waits for and reads it under the channel's lock, registering for the
+//! next one in the same step; polled again with nothing new, it returns at once without the
+//! lock (an event reaches each subscriber with one lock, where a broadcast channel takes
+//! two or three).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
 
 use super::canonical::CanonicalEvent;
 use crate::projection::state::RunState;
@@ -72,55 +81,351 @@ impl<T> Deref for Shared<T> {
 pub struct Published {
     pub events: Vec<Arc<Shared<CanonicalEvent>>>,
     pub state: Arc<Shared<RunState>>,
+    /// The frames of all the events, back to back: what most subscribers are sent.
+    frames: OnceLock<Bytes>,
 }
 
+impl Published {
+    pub fn new(events: Vec<Arc<Shared<CanonicalEvent>>>, state: Arc<Shared<RunState>>) -> Self {
+        Published {
+            events,
+            state,
+            frames: OnceLock::new(),
+        }
+    }
+
+    /// Every event's frame (`frame` renders one), back to back in one buffer, rendered by the
+    /// first subscriber that asks: a batch of several events reaches each subscriber without a
+    /// buffer of its own.
+    pub fn frames(&self, frame: impl Fn(&Arc<Shared<CanonicalEvent>>) -> Bytes) -> Bytes {
+        self.frames
+            .get_or_init(|| match self.events.as_slice() {
+                [event] => frame(event),
+                events => {
+                    let frames: Vec<Bytes> = events.iter().map(&frame).collect();
+                    let mut all = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
+                    frames.iter().for_each(|one| all.extend_from_slice(one));
+                    Bytes::from(all)
+                }
+            })
+            .clone()
+    }
+}
+
+/// Why a subscription returned no batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// The subscriber fell this many batches behind; it reads on from the oldest kept one.
+    #[error("fell {0} batches behind")]
+    Lagged(u64),
+    /// The hub is gone (the service is shutting down).
+    #[error("the hub is closed")]
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    #[error("no batch yet")]
+    Empty,
+    #[error(transparent)]
+    Recv(#[from] RecvError),
+}
+
+/// The hub: a channel per run with subscribers.
 #[derive(Clone)]
 pub struct Hub {
-    channels: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<Published>>>>>,
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    channels: Mutex<HashMap<String, Arc<Channel>>>,
     /// Batches per run a reader may fall behind before it catches up from the store.
     capacity: usize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data under these locks stays consistent at every step, so a panic elsewhere while
+    // one was held leaves nothing to repair.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Hub {
     pub fn with_capacity(capacity: usize) -> Self {
         Hub {
-            channels: Arc::default(),
-            capacity: capacity.max(1),
+            inner: Arc::new(HubInner {
+                channels: Mutex::default(),
+                capacity: capacity.max(1),
+            }),
         }
     }
 
-    pub fn subscribe(&self, run_id: &str) -> broadcast::Receiver<Arc<Published>> {
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        channels
+    /// Batches published after this call.
+    pub fn subscribe(&self, run_id: &str) -> Subscription {
+        let mut channels = lock(&self.inner.channels);
+        let channel = channels
             .entry(run_id.to_owned())
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
-            .subscribe()
+            .or_insert_with(|| Arc::new(Channel::new(self.inner.capacity)))
+            .clone();
+        let position = {
+            let mut ring = lock(&channel.ring);
+            ring.subscribers += 1;
+            ring.next
+        };
+        Subscription {
+            channel,
+            position,
+            registered: None,
+        }
     }
 
-    /// Publishes a committed batch; channels without subscribers are dropped.
+    /// Publishes a committed batch; a run's channel goes away with its last subscriber.
     pub fn publish(&self, run_id: &str, batch: Published) {
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(sender) = channels.get(run_id) else {
+        let Some(channel) = lock(&self.inner.channels).get(run_id).cloned() else {
             return;
         };
-        if sender.send(Arc::new(batch)).is_err() {
+        if channel.publish(Arc::new(batch)) {
+            return;
+        }
+        let mut channels = lock(&self.inner.channels);
+        // Checked again under both locks: a subscriber may have arrived in between.
+        if channels
+            .get(run_id)
+            .is_some_and(|current| Arc::ptr_eq(current, &channel))
+            && lock(&channel.ring).subscribers == 0
+        {
             channels.remove(run_id);
         }
     }
 
     /// Live subscribers over all runs.
     pub fn total_subscribers(&self) -> usize {
-        self.channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.channels)
             .values()
-            .map(broadcast::Sender::receiver_count)
+            .map(|channel| lock(&channel.ring).subscribers)
             .sum()
+    }
+}
+
+impl Drop for HubInner {
+    fn drop(&mut self) {
+        for channel in lock(&self.channels).values() {
+            let wakers = {
+                let mut ring = lock(&channel.ring);
+                ring.closed = true;
+                // No subscriber may take the lock-free "nothing new" answer any more.
+                channel.published.store(u64::MAX, Ordering::Release);
+                std::mem::take(&mut ring.wakers)
+            };
+            wakers.into_iter().flatten().for_each(Waker::wake);
+        }
+    }
+}
+
+struct Channel {
+    ring: Mutex<Ring>,
+    /// `ring.next`, readable without the lock: a subscriber that has read everything and is
+    /// registered for the next batch learns that nothing new came from this alone.
+    published: AtomicU64,
+}
+
+struct Ring {
+    /// The batches at positions `first ..`, each with how many subscribers have yet to read
+    /// it; a batch every subscriber has read is dropped (its slot stays until it is oldest).
+    slots: VecDeque<Slot>,
+    first: u64,
+    /// Position of the next batch published.
+    next: u64,
+    capacity: usize,
+    subscribers: usize,
+    /// Subscribers waiting for batch `next`; emptied when it is published.
+    wakers: Vec<Option<Waker>>,
+    /// An emptied `wakers` kept for the next round, so its capacity is not grown again.
+    spare: Vec<Option<Waker>>,
+    closed: bool,
+}
+
+struct Slot {
+    batch: Option<Arc<Published>>,
+    unread: usize,
+}
+
+impl Ring {
+    /// Drops the slots at the front that every subscriber has read.
+    fn drop_read(&mut self) {
+        while self.slots.front().is_some_and(|slot| slot.batch.is_none()) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+impl Channel {
+    fn new(capacity: usize) -> Self {
+        Channel {
+            ring: Mutex::new(Ring {
+                slots: VecDeque::new(),
+                first: 0,
+                next: 0,
+                capacity,
+                subscribers: 0,
+                wakers: Vec::new(),
+                spare: Vec::new(),
+                closed: false,
+            }),
+            published: AtomicU64::new(0),
+        }
+    }
+
+    /// Appends a batch and wakes the waiting subscribers; `false` when there are none at all.
+    fn publish(&self, batch: Arc<Published>) -> bool {
+        let (wakers, evicted) = {
+            let mut ring = lock(&self.ring);
+            if ring.subscribers == 0 {
+                return false;
+            }
+            let evicted = if ring.slots.len() == ring.capacity {
+                ring.first += 1;
+                ring.slots.pop_front()
+            } else {
+                None
+            };
+            let unread = ring.subscribers;
+            ring.slots.push_back(Slot {
+                batch: Some(batch),
+                unread,
+            });
+            ring.next += 1;
+            self.published.store(ring.next, Ordering::Release);
+            let spare = std::mem::take(&mut ring.spare);
+            (std::mem::replace(&mut ring.wakers, spare), evicted)
+        };
+        // Woken and dropped outside the lock: the woken subscribers take it right away.
+        drop(evicted);
+        let mut wakers = wakers;
+        wakers.drain(..).flatten().for_each(Waker::wake);
+        let mut ring = lock(&self.ring);
+        if ring.spare.capacity() < wakers.capacity() {
+            ring.spare = wakers;
+        }
+        true
+    }
+}
+
+/// A subscriber's place in a run's channel.
+pub struct Subscription {
+    channel: Arc<Channel>,
+    /// Position of the next batch to read.
+    position: u64,
+    /// Registered to be woken by the batch at this position: (position, index in
+    /// `wakers`, the waker).
+    registered: Option<(u64, usize, Waker)>,
+}
+
+impl Subscription {
+    /// The next batch; `Pending` (woken by the next publication) when there is none yet.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<Published>, RecvError>> {
+        if let Some((position, _, waker)) = &self.registered
+            && *position == self.position
+            && self.channel.published.load(Ordering::Acquire) == self.position
+            && waker.will_wake(cx.waker())
+        {
+            return Poll::Pending;
+        }
+        let mut ring = lock(&self.channel.ring);
+        let received = take(&mut self.position, &mut ring);
+        // Registered for the batch after everything there is, in the same step: the usual
+        // next poll finds nothing new and returns without the lock.
+        if matches!(received, Ok(_) | Err(TryRecvError::Empty)) && !ring.closed {
+            register(&mut self.registered, &mut ring, cx.waker());
+        }
+        drop(ring);
+        match received {
+            Ok(batch) => Poll::Ready(Ok(batch)),
+            Err(TryRecvError::Empty) => Poll::Pending,
+            Err(TryRecvError::Recv(error)) => Poll::Ready(Err(error)),
+        }
+    }
+
+    pub async fn recv(&mut self) -> Result<Arc<Published>, RecvError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next batch if one is there.
+    pub fn try_recv(&mut self) -> Result<Arc<Published>, TryRecvError> {
+        let mut ring = lock(&self.channel.ring);
+        take(&mut self.position, &mut ring)
+    }
+}
+
+/// Reads the batch at `position` and moves past it.
+fn take(position: &mut u64, ring: &mut Ring) -> Result<Arc<Published>, TryRecvError> {
+    if *position < ring.first {
+        let missed = ring.first - *position;
+        *position = ring.first;
+        return Err(RecvError::Lagged(missed).into());
+    }
+    while *position < ring.next {
+        let index = (*position - ring.first) as usize;
+        *position += 1;
+        let slot = &mut ring.slots[index];
+        slot.unread = slot.unread.saturating_sub(1);
+        // The last reader takes the batch rather than a copy of the pointer.
+        let batch = if slot.unread == 0 {
+            slot.batch.take()
+        } else {
+            slot.batch.clone()
+        };
+        ring.drop_read();
+        // Every subscriber counted in `unread` reads a position once, so the batch is
+        // there; were it not, the next one is.
+        if let Some(batch) = batch {
+            return Ok(batch);
+        }
+    }
+    Err(if ring.closed {
+        RecvError::Closed.into()
+    } else {
+        TryRecvError::Empty
+    })
+}
+
+/// Registers `waker` to be woken by the next batch published, once per batch.
+fn register(registered: &mut Option<(u64, usize, Waker)>, ring: &mut Ring, waker: &Waker) {
+    match registered {
+        Some((position, index, registered)) if *position == ring.next => {
+            if !registered.will_wake(waker) {
+                *registered = waker.clone();
+                ring.wakers[*index] = Some(waker.clone());
+            }
+        }
+        _ => {
+            ring.wakers.push(Some(waker.clone()));
+            *registered = Some((ring.next, ring.wakers.len() - 1, waker.clone()));
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut ring = lock(&self.channel.ring);
+        ring.subscribers -= 1;
+        if let Some((position, index, _)) = self.registered.take()
+            && position == ring.next
+        {
+            ring.wakers[index] = None;
+        }
+        // What this subscriber would have read no longer waits for it.
+        let unread = self.position.max(ring.first)..ring.next;
+        let first = ring.first;
+        for position in unread {
+            let slot = &mut ring.slots[(position - first) as usize];
+            slot.unread = slot.unread.saturating_sub(1);
+            if slot.unread == 0 {
+                slot.batch = None;
+            }
+        }
+        ring.drop_read();
     }
 }

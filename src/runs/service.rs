@@ -541,8 +541,7 @@ impl RunService {
         let mut batches = self.inner.hub.subscribe(run_id);
         let wait = async {
             while !self.caught_up(run_id, metadata).await? {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = batches.recv().await
-                {
+                if let Err(crate::events::hub::RecvError::Closed) = batches.recv().await {
                     return Ok(false);
                 }
             }

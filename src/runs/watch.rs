@@ -2,17 +2,25 @@
 //! subscribe to the hub first, backfill from the store after the client's cursor, then follow
 //! the hub, dropping anything at or below the cursor. A subscriber that falls behind the hub
 //! (or sees a gap) re-reads from the store instead of losing events.
+//!
+//! [`Watch`] is a hand-written stream rather than a generator: with thousands of subscribers
+//! on a run, each event polls every one of them, and this keeps what a poll touches to one
+//! small struct (the store queries, large futures, are boxed and live only while they run).
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::{Instant, Sleep};
 
 use super::service::RunService;
 use crate::error::ApiError;
 use crate::events::canonical::CanonicalEvent;
-use crate::events::hub::{Published, Shared};
+use crate::events::hub::{Published, RecvError, Shared, Subscription, TryRecvError};
 use crate::projection::state::RunState;
 use crate::time::Timestamp;
 
@@ -23,6 +31,9 @@ const BACKFILL_PAGE: u64 = 500;
 pub enum WatchItem {
     Snapshot(Arc<Shared<RunState>>),
     Event(Arc<Shared<CanonicalEvent>>),
+    /// Every event of a published batch, in order: how live events usually come (a batch
+    /// partly sent already comes as single events instead).
+    Events(Arc<Published>),
     Heartbeat(Timestamp),
 }
 
@@ -49,120 +60,223 @@ fn is_terminal_event(event: &CanonicalEvent) -> bool {
 
 impl RunService {
     /// A live stream of a run. Fails only if the run does not exist.
-    pub async fn watch(
-        &self,
-        run_id: &str,
-        options: WatchOptions,
-    ) -> Result<impl Stream<Item = Result<WatchItem, ApiError>> + Send + use<>, ApiError> {
+    pub async fn watch(&self, run_id: &str, options: WatchOptions) -> Result<Watch, ApiError> {
         // Subscribing before the first read is what makes the seam between stored and live
         // events lossless.
-        let mut live = self.hub().subscribe(run_id);
+        let live = self.hub().subscribe(run_id);
         let run = self.get(run_id).await?;
-        let service = self.clone();
-        let run_id = run.id.clone();
-        Ok(async_stream::try_stream! {
-            let mut cursor = options.after_seq.max(0);
-            let mut ended = run.status.is_terminal() && run.last_event_seq <= cursor;
-            if options.include_snapshot {
-                let state = service.state(&run_id).await?;
-                yield WatchItem::Snapshot(Shared::new(state));
+        let cursor = options.after_seq.max(0);
+        let ended_at = run.status.is_terminal().then_some(run.last_event_seq);
+        let mut watch = Watch {
+            service: self.clone(),
+            run_id: run.id,
+            live,
+            cursor,
+            ended: ended_at.is_some_and(|last| last <= cursor),
+            ended_at,
+            phase: Phase::Done,
+            ready: VecDeque::new(),
+            heartbeat: Box::pin(tokio::time::sleep(options.heartbeat)),
+            last_sent: Instant::now(),
+            options,
+        };
+        watch.phase = if watch.options.include_snapshot {
+            let (service, run_id) = (watch.service.clone(), watch.run_id.clone());
+            Phase::Snapshot(Box::pin(async move { service.state(&run_id).await }))
+        } else {
+            watch.backfill()
+        };
+        Ok(watch)
+    }
+}
+
+type Query<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send>>;
+
+enum Phase {
+    /// Reading the projection for the first item.
+    Snapshot(Query<RunState>),
+    /// Reading a page of stored events after the cursor.
+    Backfill(Query<Vec<CanonicalEvent>>),
+    /// Following the hub.
+    Live,
+    Done,
+}
+
+/// A run's live stream (see the module documentation); its items are in `seq` order, each
+/// event once.
+pub struct Watch {
+    service: RunService,
+    run_id: String,
+    live: Subscription,
+    options: WatchOptions,
+    /// The last event sent.
+    cursor: i64,
+    /// The run's terminal event was sent, or the run had ended when the stream began and its
+    /// stored events are sent.
+    ended: bool,
+    /// The run's last seq, when it had ended when the stream began.
+    ended_at: Option<i64>,
+    phase: Phase,
+    /// Items to send before anything else is read.
+    ready: VecDeque<WatchItem>,
+    /// Armed for the next heartbeat; re-armed only when it fires, not per batch: with
+    /// thousands of subscribers, a timer reset per event adds up.
+    heartbeat: Pin<Box<Sleep>>,
+    last_sent: Instant,
+}
+
+impl Watch {
+    fn backfill(&self) -> Phase {
+        let (service, run_id, after) = (self.service.clone(), self.run_id.clone(), self.cursor);
+        Phase::Backfill(Box::pin(async move {
+            let (events, _) = service
+                .store()
+                .events(&run_id, after, BACKFILL_PAGE)
+                .await?;
+            Ok(events)
+        }))
+    }
+
+    fn backfilled(&mut self, events: Vec<CanonicalEvent>) {
+        let full = events.len() as u64 == BACKFILL_PAGE;
+        for event in events {
+            self.cursor = event.seq;
+            self.ended |= is_terminal_event(&event);
+            self.ready.push_back(WatchItem::Event(Shared::new(event)));
+        }
+        if full {
+            self.phase = self.backfill();
+            return;
+        }
+        // A run that had ended when the stream began is over once its stored events are
+        // sent, even if envelopes later than the catch-up bound follow its terminal event.
+        self.ended |= self.ended_at.is_some_and(|last| last <= self.cursor);
+        self.phase = if self.ended && self.options.end_at_terminal {
+            Phase::Done
+        } else {
+            Phase::Live
+        };
+    }
+
+    /// Takes a published batch, and with snapshots whatever else is ready (one snapshot for
+    /// the burst). Without snapshots there is nothing to gain from looking further, and each
+    /// look takes the channel's lock, which every subscriber of the run shares.
+    fn follow(&mut self, batch: Arc<Published>) {
+        let mut next = Some(batch);
+        let mut state = None;
+        while let Some(batch) = next.take() {
+            if !self.take_events(&batch) {
+                self.phase = self.backfill();
+                return;
             }
-            // Backfill, then follow the hub; any gap or lag goes back to the store.
-            let mut backfill = true;
-            // The heartbeat timer is re-armed only when it fires, not per batch: with
-            // thousands of subscribers, a timer reset per event adds up.
-            let heartbeat = tokio::time::sleep(options.heartbeat);
-            tokio::pin!(heartbeat);
-            let mut last_sent = tokio::time::Instant::now();
-            loop {
-                if backfill {
-                    loop {
-                        let (events, _) = service.store().events(&run_id, cursor, BACKFILL_PAGE).await?;
-                        let count = events.len() as u64;
-                        for event in events {
-                            cursor = event.seq;
-                            ended |= is_terminal_event(&event);
-                            yield WatchItem::Event(Shared::new(event));
-                        }
-                        if count < BACKFILL_PAGE {
-                            break;
-                        }
+            state = Some(batch.state.clone());
+            if self.options.include_snapshot {
+                match self.live.try_recv() {
+                    Ok(batch) => next = Some(batch),
+                    Err(TryRecvError::Recv(RecvError::Lagged(_))) => {
+                        self.phase = self.backfill();
+                        return;
                     }
-                    backfill = false;
-                    // A run that had ended when we subscribed is over once its stored events
-                    // are sent, even if envelopes later than the catch-up bound follow its
-                    // terminal event.
-                    ended |= run.status.is_terminal() && run.last_event_seq <= cursor;
-                    if ended && options.end_at_terminal {
-                        break;
-                    }
-                }
-                tokio::select! {
-                    biased;
-                    batch = live.recv() => {
-                        let mut batches: Vec<Arc<Published>> = Vec::new();
-                        match batch {
-                            Ok(batch) => batches.push(batch),
-                            Err(RecvError::Lagged(_)) => { backfill = true; continue; }
-                            Err(RecvError::Closed) => break,
-                        }
-                        // Coalesce whatever else is ready: one snapshot for the burst. (Without
-                        // snapshots there is nothing to gain, and each look costs a lock shared
-                        // by every subscriber of the run.)
-                        if options.include_snapshot {
-                            loop {
-                                match live.try_recv() {
-                                    Ok(batch) => batches.push(batch),
-                                    Err(TryRecvError::Lagged(_)) => { backfill = true; break; }
-                                    Err(_) => break,
-                                }
-                            }
-                        }
-                        let mut latest_state = None;
-                        for batch in &batches {
-                            for event in &batch.events {
-                                if event.seq <= cursor {
-                                    continue;
-                                }
-                                if event.seq != cursor + 1 {
-                                    backfill = true;
-                                    break;
-                                }
-                                cursor = event.seq;
-                                ended |= is_terminal_event(event);
-                                yield WatchItem::Event(event.clone());
-                            }
-                            if backfill {
-                                break;
-                            }
-                            latest_state = Some(batch.state.clone());
-                        }
-                        if backfill {
-                            continue;
-                        }
-                        if let Some(state) = latest_state
-                            && options.include_snapshot
-                        {
-                            yield WatchItem::Snapshot(state);
-                        }
-                        last_sent = tokio::time::Instant::now();
-                        if ended && options.end_at_terminal {
-                            break;
-                        }
-                    }
-                    () = &mut heartbeat => {
-                        let now = tokio::time::Instant::now();
-                        let due = last_sent + options.heartbeat;
-                        if now >= due {
-                            yield WatchItem::Heartbeat(crate::time::now());
-                            last_sent = now;
-                            heartbeat.as_mut().reset(now + options.heartbeat);
-                        } else {
-                            heartbeat.as_mut().reset(due);
-                        }
-                    }
+                    Err(_) => {}
                 }
             }
-        })
+        }
+        if let Some(state) = state
+            && self.options.include_snapshot
+        {
+            self.ready.push_back(WatchItem::Snapshot(state));
+        }
+        self.last_sent = Instant::now();
+        if self.ended && self.options.end_at_terminal {
+            self.phase = Phase::Done;
+        }
+    }
+
+    /// Queues the batch's events after the cursor; `false` on a gap (events the hub did not
+    /// bring this subscriber, which the store has).
+    fn take_events(&mut self, batch: &Arc<Published>) -> bool {
+        // A batch's seqs are dense, so when its first is the next one, all of it is new.
+        if let (Some(first), Some(last)) = (batch.events.first(), batch.events.last())
+            && first.seq == self.cursor + 1
+            && last.seq == first.seq + batch.events.len() as i64 - 1
+        {
+            self.cursor = last.seq;
+            self.ended |= batch.events.iter().any(|event| is_terminal_event(event));
+            self.ready.push_back(WatchItem::Events(batch.clone()));
+            return true;
+        }
+        for event in &batch.events {
+            if event.seq <= self.cursor {
+                continue;
+            }
+            if event.seq != self.cursor + 1 {
+                return false;
+            }
+            self.cursor = event.seq;
+            self.ended |= is_terminal_event(event);
+            self.ready.push_back(WatchItem::Event(event.clone()));
+        }
+        true
+    }
+
+    /// Queues a heartbeat when the stream has been quiet for the interval; `false` (with the
+    /// timer armed) when it is not due.
+    fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.heartbeat.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let due = self.last_sent + self.options.heartbeat;
+            if now >= due {
+                self.ready
+                    .push_back(WatchItem::Heartbeat(crate::time::now()));
+                self.last_sent = now;
+                self.heartbeat.as_mut().reset(now + self.options.heartbeat);
+                return true;
+            }
+            self.heartbeat.as_mut().reset(due);
+        }
+        false
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<WatchItem, ApiError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(item) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(item)));
+            }
+            // A failed query ends the stream after its error.
+            let failed = |this: &mut Watch, error| {
+                this.phase = Phase::Done;
+                Poll::Ready(Some(Err(error)))
+            };
+            match &mut this.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Snapshot(query) => match ready!(query.as_mut().poll(cx)) {
+                    Ok(state) => {
+                        this.ready
+                            .push_back(WatchItem::Snapshot(Shared::new(state)));
+                        this.phase = this.backfill();
+                    }
+                    Err(error) => return failed(this, error),
+                },
+                Phase::Backfill(query) => match ready!(query.as_mut().poll(cx)) {
+                    Ok(events) => this.backfilled(events),
+                    Err(error) => return failed(this, error),
+                },
+                Phase::Live => match this.live.poll_recv(cx) {
+                    Poll::Ready(Ok(batch)) => this.follow(batch),
+                    Poll::Ready(Err(RecvError::Lagged(_))) => this.phase = this.backfill(),
+                    Poll::Ready(Err(RecvError::Closed)) => this.phase = Phase::Done,
+                    Poll::Pending => {
+                        if !this.poll_heartbeat(cx) {
+                            return Poll::Pending;
+                        }
+                    }
+                },
+            }
+        }
     }
 }

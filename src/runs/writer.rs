@@ -345,10 +345,7 @@ impl Writers {
             let _publish = tracing.child(&run_id, "events.publish", Vec::new());
             hub.publish(
                 &run_id,
-                Published {
-                    events: events.iter().cloned().map(Shared::new).collect(),
-                    state: published,
-                },
+                Published::new(events.iter().cloned().map(Shared::new).collect(), published),
             );
             Ok::<_, store::Error>(events)
         });

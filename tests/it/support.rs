@@ -226,7 +226,7 @@ impl TestApp {
         while !done(&state) {
             match tokio::time::timeout_at(deadline, batches.recv()).await {
                 Ok(Ok(batch)) => state = RunState::clone(&batch.state),
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                Ok(Err(macp_control_plane::events::hub::RecvError::Lagged(_))) => {
                     state = service.state(run_id).await.expect("state");
                 }
                 Ok(Err(error)) => panic!("hub closed: {error}"),

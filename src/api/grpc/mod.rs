@@ -179,6 +179,29 @@ fn state_struct(
 
 type BoxStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
+/// A live stream's item as `WatchRun` messages: one per event, so a batch becomes several.
+fn watch_responses(
+    item: Result<WatchItem, ApiError>,
+) -> Vec<Result<proto::WatchRunResponse, Status>> {
+    use proto::watch_run_response::Item;
+    let respond =
+        |item: Result<Item, Status>| item.map(|item| proto::WatchRunResponse { item: Some(item) });
+    let event = |event: &CanonicalEvent| event_message(event.clone()).map(Item::Event);
+    match item {
+        Err(error) => vec![Err(status(error))],
+        Ok(WatchItem::Snapshot(state)) => vec![respond(state_struct(&state).map(Item::Snapshot))],
+        Ok(WatchItem::Event(one)) => vec![respond(event(&one))],
+        Ok(WatchItem::Events(batch)) => {
+            batch.events.iter().map(|one| respond(event(one))).collect()
+        }
+        Ok(WatchItem::Heartbeat(ts)) => vec![Ok(proto::WatchRunResponse {
+            item: Some(Item::Heartbeat(proto::Heartbeat {
+                ts: crate::time::format(&ts),
+            })),
+        })],
+    }
+}
+
 fn manifest_message(manifest: info::Manifest) -> Result<proto::RuntimeManifest, Status> {
     Ok(proto::RuntimeManifest {
         agent_id: manifest.agent_id,
@@ -377,22 +400,9 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .await
             .map_err(status)?;
         let open = crate::telemetry::metrics::open_stream("grpc");
-        let items = stream.map(move |item| {
+        let items = stream.flat_map(move |item| {
             let _ = &open;
-            let item = match item.map_err(status)? {
-                WatchItem::Snapshot(state) => {
-                    proto::watch_run_response::Item::Snapshot(state_struct(&state)?)
-                }
-                WatchItem::Event(event) => {
-                    proto::watch_run_response::Item::Event(event_message((**event).clone())?)
-                }
-                WatchItem::Heartbeat(ts) => {
-                    proto::watch_run_response::Item::Heartbeat(proto::Heartbeat {
-                        ts: crate::time::format(&ts),
-                    })
-                }
-            };
-            Ok(proto::WatchRunResponse { item: Some(item) })
+            futures::stream::iter(watch_responses(item))
         });
         Ok(Response::new(Box::pin(items)))
     }

@@ -3,7 +3,9 @@
 //! `snapshot` (the projection), `canonical_event` (`id:` = seq) and `heartbeat`.
 
 use std::convert::Infallible;
-use std::task::Poll;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,6 +21,8 @@ use futures::{Stream, StreamExt};
 use super::extract::{JsonBody, QueryParams};
 use super::{HttpError, Result, run_id};
 use crate::error::{ApiError, FieldError};
+use crate::events::canonical::CanonicalEvent;
+use crate::events::hub::Shared;
 use crate::replay::{ReplayItem, ReplayQuery};
 use crate::runs::RunService;
 use crate::runs::model::{DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery};
@@ -70,12 +74,15 @@ fn sse_event(name: &str, id: Option<i64>, data: &str) -> Bytes {
     Bytes::from(frame)
 }
 
+fn event_frame(event: &Arc<Shared<CanonicalEvent>>) -> Bytes {
+    event.frame(|json| sse_event("canonical_event", Some(event.seq), json))
+}
+
 fn sse_frame(item: WatchItem) -> Bytes {
     match item {
         WatchItem::Snapshot(state) => state.frame(|json| sse_event("snapshot", None, json)),
-        WatchItem::Event(event) => {
-            event.frame(|json| sse_event("canonical_event", Some(event.seq), json))
-        }
+        WatchItem::Event(event) => event_frame(&event),
+        WatchItem::Events(batch) => batch.frames(event_frame),
         WatchItem::Heartbeat(ts) => sse_event(
             "heartbeat",
             None,
@@ -88,70 +95,97 @@ fn error_frame(error: &ApiError) -> Bytes {
     sse_event("error", None, &error.body().to_string())
 }
 
-/// Frames that are ready together, as one chunk: a committed batch reaches each subscriber as
-/// one HTTP/2 DATA frame instead of one per event. A lone frame (the usual case) is passed on as
-/// it is, shared with every other subscriber; nothing is allocated for it. (`ready_chunks` would
-/// allocate room for `MAX_COALESCED` frames per chunk, per subscriber.)
-fn coalesced(
-    frames: impl Stream<Item = Bytes> + Send + 'static,
-) -> impl Stream<Item = std::result::Result<Bytes, Infallible>> + Send + 'static {
-    let mut frames = Box::pin(frames);
-    let mut ended = false;
-    futures::stream::poll_fn(move |cx| {
-        if ended {
+/// A domain stream as an SSE response body: each item rendered as a frame by `render`, the
+/// frames that are ready together sent as one chunk (a committed batch reaches each subscriber
+/// as one HTTP/2 DATA frame instead of one per event; a lone frame, the usual case, is passed
+/// on as it is, shared with every other subscriber). A failure mid-stream becomes one `error`
+/// frame, then the end. One struct around the stream, so that polling the body of one of
+/// thousands of subscribers touches little memory.
+struct SseBody<S, T> {
+    items: S,
+    render: fn(T) -> Bytes,
+    done: bool,
+    /// Counts the stream in `/metrics` while the client is there.
+    _open: crate::telemetry::metrics::StreamGuard,
+}
+
+impl<S, T> SseBody<S, T> {
+    fn frame(&mut self, item: std::result::Result<T, ApiError>) -> Bytes {
+        match item {
+            Ok(item) => (self.render)(item),
+            Err(error) => {
+                self.done = true;
+                error_frame(&error)
+            }
+        }
+    }
+}
+
+impl<S, T> http_body::Body for SseBody<S, T>
+where
+    S: Stream<Item = std::result::Result<T, ApiError>> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.done {
             return Poll::Ready(None);
         }
-        let first = match frames.as_mut().poll_next(cx) {
-            Poll::Ready(Some(frame)) => frame,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
+        let first = match ready!(this.items.poll_next_unpin(cx)) {
+            Some(item) => this.frame(item),
+            None => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
         };
         let mut chunk: Option<BytesMut> = None;
         for _ in 1..MAX_COALESCED {
-            match frames.as_mut().poll_next(cx) {
-                Poll::Ready(Some(next)) => chunk
-                    .get_or_insert_with(|| BytesMut::from(&first[..]))
-                    .extend_from_slice(&next),
-                Poll::Ready(None) => {
-                    ended = true;
-                    break;
+            if this.done {
+                break;
+            }
+            match this.items.poll_next_unpin(cx) {
+                Poll::Ready(Some(item)) => {
+                    let frame = this.frame(item);
+                    chunk
+                        .get_or_insert_with(|| BytesMut::from(&first[..]))
+                        .extend_from_slice(&frame);
                 }
+                Poll::Ready(None) => this.done = true,
                 Poll::Pending => break,
             }
         }
-        Poll::Ready(Some(Ok(chunk.map_or(first, BytesMut::freeze))))
-    })
+        let data = chunk.map_or(first, BytesMut::freeze);
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
 }
 
-/// Renders a domain stream as SSE; a failure mid-stream becomes one `error` frame, then the end.
+/// Renders a domain stream as an SSE response.
 fn sse<S, T>(stream: S, render: fn(T) -> Bytes) -> Response
 where
-    S: Stream<Item = std::result::Result<T, ApiError>> + Send + 'static,
+    S: Stream<Item = std::result::Result<T, ApiError>> + Unpin + Send + 'static,
     T: Send + 'static,
 {
-    let open = crate::telemetry::metrics::open_stream("sse");
-    let frames = stream.scan(false, move |failed, item| {
-        // The guard lives as long as the stream: the gauge drops when the client leaves.
-        let _ = &open;
-        if *failed {
-            return futures::future::ready(None);
-        }
-        let frame = match item {
-            Ok(item) => render(item),
-            Err(error) => {
-                *failed = true;
-                error_frame(&error)
-            }
-        };
-        futures::future::ready(Some(frame))
-    });
-    let chunks = coalesced(frames);
+    let body = SseBody {
+        items: stream,
+        render,
+        done: false,
+        _open: crate::telemetry::metrics::open_stream("sse"),
+    };
     (
         [
             (CONTENT_TYPE, "text/event-stream"),
             (CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(chunks),
+        Body::new(body),
     )
         .into_response()
 }
@@ -315,7 +349,7 @@ async fn replay_stream(
         return Err(ApiError::validation(errors).into());
     }
     let stream = service.replay(&id, replay.validate()?).await?;
-    Ok(sse(stream, replay_frame))
+    Ok(sse(Box::pin(stream), replay_frame))
 }
 
 async fn replay_state(

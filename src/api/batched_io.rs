@@ -1,53 +1,22 @@
-//! The service's TCP listener. Its connections batch their writes: when the server flushes, the
-//! connection first lets the other ready tasks run, so the frames that many streams of one
-//! HTTP/2 connection produce together leave in one write. Without it, an event published to a
-//! thousand SSE subscribers on ten connections went out as a thousand writes (each stream's task
-//! woke the connection task, which ran next and wrote that one frame), and the clients paid a
-//! wake-up per frame as well.
+//! A connection's writes, batched: they collect in a buffer until the connection flushes, and a
+//! flush first lets the other ready tasks run. h2 hands each DATA frame larger than 256 bytes
+//! to the socket as a write of its own, and the streams of one HTTP/2 connection are woken one
+//! by one while an event is published to thousands of them: without this, an event went out
+//! to a hundred SSE streams on one connection in dozens of writes, and the client paid a
+//! wake-up for each.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Bytes held before a write goes through without waiting for the flush.
 const WRITE_THROUGH: usize = 64 * 1024;
 /// Scheduler turns a flush waits at most while its connection is still being given frames.
 const MAX_DEFERRALS: u8 = 32;
-/// Buffer capacity a connection keeps between bursts.
-const KEPT_CAPACITY: usize = 8 * 1024;
-
-pub struct BatchingListener {
-    inner: TcpListener,
-}
-
-impl BatchingListener {
-    pub fn new(inner: TcpListener) -> Self {
-        BatchingListener { inner }
-    }
-}
-
-impl axum::serve::Listener for BatchingListener {
-    type Io = BatchedIo<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
-        // Without TCP_NODELAY, a small write after a large one waits for the peer's delayed
-        // ACK (40 ms).
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        (BatchedIo::new(stream), address)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
+/// Buffer capacity a connection keeps between bursts at most.
+const KEPT_CAPACITY: usize = 2 * WRITE_THROUGH;
 
 /// A connection whose writes collect in a buffer until a flush, which waits for turns of the
 /// scheduler for as long as each turn brought more frames (up to `MAX_DEFERRALS`).
@@ -85,7 +54,9 @@ impl<T: AsyncWrite + Unpin> BatchedIo<T> {
         }
         self.pending.clear();
         self.written = 0;
-        // An idle connection keeps a small buffer, not its largest burst.
+        // The buffer is kept for the next burst (growing it again, one doubling at a time,
+        // cost more than the writes it batches), unless one write made it much larger than
+        // a burst is.
         if self.pending.capacity() > KEPT_CAPACITY {
             self.pending = Vec::new();
         }
@@ -137,10 +108,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         // Rescheduled behind the tasks already queued (a task that wakes itself is queued last,
-        // not run next), so the other streams add their frames before the write. One turn is
-        // not enough when an event wakes thousands of streams: most of them wait in the
-        // runtime's global queue, behind which a turn of the local queue is short. So the
-        // flush waits again while the last turn brought frames.
+        // not run next). While an event is published to thousands of streams, the streams of
+        // this connection are woken one by one over that time; the flush waits again while the
+        // last turn brought frames, so they leave together.
         if !this.pending.is_empty() && this.added && this.deferrals < MAX_DEFERRALS {
             this.deferrals += 1;
             this.added = false;
