@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use futures::Stream;
@@ -77,6 +77,7 @@ impl RunService {
             phase: Phase::Done,
             ready: VecDeque::new(),
             heartbeat: Box::pin(tokio::time::sleep(options.heartbeat)),
+            heartbeat_waker: None,
             last_sent: Instant::now(),
             options,
         };
@@ -122,6 +123,8 @@ pub struct Watch {
     /// Armed for the next heartbeat; re-armed only when it fires, not per batch: with
     /// thousands of subscribers, a timer reset per event adds up.
     heartbeat: Pin<Box<Sleep>>,
+    /// The waker the armed timer holds.
+    heartbeat_waker: Option<Waker>,
     last_sent: Instant,
 }
 
@@ -222,6 +225,17 @@ impl Watch {
     /// Queues a heartbeat when the stream has been quiet for the interval; `false` (with the
     /// timer armed) when it is not due.
     fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> bool {
+        // The armed timer keeps the waker it was polled with, so it is polled again only once
+        // it has fired or when the stream is polled with another waker: a timer poll per event
+        // and subscriber adds up.
+        if !self.heartbeat.is_elapsed()
+            && self
+                .heartbeat_waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            return false;
+        }
         while self.heartbeat.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             let due = self.last_sent + self.options.heartbeat;
@@ -230,10 +244,13 @@ impl Watch {
                     .push_back(WatchItem::Heartbeat(crate::time::now()));
                 self.last_sent = now;
                 self.heartbeat.as_mut().reset(now + self.options.heartbeat);
+                // Re-armed, but not yet polled with a waker.
+                self.heartbeat_waker = None;
                 return true;
             }
             self.heartbeat.as_mut().reset(due);
         }
+        self.heartbeat_waker = Some(cx.waker().clone());
         false
     }
 }

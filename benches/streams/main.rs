@@ -4,22 +4,25 @@
 //!
 //! The service runs as its own process (the `serve` binary, SQLite), so its memory is measured
 //! alone; the agents talk to a reference runtime in this process. Subscribers share HTTP/2
-//! connections, 100 streams each, one reading task per connection. Latency is an event's `ts`
-//! (when the observer received the envelope, just before it is persisted) to the moment the
-//! chunk holding the frame reached a subscriber.
+//! connections, 100 streams each, read by a light client (`sse_client`), one task per
+//! connection. Latency is an event's `ts` (when the observer received the envelope, just before
+//! it is persisted) to the moment the read that brought its frame returned. CPU per delivery
+//! is the server's and this process's CPU time over the measured messages, divided by the
+//! deliveries.
 //! `BENCH_SUBSCRIBERS` overrides the list (comma separated), `BENCH_MESSAGES` the messages per
 //! point (100).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use macp_control_plane::runtime::RuntimeClient;
 use macp_control_plane::runtime::codec::encode_proto;
 use macp_control_plane::runtime::credentials::Credentials;
 use macp_control_plane::runtime::embedded::EmbeddedRuntime;
 use macp_runtime::pb::Envelope;
 use serde_json::{Value, json};
+
+mod sse_client;
 
 /// Streams per HTTP/2 connection (below the server's concurrent-stream limit).
 const STREAMS_PER_CONNECTION: usize = 100;
@@ -194,120 +197,42 @@ fn event_ts(data: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     macp_control_plane::time::parse(&data[start..end])
 }
 
-/// Takes the complete SSE frames out of `buffer` and records (delivered − ts) in ms for each
-/// measured message's `message.received` event.
-fn take_frames(
-    buffer: &mut Vec<u8>,
-    delivered: chrono::DateTime<chrono::Utc>,
-    latencies: &mut Vec<f64>,
-) {
-    let mut consumed = 0;
-    while let Some(end) = buffer[consumed..]
-        .windows(2)
-        .position(|pair| pair == b"\n\n")
-    {
-        let frame = std::str::from_utf8(&buffer[consumed..consumed + end]).unwrap_or("");
-        consumed += end + 2;
-        // Only the measured messages: events backfilled on connect are not deliveries.
-        if !frame.starts_with("event: canonical_event")
-            || !frame.contains("\"message.received\"")
-            || !frame.contains("\"messageType\":\"Proposal\"")
-        {
-            continue;
-        }
-        if let Some(ts) = event_ts(frame) {
-            latencies.push((delivered - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-        }
+/// The `ts` of a measured message's event: the `message.received` of a Proposal (events
+/// backfilled on connect are not deliveries).
+fn measured_ts(event: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if !event.contains("\"message.received\"") || !event.contains("\"messageType\":\"Proposal\"") {
+        return None;
     }
-    buffer.drain(..consumed);
+    event_ts(event)
 }
 
-/// Opens `count` SSE subscribers, 100 streams per HTTP/2 connection, and returns once every
-/// response has started. Each connection's streams are read by one task (a light client, so the
-/// clients, which share the machine's two cores with the server, cost less of what is measured);
-/// it returns (delivered − ts) in ms for every measured message's `message.received` event, once
-/// each of its streams has seen them all.
+/// Opens `count` SSE subscribers, 100 streams per HTTP/2 connection (the connections side by
+/// side, each opening its streams one after the other), and returns once every response has
+/// started. Each connection's task returns (delivered − ts) in ms for every measured message,
+/// once each of its streams has seen them all.
 async fn subscribe(
     server: &Server,
     run_id: &str,
     count: usize,
 ) -> Vec<tokio::task::JoinHandle<Vec<f64>>> {
     let address = server.base.trim_start_matches("http://").to_owned();
-    let uri = format!("{}/runs/{run_id}/stream?includeSnapshot=false", server.base);
+    let path = format!("/runs/{run_id}/stream?includeSnapshot=false");
     let measured = measured_messages();
     let opening: Vec<_> = (0..count.div_ceil(STREAMS_PER_CONNECTION))
         .map(|connection| {
             let streams = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
-            let (address, uri) = (address.clone(), uri.clone());
+            let (address, path) = (address.clone(), path.clone());
             tokio::spawn(async move {
-                let socket = tokio::net::TcpStream::connect(&address)
-                    .await
-                    .expect("connect");
-                socket.set_nodelay(true).expect("nodelay");
-                // hyper's client windows: the server never holds frames back for this client.
-                let (client, driver) = h2::client::Builder::new()
-                    .initial_window_size(2 * 1024 * 1024)
-                    .initial_connection_window_size(5 * 1024 * 1024)
-                    .handshake(socket)
-                    .await
-                    .expect("handshake");
-                tokio::spawn(driver);
-                // One subscribe at a time per connection (the connections side by side), as
-                // clients arriving over time would.
-                let mut client = client.ready().await.expect("ready");
-                let mut bodies = Vec::with_capacity(streams);
-                for _ in 0..streams {
-                    let request = axum::http::Request::get(&uri).body(()).expect("request");
-                    let (response, _) = client.send_request(request, true).expect("subscribe");
-                    let response = response.await.expect("response");
-                    assert!(response.status().is_success(), "subscribe refused");
-                    bodies.push(response.into_body());
-                    client = client.ready().await.expect("ready");
-                }
-                (client, bodies)
+                sse_client::subscribe(&address, &path, streams, measured_ts).await
             })
         })
         .collect();
     let mut tasks = Vec::with_capacity(opening.len());
     for connection in opening {
-        let (client, bodies) = connection.await.expect("subscribers open");
-        tasks.push(tokio::spawn(read_streams(client, bodies, measured)));
+        let subscribers = connection.await.expect("subscribers open");
+        tasks.push(tokio::spawn(sse_client::read(subscribers, measured)));
     }
     tasks
-}
-
-/// Reads one connection's streams until each has `measured` latencies.
-async fn read_streams(
-    _client: h2::client::SendRequest<bytes::Bytes>,
-    bodies: Vec<h2::RecvStream>,
-    measured: usize,
-) -> Vec<f64> {
-    let streams = bodies.len();
-    let mut chunks =
-        futures::stream::select_all(bodies.into_iter().enumerate().map(|(index, body)| {
-            futures::stream::unfold(body, move |mut body| async move {
-                let chunk = body.data().await?.ok()?;
-                let _ = body.flow_control().release_capacity(chunk.len());
-                Some(((index, chunk), body))
-            })
-            .boxed()
-        }));
-    let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); streams];
-    let mut latencies: Vec<Vec<f64>> = vec![Vec::with_capacity(measured); streams];
-    let mut complete = 0;
-    while let Some((index, chunk)) = chunks.next().await {
-        let delivered = chrono::Utc::now();
-        buffers[index].extend_from_slice(&chunk);
-        let before = latencies[index].len();
-        take_frames(&mut buffers[index], delivered, &mut latencies[index]);
-        if before < measured && latencies[index].len() >= measured {
-            complete += 1;
-            if complete == streams {
-                break;
-            }
-        }
-    }
-    latencies.concat()
 }
 
 async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers: usize) {
