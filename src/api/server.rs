@@ -189,3 +189,36 @@ impl<T> Drop for AbortOnDrop<T> {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use hyper::rt::Executor;
+
+    use super::*;
+
+    /// A stream that panics ends alone: the connection's task and its other streams go on.
+    #[tokio::test]
+    async fn a_stream_that_panics_ends_alone() {
+        let streams = ConnectionStreams::default();
+        let finished = Arc::new(AtomicBool::new(false));
+        streams.execute(async { panic!("a handler bug") });
+        let done = finished.clone();
+        streams.execute(async move {
+            tokio::task::yield_now().await;
+            done.store(true, Ordering::SeqCst);
+        });
+        // The connection ends once the other stream has finished.
+        let mut connection = pin!(std::future::poll_fn(|_| {
+            if finished.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
+        let mut running = FuturesUnordered::new();
+        std::future::poll_fn(|cx| streams.drive(cx, &mut running, connection.as_mut())).await;
+        assert!(finished.load(Ordering::SeqCst));
+    }
+}

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -166,7 +166,13 @@ impl Hub {
         let mut channels = lock(&self.inner.channels);
         let channel = channels
             .entry(run_id.to_owned())
-            .or_insert_with(|| Arc::new(Channel::new(self.inner.capacity)))
+            .or_insert_with(|| {
+                Arc::new(Channel::new(
+                    run_id,
+                    Arc::downgrade(&self.inner),
+                    self.inner.capacity,
+                ))
+            })
             .clone();
         let position = {
             let mut ring = lock(&channel.ring);
@@ -188,15 +194,13 @@ impl Hub {
         if channel.publish(Arc::new(batch)) {
             return;
         }
-        let mut channels = lock(&self.inner.channels);
-        // Checked again under both locks: a subscriber may have arrived in between.
-        if channels
-            .get(run_id)
-            .is_some_and(|current| Arc::ptr_eq(current, &channel))
-            && lock(&channel.ring).subscribers == 0
-        {
-            channels.remove(run_id);
-        }
+        self.inner.forget_if_unused(run_id, &channel);
+    }
+
+    /// Ends every live subscription once it has read what was published (shutdown: open
+    /// streams end, so the server's graceful stop does not wait for them).
+    pub fn close(&self) {
+        self.inner.close();
     }
 
     /// Live subscribers over all runs.
@@ -208,22 +212,47 @@ impl Hub {
     }
 }
 
-impl Drop for HubInner {
-    fn drop(&mut self) {
+impl HubInner {
+    /// Every subscriber reads what was published, then learns that nothing more will come.
+    fn close(&self) {
         for channel in lock(&self.channels).values() {
             let wakers = {
                 let mut ring = lock(&channel.ring);
                 ring.closed = true;
                 // No subscriber may take the lock-free "nothing new" answer any more.
                 channel.published.store(u64::MAX, Ordering::Release);
-                std::mem::take(&mut ring.wakers)
+                // Taken one by one: the list keeps its length, which registrations index.
+                let wakers: Vec<Waker> = ring.wakers.iter_mut().filter_map(Option::take).collect();
+                wakers
             };
-            wakers.into_iter().flatten().for_each(Waker::wake);
+            wakers.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Forgets a run's channel that has no subscribers left (checked again under both locks:
+    /// a subscriber may have arrived since).
+    fn forget_if_unused(&self, run_id: &str, channel: &Arc<Channel>) {
+        let mut channels = lock(&self.channels);
+        if channels
+            .get(run_id)
+            .is_some_and(|current| Arc::ptr_eq(current, channel))
+            && lock(&channel.ring).subscribers == 0
+        {
+            channels.remove(run_id);
         }
     }
 }
 
+impl Drop for HubInner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 struct Channel {
+    run_id: String,
+    /// The hub, which forgets the channel when its last subscriber leaves.
+    hub: Weak<HubInner>,
     ring: Mutex<Ring>,
     /// `ring.next`, readable without the lock: a subscriber that has read everything and is
     /// registered for the next batch learns that nothing new came from this alone.
@@ -241,6 +270,9 @@ struct Ring {
     subscribers: usize,
     /// Subscribers waiting for batch `next`; emptied when it is published.
     wakers: Vec<Option<Waker>>,
+    /// Slots of `wakers` left by subscribers that went away, for the next to register: a
+    /// run that publishes nothing for hours while clients come and go keeps a short list.
+    free: Vec<usize>,
     /// An emptied `wakers` kept for the next round, so its capacity is not grown again.
     spare: Vec<Option<Waker>>,
     closed: bool,
@@ -262,8 +294,10 @@ impl Ring {
 }
 
 impl Channel {
-    fn new(capacity: usize) -> Self {
+    fn new(run_id: &str, hub: Weak<HubInner>, capacity: usize) -> Self {
         Channel {
+            run_id: run_id.to_owned(),
+            hub,
             ring: Mutex::new(Ring {
                 slots: VecDeque::new(),
                 first: 0,
@@ -271,6 +305,7 @@ impl Channel {
                 capacity,
                 subscribers: 0,
                 wakers: Vec::new(),
+                free: Vec::new(),
                 spare: Vec::new(),
                 closed: false,
             }),
@@ -299,6 +334,7 @@ impl Channel {
             ring.next += 1;
             self.published.store(ring.next, Ordering::Release);
             let spare = std::mem::take(&mut ring.spare);
+            ring.free.clear();
             (std::mem::replace(&mut ring.wakers, spare), evicted)
         };
         // Woken and dropped outside the lock: the woken subscribers take it right away.
@@ -401,8 +437,17 @@ fn register(registered: &mut Option<(u64, usize, Waker)>, ring: &mut Ring, waker
             }
         }
         _ => {
-            ring.wakers.push(Some(waker.clone()));
-            *registered = Some((ring.next, ring.wakers.len() - 1, waker.clone()));
+            let index = match ring.free.pop() {
+                Some(index) => {
+                    ring.wakers[index] = Some(waker.clone());
+                    index
+                }
+                None => {
+                    ring.wakers.push(Some(waker.clone()));
+                    ring.wakers.len() - 1
+                }
+            };
+            *registered = Some((ring.next, index, waker.clone()));
         }
     }
 }
@@ -413,8 +458,10 @@ impl Drop for Subscription {
         ring.subscribers -= 1;
         if let Some((position, index, _)) = self.registered.take()
             && position == ring.next
+            && let Some(waker) = ring.wakers.get_mut(index)
+            && waker.take().is_some()
         {
-            ring.wakers[index] = None;
+            ring.free.push(index);
         }
         // What this subscriber would have read no longer waits for it.
         let unread = self.position.max(ring.first)..ring.next;
@@ -427,5 +474,214 @@ impl Drop for Subscription {
             }
         }
         ring.drop_read();
+        let unused = ring.subscribers == 0;
+        drop(ring);
+        if unused && let Some(hub) = self.channel.hub.upgrade() {
+            hub.forget_if_unused(&self.channel.run_id, &self.channel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::task::noop_waker;
+
+    use super::*;
+    use crate::events::canonical::{EventDraft, Source};
+
+    /// A batch of one event with this seq.
+    fn batch(seq: i64) -> Published {
+        let draft = EventDraft::new(
+            "run.created",
+            crate::time::now(),
+            None,
+            Source::control_plane("test"),
+            serde_json::json!({}),
+        );
+        Published::new(
+            vec![Shared::new(CanonicalEvent::from_draft(
+                draft, "run", seq, None,
+            ))],
+            Shared::new(RunState::empty("run")),
+        )
+    }
+
+    fn seq(batch: &Published) -> i64 {
+        batch.events[0].seq
+    }
+
+    #[test]
+    fn each_subscriber_reads_every_batch_in_order() {
+        let hub = Hub::with_capacity(8);
+        let mut early = hub.subscribe("run");
+        hub.publish("run", batch(1));
+        let mut late = hub.subscribe("run");
+        hub.publish("run", batch(2));
+        hub.publish("run", batch(3));
+        let read = |subscription: &mut Subscription| {
+            std::iter::from_fn(|| subscription.try_recv().ok().map(|batch| seq(&batch)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(read(&mut early), vec![1, 2, 3]);
+        assert_eq!(
+            read(&mut late),
+            vec![2, 3],
+            "only what was published after it came"
+        );
+        assert_eq!(early.try_recv().err(), Some(TryRecvError::Empty));
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told_how_far_and_reads_on_from_the_oldest_kept() {
+        let hub = Hub::with_capacity(2);
+        let mut slow = hub.subscribe("run");
+        let _other = hub.subscribe("run");
+        for seq in 1..=5 {
+            hub.publish("run", batch(seq));
+        }
+        assert_eq!(
+            slow.try_recv().err(),
+            Some(TryRecvError::Recv(RecvError::Lagged(3)))
+        );
+        assert_eq!(slow.try_recv().map(|batch| seq(&batch)), Ok(4));
+        assert_eq!(slow.try_recv().map(|batch| seq(&batch)), Ok(5));
+    }
+
+    /// A published batch is kept while a subscriber has yet to read it, and no longer.
+    #[test]
+    fn a_batch_goes_once_every_subscriber_has_read_it_or_left() {
+        let hub = Hub::with_capacity(8);
+        let mut first = hub.subscribe("run");
+        let mut second = hub.subscribe("run");
+        let leaving = hub.subscribe("run");
+        hub.publish("run", batch(1));
+        let kept: Weak<Published> = Arc::downgrade(&first.try_recv().expect("published"));
+        assert!(
+            kept.upgrade().is_some(),
+            "two subscribers have yet to read it"
+        );
+        drop(leaving);
+        assert!(
+            kept.upgrade().is_some(),
+            "one subscriber has yet to read it"
+        );
+        drop(second.try_recv().expect("published"));
+        assert!(kept.upgrade().is_none(), "read by all: the hub let it go");
+    }
+
+    /// A subscriber that has read everything is woken by the next batch and reads it; polled
+    /// again before that, it answers at once that nothing came.
+    #[test]
+    fn a_waiting_subscriber_is_woken_by_the_next_batch() {
+        let hub = Hub::with_capacity(8);
+        let mut subscription = hub.subscribe("run");
+        let woken = Arc::new(WakeCount::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(subscription.poll_recv(&mut cx).is_pending());
+        assert!(subscription.poll_recv(&mut cx).is_pending());
+        hub.publish("run", batch(1));
+        assert_eq!(woken.count(), 1);
+        match subscription.poll_recv(&mut cx) {
+            Poll::Ready(Ok(batch)) => assert_eq!(seq(&batch), 1),
+            other => panic!("expected batch 1, got {other:?}"),
+        }
+        assert!(subscription.poll_recv(&mut cx).is_pending());
+        hub.publish("run", batch(2));
+        assert_eq!(
+            woken.count(),
+            2,
+            "registered again in the same step as the read"
+        );
+        // Polled with another waker, it is that one the next batch wakes.
+        let noop = noop_waker();
+        assert!(
+            subscription
+                .poll_recv(&mut Context::from_waker(&noop))
+                .is_ready()
+        );
+        assert!(
+            subscription
+                .poll_recv(&mut Context::from_waker(&noop))
+                .is_pending()
+        );
+        hub.publish("run", batch(3));
+        assert_eq!(woken.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn subscribers_learn_that_the_hub_is_gone() {
+        let hub = Hub::with_capacity(8);
+        let mut subscription = hub.subscribe("run");
+        hub.publish("run", batch(1));
+        let waiting = tokio::spawn(async move {
+            let first = subscription.recv().await.map(|batch| seq(&batch));
+            (first, subscription.recv().await.map(|batch| seq(&batch)))
+        });
+        tokio::task::yield_now().await;
+        drop(hub);
+        let (first, then) = waiting.await.expect("joined");
+        assert_eq!(first, Ok(1), "what was published is still read");
+        assert_eq!(then, Err(RecvError::Closed));
+    }
+
+    #[test]
+    fn subscribers_that_come_and_go_between_batches_reuse_their_slots() {
+        let hub = Hub::with_capacity(8);
+        let _staying = hub.subscribe("run");
+        let noop = noop_waker();
+        for _ in 0..100 {
+            let mut subscription = hub.subscribe("run");
+            assert!(
+                subscription
+                    .poll_recv(&mut Context::from_waker(&noop))
+                    .is_pending()
+            );
+        }
+        let channel = lock(&hub.inner.channels)["run"].clone();
+        assert_eq!(lock(&channel.ring).wakers.len(), 1);
+    }
+
+    #[test]
+    fn a_run_channel_goes_with_its_last_subscriber() {
+        let hub = Hub::with_capacity(8);
+        let subscription = hub.subscribe("run");
+        assert_eq!(hub.total_subscribers(), 1);
+        drop(subscription);
+        assert_eq!(hub.total_subscribers(), 0);
+        assert!(lock(&hub.inner.channels).is_empty());
+        hub.publish("run", batch(1));
+        let mut next = hub.subscribe("run");
+        hub.publish("run", batch(2));
+        assert_eq!(next.try_recv().map(|batch| seq(&batch)), Ok(2));
+    }
+
+    #[test]
+    fn a_batch_of_several_events_is_one_buffer_rendered_once() {
+        let mut several = batch(1);
+        several.events.push(batch(2).events[0].clone());
+        let renders = std::sync::atomic::AtomicUsize::new(0);
+        let render = |event: &Arc<Shared<CanonicalEvent>>| {
+            renders.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(format!("{};", event.seq))
+        };
+        assert_eq!(several.frames(render), Bytes::from("1;2;"));
+        assert_eq!(several.frames(render), Bytes::from("1;2;"));
+        assert_eq!(renders.load(Ordering::Relaxed), 2, "each event once");
+    }
+
+    #[derive(Default)]
+    struct WakeCount(std::sync::atomic::AtomicUsize);
+
+    impl WakeCount {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    impl std::task::Wake for WakeCount {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

@@ -181,7 +181,7 @@ impl RunService {
         Ok(())
     }
 
-    /// Stops background work and waits (bounded) for it to finish.
+    /// Stops background work and waits (bounded) for it to finish, then ends live streams.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
@@ -191,6 +191,9 @@ impl RunService {
         {
             tracing::warn!("background tasks did not stop within {grace:?}");
         }
+        // Live streams end once they have sent what was published, so the server's graceful
+        // stop does not wait on them; their clients resume elsewhere from their last seq.
+        self.inner.hub.close();
     }
 
     /// Supported modes from the runtime (cached briefly); `Err` when it is unreachable.

@@ -67,6 +67,7 @@ impl RunService {
         let run = self.get(run_id).await?;
         let cursor = options.after_seq.max(0);
         let ended_at = run.status.is_terminal().then_some(run.last_event_seq);
+        let now = Instant::now();
         let mut watch = Watch {
             service: self.clone(),
             run_id: run.id,
@@ -76,9 +77,10 @@ impl RunService {
             ended_at,
             phase: Phase::Done,
             ready: VecDeque::new(),
-            heartbeat: Box::pin(tokio::time::sleep(options.heartbeat)),
+            heartbeat: Box::pin(tokio::time::sleep_until(now + options.heartbeat)),
             heartbeat_waker: None,
-            last_sent: Instant::now(),
+            heartbeat_at: now + options.heartbeat,
+            last_sent: now,
             options,
         };
         watch.phase = if watch.options.include_snapshot {
@@ -123,8 +125,9 @@ pub struct Watch {
     /// Armed for the next heartbeat; re-armed only when it fires, not per batch: with
     /// thousands of subscribers, a timer reset per event adds up.
     heartbeat: Pin<Box<Sleep>>,
-    /// The waker the armed timer holds.
+    /// The waker the armed timer holds, and its deadline.
     heartbeat_waker: Option<Waker>,
+    heartbeat_at: Instant,
     last_sent: Instant,
 }
 
@@ -225,14 +228,14 @@ impl Watch {
     /// Queues a heartbeat when the stream has been quiet for the interval; `false` (with the
     /// timer armed) when it is not due.
     fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> bool {
-        // The armed timer keeps the waker it was polled with, so it is polled again only once
-        // it has fired or when the stream is polled with another waker: a timer poll per event
-        // and subscriber adds up.
-        if !self.heartbeat.is_elapsed()
-            && self
-                .heartbeat_waker
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
+        // The armed timer keeps the waker it was polled with, so until its deadline it needs
+        // no poll unless the stream is polled with another waker: a timer poll (or even a
+        // look at its state, in memory of its own) per event and subscriber adds up.
+        if self
+            .heartbeat_waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+            && Instant::now() < self.heartbeat_at
         {
             return false;
         }
@@ -243,11 +246,13 @@ impl Watch {
                 self.ready
                     .push_back(WatchItem::Heartbeat(crate::time::now()));
                 self.last_sent = now;
-                self.heartbeat.as_mut().reset(now + self.options.heartbeat);
+                self.heartbeat_at = now + self.options.heartbeat;
+                self.heartbeat.as_mut().reset(self.heartbeat_at);
                 // Re-armed, but not yet polled with a waker.
                 self.heartbeat_waker = None;
                 return true;
             }
+            self.heartbeat_at = due;
             self.heartbeat.as_mut().reset(due);
         }
         self.heartbeat_waker = Some(cx.waker().clone());

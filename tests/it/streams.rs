@@ -270,16 +270,17 @@ async fn a_thousand_subscribers_and_a_slow_one_see_every_event_in_order() {
         return;
     };
     let (run_id, session_id) = live_seed_run(&app).await;
+    // 850 over HTTP/1.1 connections of their own, 150 as streams of one HTTP/2 connection (the
+    // server polls those in the connection's task).
+    let multiplexed = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("HTTP/2 client");
+    let path = format!("/runs/{run_id}/stream?endAtTerminal=true&includeSnapshot=false");
     let mut readers = Vec::with_capacity(1000);
-    for _ in 0..1000 {
-        readers.push(
-            SseReader::open(
-                &app,
-                &format!("/runs/{run_id}/stream?endAtTerminal=true&includeSnapshot=false"),
-                None,
-            )
-            .await,
-        );
+    for index in 0..1000 {
+        let http = if index < 850 { &app.http } else { &multiplexed };
+        readers.push(SseReader::open_with(http, &app.base, &path, None).await);
     }
     // The slow one: a hub buffer of 4 batches, and it pauses on every event.
     let slow = {
@@ -324,6 +325,75 @@ async fn a_thousand_subscribers_and_a_slow_one_see_every_event_in_order() {
     }
     assert_eq!(slow.await.expect("slow subscriber"), expected);
     app.stop().await;
+}
+
+/// Stopping the service ends the live streams it serves (HTTP/1.1, HTTP/2 and gRPC) after what
+/// was published, so its graceful stop does not wait on them, and it stops listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_service_ends_open_streams() {
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let (run_id, _) = live_seed_run(&app).await;
+    let stored = app.events(&run_id).await.len();
+    let path = format!("/runs/{run_id}/stream?includeSnapshot=false");
+    let multiplexed = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("HTTP/2 client");
+    let readers = [
+        SseReader::open(&app, &path, None).await,
+        SseReader::open_with(&multiplexed, &app.base, &path, None).await,
+    ];
+    let mut watch = app
+        .grpc()
+        .await
+        .watch_run(macp_control_plane::api::proto::WatchRunRequest {
+            run_id: run_id.clone(),
+            include_snapshot: Some(false),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchRun")
+        .into_inner();
+    let base = app.base.clone();
+    app.stop().await;
+    // The run may still have stored events after `stored` was read; each stream ends with all
+    // of its events, in order, at least those.
+    let complete =
+        |seqs: &[i64]| seqs.len() >= stored && seqs.iter().copied().eq(1..=seqs.len() as i64);
+    for mut reader in readers {
+        let seqs = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut seqs = Vec::new();
+            while let Some(frame) = reader.next().await {
+                if frame.event == "canonical_event" {
+                    seqs.push(frame.id.expect("id").parse::<i64>().expect("seq"));
+                }
+            }
+            seqs
+        })
+        .await
+        .expect("the SSE stream ends");
+        assert!(complete(&seqs), "{seqs:?} after {stored} stored");
+    }
+    let seqs = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut seqs = Vec::new();
+        while let Ok(Some(message)) = watch.message().await {
+            if let Some(macp_control_plane::api::proto::watch_run_response::Item::Event(event)) =
+                message.item
+            {
+                seqs.push(i64::from(event.seq));
+            }
+        }
+        seqs
+    })
+    .await
+    .expect("WatchRun ends");
+    assert!(complete(&seqs), "{seqs:?} after {stored} stored");
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "the service no longer listens"
+    );
 }
 
 /// Replay state at every seq equals the projection folded live, and the instant replay stream
