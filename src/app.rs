@@ -160,7 +160,12 @@ impl App {
         .map_err(|error| Error::Other(format!("gRPC reflection: {error}")))?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let server = tokio::spawn(crate::api::server::serve(listener, router, stopped));
+        let server = tokio::spawn(crate::api::server::serve(
+            listener,
+            router,
+            service.hub().deliveries(),
+            stopped,
+        ));
         Ok(App {
             address,
             database_url: config.database_url.clone(),

@@ -78,11 +78,14 @@ fn get_request(stream: u32, authority: &str, path: &str) -> Vec<u8> {
     frame(HEADERS, END_STREAM | END_HEADERS, stream, &block)
 }
 
-/// One SSE stream's unparsed bytes and its latencies.
+/// One SSE stream's unparsed bytes and its deliveries.
 struct Stream {
     pending: Vec<u8>,
-    latencies: Vec<f64>,
+    latencies: Vec<Delivery>,
 }
+
+/// A measured event's seq and its latency (delivered − ts) in ms.
+pub type Delivery = (i64, f64);
 
 /// The connection's bytes and streams.
 struct Connection {
@@ -189,7 +192,7 @@ impl Connection {
             });
             if let Some(ts) = ts {
                 let latency = (delivered - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-                self.streams[index].latencies.push(latency);
+                self.streams[index].latencies.push((seq, latency));
             }
         }
         self.streams[index].pending.extend_from_slice(&text[at..]);
@@ -261,8 +264,8 @@ pub async fn subscribe(
     Subscribers(connection)
 }
 
-/// Reads until every stream has `count` latencies; returns them all, in ms.
-pub async fn read(subscribers: Subscribers, count: usize) -> Vec<f64> {
+/// Reads until every stream has `count` deliveries; returns them all.
+pub async fn read(subscribers: Subscribers, count: usize) -> Vec<Delivery> {
     let mut connection = subscribers.0;
     while connection
         .streams

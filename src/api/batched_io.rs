@@ -1,52 +1,95 @@
-//! A connection's writes, batched: they collect in a buffer until the connection flushes, and a
-//! flush first lets the other ready tasks run. h2 hands each DATA frame larger than 256 bytes
-//! to the socket as a write of its own, and the streams of one HTTP/2 connection are woken one
-//! by one while an event is published to thousands of them: without this, an event went out
-//! to a hundred SSE streams on one connection in dozens of writes, and the client paid a
-//! wake-up for each.
+//! A connection's writes, held until the end of its task's turn. h2 writes each DATA frame
+//! larger than 256 bytes separately and flushes before the next one, so the frames of a hundred
+//! SSE streams of one connection would otherwise go out as a hundred writes (and the client
+//! would pay a wake-up for each). Here writes collect in a buffer and a flush does not write;
+//! the connection's task (`server`) writes the buffer out after each poll of the connection.
+//! The buffer goes out earlier only when it grows past `WRITE_THROUGH`, and whatever the
+//! socket does not take at once is written as soon as it can be.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes held before a write goes through without waiting for the flush.
+/// Bytes held before a write goes through without waiting for the end of the turn.
 const WRITE_THROUGH: usize = 64 * 1024;
-/// Scheduler turns a flush waits at most while its connection is still being given frames.
-const MAX_DEFERRALS: u8 = 32;
-/// Buffer capacity a connection keeps between bursts at most.
+/// Buffer capacity a connection keeps between bursts at most (growing it again, one doubling
+/// at a time, costs more than the writes it batches).
 const KEPT_CAPACITY: usize = 2 * WRITE_THROUGH;
 
-/// A connection whose writes collect in a buffer until a flush, which waits for turns of the
-/// scheduler for as long as each turn brought more frames (up to `MAX_DEFERRALS`).
-pub struct BatchedIo<T> {
-    inner: T,
+/// The connection as hyper sees it: reads go straight to the socket, writes to the buffer.
+pub struct BatchedIo<R, W> {
+    read: R,
+    outgoing: Outgoing<W>,
+}
+
+/// The write side, shared by the connection and its task, which calls
+/// [`Outgoing::poll_write_out`] at the end of each turn.
+pub struct Outgoing<W>(Arc<Mutex<Writes<W>>>);
+
+impl<W> Clone for Outgoing<W> {
+    fn clone(&self) -> Self {
+        Outgoing(self.0.clone())
+    }
+}
+
+struct Writes<W> {
+    socket: W,
     pending: Vec<u8>,
     /// How much of `pending` the socket has taken.
     written: usize,
-    /// Turns the current flush has waited.
-    deferrals: u8,
-    /// Bytes were added since the flush last yielded.
-    added: bool,
+    /// A write at the end of a turn failed: the connection learns it at its next write.
+    failed: Option<io::ErrorKind>,
 }
 
-impl<T: AsyncWrite + Unpin> BatchedIo<T> {
-    pub fn new(inner: T) -> Self {
-        BatchedIo {
-            inner,
+impl<R, W: AsyncWrite + Unpin> BatchedIo<R, W> {
+    pub fn new(read: R, write: W) -> (Self, Outgoing<W>) {
+        let outgoing = Outgoing(Arc::new(Mutex::new(Writes {
+            socket: write,
             pending: Vec::new(),
             written: 0,
-            deferrals: 0,
-            added: false,
-        }
+            failed: None,
+        })));
+        (
+            BatchedIo {
+                read,
+                outgoing: outgoing.clone(),
+            },
+            outgoing,
+        )
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Outgoing<W> {
+    fn lock(&self) -> MutexGuard<'_, Writes<W>> {
+        // The buffer is consistent at every step; a panic elsewhere leaves nothing to repair.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes out everything pending.
+    /// Writes out everything pending; `Pending` (woken when the socket takes more) when the
+    /// socket is full. A failure is kept for the connection's next write, and returned.
+    pub fn poll_write_out(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut writes = self.lock();
+        let drained = writes.poll_drain(cx);
+        if let Poll::Ready(Err(error)) = &drained {
+            writes.failed = Some(error.kind());
+        }
+        drained
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Writes<W> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(kind) = self.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
         while self.written < self.pending.len() {
             let written =
-                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+                ready!(Pin::new(&mut self.socket).poll_write(cx, &self.pending[self.written..]))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -54,9 +97,6 @@ impl<T: AsyncWrite + Unpin> BatchedIo<T> {
         }
         self.pending.clear();
         self.written = 0;
-        // The buffer is kept for the next burst (growing it again, one doubling at a time,
-        // cost more than the writes it batches), unless one write made it much larger than
-        // a burst is.
         if self.pending.capacity() > KEPT_CAPACITY {
             self.pending = Vec::new();
         }
@@ -64,17 +104,17 @@ impl<T: AsyncWrite + Unpin> BatchedIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for BatchedIo<T> {
+impl<R: AsyncRead + Unpin, W> AsyncRead for BatchedIo<R, W> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
+impl<R: Unpin, W: AsyncWrite + Unpin> AsyncWrite for BatchedIo<R, W> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -88,16 +128,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.pending.len() >= WRITE_THROUGH {
-            ready!(this.poll_drain(cx))?;
+        let mut writes = self.outgoing.lock();
+        if let Some(kind) = writes.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        if writes.pending.len() >= WRITE_THROUGH {
+            ready!(writes.poll_drain(cx))?;
         }
         let mut taken = 0;
         for buf in bufs {
-            this.pending.extend_from_slice(buf);
+            writes.pending.extend_from_slice(buf);
             taken += buf.len();
         }
-        this.added |= taken > 0;
         Poll::Ready(Ok(taken))
     }
 
@@ -105,28 +147,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedIo<T> {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        // Rescheduled behind the tasks already queued (a task that wakes itself is queued last,
-        // not run next). While an event is published to thousands of streams, the streams of
-        // this connection are woken one by one over that time; the flush waits again while the
-        // last turn brought frames, so they leave together.
-        if !this.pending.is_empty() && this.added && this.deferrals < MAX_DEFERRALS {
-            this.deferrals += 1;
-            this.added = false;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+    /// Does not write: the connection's task writes at the end of its turn.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.outgoing.lock().failed {
+            Some(kind) => Poll::Ready(Err(kind.into())),
+            None => Poll::Ready(Ok(())),
         }
-        ready!(this.poll_drain(cx))?;
-        this.deferrals = 0;
-        this.added = false;
-        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        let mut writes = self.outgoing.lock();
+        ready!(writes.poll_drain(cx))?;
+        Pin::new(&mut writes.socket).poll_shutdown(cx)
     }
 }
 
@@ -135,56 +167,44 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    type NearRead = tokio::io::ReadHalf<tokio::io::DuplexStream>;
+    type NearWrite = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+    type Near = (NearRead, NearWrite);
+
+    fn connection() -> (
+        BatchedIo<NearRead, NearWrite>,
+        Outgoing<NearWrite>,
+        tokio::io::DuplexStream,
+    ) {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let (read, write): Near = tokio::io::split(near);
+        let (io, outgoing) = BatchedIo::new(read, write);
+        (io, outgoing, far)
+    }
+
     #[tokio::test]
-    async fn writes_leave_together_at_the_flush() {
-        let (near, mut far) = tokio::io::duplex(1 << 20);
-        let mut io = BatchedIo::new(near);
+    async fn writes_leave_together_at_the_end_of_the_turn() {
+        let (mut io, outgoing, mut far) = connection();
         io.write_all(b"event one\n").await.expect("write");
+        io.flush().await.expect("flush");
         io.write_all(b"event two\n").await.expect("write");
+        io.flush().await.expect("flush");
         let mut received = vec![0u8; 64];
         let mut read = Box::pin(far.read(&mut received));
         assert!(
             futures::poll!(&mut read).is_pending(),
-            "nothing leaves before the flush"
+            "nothing leaves before the end of the turn"
         );
-        // The first flush yields once, then writes everything.
-        let mut flush = Box::pin(io.flush());
-        assert!(futures::poll!(&mut flush).is_pending());
-        flush.await.expect("flush");
+        std::future::poll_fn(|cx| outgoing.poll_write_out(cx))
+            .await
+            .expect("written out");
         let count = read.await.expect("read");
         assert_eq!(&received[..count], b"event one\nevent two\n");
     }
 
-    /// A flush waits again after a turn that brought more frames, and writes once a turn
-    /// brought none, or after `MAX_DEFERRALS` turns whatever came.
     #[tokio::test]
-    async fn a_flush_waits_while_frames_keep_coming() {
-        let (near, mut far) = tokio::io::duplex(1 << 20);
-        let mut io = BatchedIo::new(near);
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut flush = |io: &mut BatchedIo<_>| Pin::new(io).poll_flush(&mut cx).is_ready();
-        io.write_all(b"one\n").await.expect("write");
-        assert!(!flush(&mut io), "the first turn");
-        io.write_all(b"two\n").await.expect("write");
-        assert!(!flush(&mut io), "the last turn brought a frame");
-        assert!(flush(&mut io), "the last turn brought nothing");
-        let mut received = vec![0u8; 64];
-        let count = far.read(&mut received).await.expect("read");
-        assert_eq!(&received[..count], b"one\ntwo\n");
-
-        for turn in 0..MAX_DEFERRALS {
-            io.write_all(b"x").await.expect("write");
-            assert!(!flush(&mut io), "turn {turn} waits");
-        }
-        io.write_all(b"x").await.expect("write");
-        assert!(flush(&mut io), "no more than MAX_DEFERRALS turns");
-    }
-
-    #[tokio::test]
-    async fn a_large_backlog_goes_out_without_waiting_for_the_flush() {
-        let (near, mut far) = tokio::io::duplex(1 << 20);
-        let mut io = BatchedIo::new(near);
+    async fn a_large_backlog_goes_out_without_waiting_for_the_end_of_the_turn() {
+        let (mut io, _outgoing, mut far) = connection();
         let backlog = vec![b'x'; WRITE_THROUGH];
         io.write_all(&backlog).await.expect("write");
         io.write_all(b"y").await.expect("write");
@@ -197,5 +217,16 @@ mod tests {
         let mut rest = Vec::new();
         far.read_to_end(&mut rest).await.expect("read");
         assert_eq!(rest, b"y");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_out_fails_the_connections_next_write() {
+        let (mut io, outgoing, far) = connection();
+        drop(far);
+        io.write_all(b"to nobody").await.expect("buffered");
+        let failed = std::future::poll_fn(|cx| outgoing.poll_write_out(cx)).await;
+        assert!(failed.is_err());
+        assert!(io.write_all(b"more").await.is_err());
+        assert!(io.flush().await.is_err());
     }
 }

@@ -13,8 +13,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use axum::Router;
 use axum::body::Body;
@@ -26,19 +27,26 @@ use futures::{FutureExt, StreamExt};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::batched_io::BatchedIo;
+use super::batched_io::{BatchedIo, Outgoing};
 use super::http::HttpError;
 use crate::error::ApiError;
+use crate::events::hub::Deliveries;
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets every connection
 /// finish its open requests (HTTP/2 GOAWAY, HTTP/1.1 after the current response) and returns
 /// once they have.
-pub async fn serve(mut listener: TcpListener, router: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    mut listener: TcpListener,
+    router: Router,
+    deliveries: Arc<Deliveries>,
+    shutdown: CancellationToken,
+) {
     let connections = TaskTracker::new();
     loop {
         // axum's accept retries transient errors (EMFILE and the like) after a pause.
@@ -46,31 +54,48 @@ pub async fn serve(mut listener: TcpListener, router: Router, shutdown: Cancella
             (socket, _) = axum::serve::Listener::accept(&mut listener) => socket,
             () = shutdown.cancelled() => break,
         };
-        connections.spawn(connection(socket, router.clone(), shutdown.clone()));
+        connections.spawn(connection(
+            socket,
+            router.clone(),
+            deliveries.clone(),
+            shutdown.clone(),
+        ));
     }
     connections.close();
     connections.wait().await;
 }
 
-async fn connection(socket: TcpStream, router: Router, shutdown: CancellationToken) {
+async fn connection(
+    socket: TcpStream,
+    router: Router,
+    deliveries: Arc<Deliveries>,
+    shutdown: CancellationToken,
+) {
     // Without TCP_NODELAY, a small write after a large one waits for the peer's delayed ACK
     // (40 ms).
     if let Err(error) = socket.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
+    let (read, write) = socket.into_split();
+    let (io, outgoing) = BatchedIo::new(read, write);
     let streams = ConnectionStreams::default();
     let builder = auto::Builder::new(streams.clone());
-    let mut connection =
-        pin!(builder.serve_connection(TokioIo::new(BatchedIo::new(socket)), Handlers { router }));
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(io), Handlers { router }));
+    let mut turns = Turns {
+        streams,
+        running: Running::default(),
+        deliveries,
+        deferred: 0,
+        outgoing,
+    };
     let mut stopping = pin!(shutdown.cancelled());
-    let mut running = FuturesUnordered::new();
     let mut draining = false;
     let served = std::future::poll_fn(|cx| {
         if !draining && stopping.as_mut().poll(cx).is_ready() {
             draining = true;
             connection.as_mut().graceful_shutdown();
         }
-        streams.drive(cx, &mut running, connection.as_mut())
+        turns.poll(cx, connection.as_mut())
     })
     .await;
     if let Err(error) = served {
@@ -117,34 +142,122 @@ where
     }
 }
 
-impl ConnectionStreams {
-    /// One turn of a connection's task: its ready streams, then the connection (which writes
-    /// what they produced and accepts new streams), until nothing new was handed over.
-    fn drive<C: Future>(
-        &self,
+/// Turns in a row a connection waits for publications to finish waking subscribers.
+const MAX_DEFERRALS: u8 = 4;
+
+/// A connection's task: its streams, the connection, and its writes.
+struct Turns<W> {
+    streams: ConnectionStreams,
+    running: Running,
+    deliveries: Arc<Deliveries>,
+    /// Turns put off in a row while publications were waking subscribers.
+    deferred: u8,
+    outgoing: Outgoing<W>,
+}
+
+impl<W: AsyncWrite + Unpin> Turns<W> {
+    /// One turn: the ready streams, then the connection (which encodes what they produced and
+    /// accepts new streams), until nothing new was handed over; then the turn's writes, at
+    /// once. While a publication is waking subscribers, more of this connection's streams are
+    /// about to be ready (they are spread over the subscriber list), so the turn waits for
+    /// the end of it (a few turns in a row at most: a hub that publishes without pause does
+    /// not hold a connection back).
+    fn poll<C: Future>(
+        &mut self,
         cx: &mut Context<'_>,
-        running: &mut FuturesUnordered<StreamFuture>,
         mut connection: Pin<&mut C>,
     ) -> Poll<C::Output> {
-        self.shared.task.register(cx.waker());
-        loop {
-            // Runs until every ready stream was polled, or FuturesUnordered yields (it wakes
-            // the task first) so one connection cannot hold a worker.
-            while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+        if self.deferred < MAX_DEFERRALS && self.deliveries.poll_idle(cx).is_pending() {
+            self.deferred += 1;
+            return Poll::Pending;
+        }
+        self.deferred = 0;
+        self.streams.shared.task.register(cx.waker());
+        let done = loop {
+            self.running.poll_ready(cx);
             let done = connection.as_mut().poll(cx);
             let spawned = std::mem::take(
                 &mut *self
+                    .streams
                     .shared
                     .futures
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             );
-            // A connection that has ended has no streams left to serve (HTTP/2 ends only after
-            // its streams, or when the peer is gone).
+            // A connection that has ended has no streams left to serve (HTTP/2 ends only
+            // after its streams, or when the peer is gone).
             if done.is_ready() || spawned.is_empty() {
-                return done;
+                break done;
             }
-            running.extend(spawned);
+            self.running.futures.extend(spawned);
+        };
+        // A socket that takes no more wakes the task when it does; a failed write is the
+        // connection's to learn, at its next write, in a turn of its own.
+        if let Poll::Ready(Err(_)) = self.outgoing.poll_write_out(cx)
+            && done.is_pending()
+        {
+            cx.waker().wake_by_ref();
+        }
+        done
+    }
+}
+
+/// Rounds of its streams a turn polls at most (each stream sends at most a frame or two a
+/// round), so that a connection does not hold a worker for long.
+const MAX_ROUNDS: usize = 64;
+
+/// A connection's stream futures. FuturesUnordered yields (waking the task) once two of the
+/// futures it polled woke themselves, which hyper's stream futures do for every frame they
+/// send; polled through `Rewake`, a turn learns of it and polls another round instead of
+/// ending, so the connection writes once for all the streams that were ready.
+#[derive(Default)]
+struct Running {
+    futures: FuturesUnordered<StreamFuture>,
+    rewake: Arc<Rewake>,
+}
+
+#[derive(Default)]
+struct Rewake {
+    /// The connection's task.
+    task: AtomicWaker,
+    /// A stream is ready (FuturesUnordered woke its task).
+    woken: AtomicBool,
+    /// A turn is polling the streams, and will look at `woken` before it ends.
+    polling: AtomicBool,
+}
+
+impl std::task::Wake for Rewake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
+    }
+}
+
+impl Running {
+    /// Polls the streams that are ready, and those that become ready meanwhile, in rounds.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) {
+        let rewake = &self.rewake;
+        rewake.task.register(cx.waker());
+        let waker = Waker::from(rewake.clone());
+        let mut streams = Context::from_waker(&waker);
+        rewake.polling.store(true, Ordering::SeqCst);
+        for _ in 0..MAX_ROUNDS {
+            rewake.woken.store(false, Ordering::SeqCst);
+            while let Poll::Ready(Some(())) = self.futures.poll_next_unpin(&mut streams) {}
+            if !rewake.woken.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        // Woken after the last look (or still ready after the last round): another turn.
+        rewake.polling.store(false, Ordering::SeqCst);
+        if rewake.woken.load(Ordering::SeqCst) {
+            cx.waker().wake_by_ref();
         }
     }
 }
@@ -192,20 +305,36 @@ impl<T> Drop for AbortOnDrop<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use hyper::rt::Executor;
 
     use super::*;
 
+    type Duplex = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+
+    fn turns(deliveries: Arc<Deliveries>) -> (Turns<Duplex>, tokio::io::DuplexStream) {
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (read, write) = tokio::io::split(near);
+        let (_, outgoing) = BatchedIo::new(read, write);
+        let turns = Turns {
+            streams: ConnectionStreams::default(),
+            running: Running::default(),
+            deliveries,
+            deferred: 0,
+            outgoing,
+        };
+        (turns, far)
+    }
+
     /// A stream that panics ends alone: the connection's task and its other streams go on.
     #[tokio::test]
     async fn a_stream_that_panics_ends_alone() {
-        let streams = ConnectionStreams::default();
+        let (mut turns, _far) = turns(Arc::default());
         let finished = Arc::new(AtomicBool::new(false));
-        streams.execute(async { panic!("a handler bug") });
+        turns.streams.execute(async { panic!("a handler bug") });
         let done = finished.clone();
-        streams.execute(async move {
+        turns.streams.execute(async move {
             tokio::task::yield_now().await;
             done.store(true, Ordering::SeqCst);
         });
@@ -217,8 +346,51 @@ mod tests {
                 Poll::Pending
             }
         }));
-        let mut running = FuturesUnordered::new();
-        std::future::poll_fn(|cx| streams.drive(cx, &mut running, connection.as_mut())).await;
+        std::future::poll_fn(|cx| turns.poll(cx, connection.as_mut())).await;
         assert!(finished.load(Ordering::SeqCst));
+    }
+
+    /// While a publication wakes subscribers the connection waits, and is woken when it ends;
+    /// a few turns in a row at most.
+    #[test]
+    fn a_turn_waits_while_a_publication_wakes_subscribers() {
+        let deliveries = Arc::new(Deliveries::default());
+        let (mut turns, _far) = turns(deliveries.clone());
+        let polls = AtomicUsize::new(0);
+        let mut connection = pin!(std::future::poll_fn(|_| {
+            polls.fetch_add(1, Ordering::SeqCst);
+            Poll::<()>::Pending
+        }));
+        let woken = Arc::new(WakeFlag::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        let delivering = deliveries.begin();
+        assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 0, "the connection waits");
+        drop(delivering);
+        assert!(
+            woken.0.load(Ordering::SeqCst),
+            "woken when the publication ends"
+        );
+        assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+
+        let _delivering = deliveries.begin();
+        for _ in 0..MAX_DEFERRALS {
+            assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "not held back any longer");
+    }
+
+    #[derive(Default)]
+    struct WakeFlag(AtomicBool);
+
+    impl std::task::Wake for WakeFlag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 }

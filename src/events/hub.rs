@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -81,6 +81,9 @@ impl<T> Deref for Shared<T> {
 pub struct Published {
     pub events: Vec<Arc<Shared<CanonicalEvent>>>,
     pub state: Arc<Shared<RunState>>,
+    /// When it was published (subscribers time their heartbeats from it, without a clock
+    /// read each).
+    pub published_at: tokio::time::Instant,
     /// The frames of all the events, back to back: what most subscribers are sent.
     frames: OnceLock<Bytes>,
 }
@@ -90,6 +93,7 @@ impl Published {
         Published {
             events,
             state,
+            published_at: tokio::time::Instant::now(),
             frames: OnceLock::new(),
         }
     }
@@ -139,6 +143,7 @@ pub struct Hub {
 
 struct HubInner {
     channels: Mutex<HashMap<String, Arc<Channel>>>,
+    deliveries: Arc<Deliveries>,
     /// Batches per run a reader may fall behind before it catches up from the store.
     capacity: usize,
 }
@@ -156,6 +161,7 @@ impl Hub {
         Hub {
             inner: Arc::new(HubInner {
                 channels: Mutex::default(),
+                deliveries: Arc::default(),
                 capacity: capacity.max(1),
             }),
         }
@@ -191,10 +197,17 @@ impl Hub {
         let Some(channel) = lock(&self.inner.channels).get(run_id).cloned() else {
             return;
         };
-        if channel.publish(Arc::new(batch)) {
-            return;
+        let delivering = self.inner.deliveries.begin();
+        let subscribed = channel.publish(Arc::new(batch));
+        drop(delivering);
+        if !subscribed {
+            self.inner.forget_if_unused(run_id, &channel);
         }
-        self.inner.forget_if_unused(run_id, &channel);
+    }
+
+    /// Whether a publication is waking subscribers right now (see [`Deliveries`]).
+    pub fn deliveries(&self) -> Arc<Deliveries> {
+        self.inner.deliveries.clone()
     }
 
     /// Ends every live subscription once it has read what was published (shutdown: open
@@ -209,6 +222,51 @@ impl Hub {
             .values()
             .map(|channel| lock(&channel.ring).subscribers)
             .sum()
+    }
+}
+
+/// Whether a publication is waking its subscribers right now. Waking ten thousand of them
+/// takes a few milliseconds, during which the transport would otherwise write each
+/// connection's frames in dribs and drabs as its streams wake one by one (a connection's streams
+/// are spread over the subscriber list); the server holds a connection's turn until the
+/// wake-ups are done, and then writes what they brought at once.
+#[derive(Default)]
+pub struct Deliveries {
+    in_progress: AtomicUsize,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Deliveries {
+    /// `Ready` when no publication is waking subscribers; otherwise `Pending`, and `cx` is
+    /// woken when one ends (not necessarily the last: the wait is short even on a hub that
+    /// publishes without pause).
+    pub fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.in_progress.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(());
+        }
+        lock(&self.waiting).push(cx.waker().clone());
+        // Looked at again: the last one may have ended before the waker was there (the
+        // waker then wakes a task that has moved on, which is harmless).
+        if self.in_progress.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// A publication waking subscribers, until the guard is dropped.
+    pub(crate) fn begin(&self) -> Delivering<'_> {
+        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        Delivering(self)
+    }
+}
+
+pub(crate) struct Delivering<'a>(&'a Deliveries);
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
+        let waiting = std::mem::take(&mut *lock(&self.0.waiting));
+        waiting.into_iter().for_each(Waker::wake);
     }
 }
 

@@ -169,13 +169,12 @@ impl Watch {
     /// look takes the channel's lock, which every subscriber of the run shares.
     fn follow(&mut self, batch: Arc<Published>) {
         let mut next = Some(batch);
-        let mut state = None;
+        let mut last = None;
         while let Some(batch) = next.take() {
             if !self.take_events(&batch) {
                 self.phase = self.backfill();
                 return;
             }
-            state = Some(batch.state.clone());
             if self.options.include_snapshot {
                 match self.live.try_recv() {
                     Ok(batch) => next = Some(batch),
@@ -186,13 +185,14 @@ impl Watch {
                     Err(_) => {}
                 }
             }
+            last = Some(batch);
         }
-        if let Some(state) = state
-            && self.options.include_snapshot
-        {
-            self.ready.push_back(WatchItem::Snapshot(state));
+        let Some(last) = last else { return };
+        if self.options.include_snapshot {
+            self.ready
+                .push_back(WatchItem::Snapshot(last.state.clone()));
         }
-        self.last_sent = Instant::now();
+        self.last_sent = last.published_at;
         if self.ended && self.options.end_at_terminal {
             self.phase = Phase::Done;
         }
