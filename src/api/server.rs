@@ -1,13 +1,13 @@
 //! The HTTP server behind the one listener: HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC
 //! clients speak it) on every connection, serving the router of REST, SSE, gRPC and grpc-web.
 //!
-//! A connection's HTTP/2 streams run inside the connection's own task (`ConnectionStreams`), not
-//! one task each. An event published to a run with thousands of subscribers then costs a wake-up
-//! per connection rather than per stream, the streams of a connection never contend for its
-//! lock from two threads, and the frames of all its ready streams are encoded in the connection
-//! poll that follows (`batched_io` then writes them together). Request handlers still run in tasks of their
-//! own (`Handlers`), so a busy client's requests use every core; only the polling of response
-//! bodies, where fan-out happens, is kept with the connection.
+//! A connection's HTTP/2 streams run inside the connection's own task (`ConnectionStreams`,
+//! `Turns`), not one task each. An event published to a run with thousands of subscribers then
+//! wakes each connection once rather than each stream, the streams of a connection never contend
+//! for its lock from two threads, and a turn polls all the streams that are ready before the
+//! connection encodes their frames and the turn writes them (`batched_io`) in one write. Request
+//! handlers still run in tasks of their own (`Handlers`), so a busy client's requests use every
+//! core; only the polling of response bodies, where fan-out happens, stays with the connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -106,7 +106,7 @@ async fn connection(
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The executor hyper hands a connection's HTTP/2 stream futures to: it keeps them for the
-/// connection's task, which polls them (`drive`) before the connection itself.
+/// connection's task, which polls them (`Turns::poll`) before the connection itself.
 #[derive(Clone, Default)]
 struct ConnectionStreams {
     shared: Arc<Spawned>,
@@ -125,7 +125,9 @@ where
 {
     fn execute(&self, future: F) {
         // A stream that panics ends alone, as it would in a task of its own: its connection and
-        // the connection's other streams go on.
+        // the connection's other streams go on. Outside tokio's cooperative budget, which is
+        // per task: a hundred streams sharing one would find it spent and report every timer
+        // and join handle not ready (a turn's work is bounded by `MAX_ROUNDS` instead).
         let future = AssertUnwindSafe(tokio::task::unconstrained(future))
             .catch_unwind()
             .map(|outcome| {
