@@ -190,11 +190,13 @@ impl App {
         self.stop.cancel();
         self.service.shutdown(Duration::from_secs(5)).await;
         self.service.tracing().flush();
-        if tokio::time::timeout(Duration::from_secs(5), self.server)
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
             .await
             .is_err()
         {
-            tracing::warn!("server did not stop within 5 s");
+            tracing::warn!("server did not stop within 5 s; closing its connections");
+            server.abort();
         }
         drop(self.embedded);
     }

@@ -30,7 +30,6 @@ use hyper_util::server::conn::auto;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::batched_io::{BatchedIo, Outgoing};
@@ -47,13 +46,15 @@ pub async fn serve(
     deliveries: Arc<Deliveries>,
     shutdown: CancellationToken,
 ) {
-    let connections = TaskTracker::new();
+    // A set, so that a server that is aborted (its stop took too long) closes them all.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         // axum's accept retries transient errors (EMFILE and the like) after a pause.
         let socket = tokio::select! {
             (socket, _) = axum::serve::Listener::accept(&mut listener) => socket,
             () = shutdown.cancelled() => break,
         };
+        while connections.try_join_next().is_some() {}
         connections.spawn(connection(
             socket,
             router.clone(),
@@ -61,8 +62,9 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    connections.close();
-    connections.wait().await;
+    // Refused from now on rather than left waiting in the backlog while the others finish.
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 async fn connection(
@@ -160,16 +162,19 @@ struct Turns<W> {
 impl<W: AsyncWrite + Unpin> Turns<W> {
     /// One turn: the ready streams, then the connection (which encodes what they produced and
     /// accepts new streams), until nothing new was handed over; then the turn's writes, at
-    /// once. While a publication is waking subscribers, more of this connection's streams are
-    /// about to be ready (they are spread over the subscriber list), so the turn waits for
-    /// the end of it (a few turns in a row at most: a hub that publishes without pause does
-    /// not hold a connection back).
+    /// once. While a publication is waking subscribers, more of the streams of a connection
+    /// that has some are about to be ready (they are spread over the subscriber list), so the
+    /// turn waits for the end of it (a few turns in a row at most: a hub that publishes
+    /// without pause does not hold a connection back).
     fn poll<C: Future>(
         &mut self,
         cx: &mut Context<'_>,
         mut connection: Pin<&mut C>,
     ) -> Poll<C::Output> {
-        if self.deferred < MAX_DEFERRALS && self.deliveries.poll_idle(cx).is_pending() {
+        if self.deferred < MAX_DEFERRALS
+            && !self.running.futures.is_empty()
+            && self.deliveries.poll_idle(cx).is_pending()
+        {
             self.deferred += 1;
             return Poll::Pending;
         }
@@ -352,8 +357,8 @@ mod tests {
         assert!(finished.load(Ordering::SeqCst));
     }
 
-    /// While a publication wakes subscribers the connection waits, and is woken when it ends;
-    /// a few turns in a row at most.
+    /// While a publication wakes subscribers, a connection with streams waits, and is woken
+    /// when it ends; a few turns in a row at most. A connection without streams does not wait.
     #[test]
     fn a_turn_waits_while_a_publication_wakes_subscribers() {
         let deliveries = Arc::new(Deliveries::default());
@@ -367,24 +372,34 @@ mod tests {
         let waker = std::task::Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
 
+        let polled = || polls.load(Ordering::SeqCst);
         let delivering = deliveries.begin();
         assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
-        assert_eq!(polls.load(Ordering::SeqCst), 0, "the connection waits");
+        assert_eq!(polled(), 1, "no streams: no wait");
+        drop(delivering);
+        turns.streams.execute(std::future::pending());
+        assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
+        let before = polled();
+
+        let delivering = deliveries.begin();
+        assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
+        assert_eq!(polled(), before, "the connection waits");
+        woken.0.store(false, Ordering::SeqCst);
         drop(delivering);
         assert!(
             woken.0.load(Ordering::SeqCst),
             "woken when the publication ends"
         );
         assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
-        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        assert_eq!(polled(), before + 1);
 
         let _delivering = deliveries.begin();
         for _ in 0..MAX_DEFERRALS {
             assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
         }
-        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        assert_eq!(polled(), before + 1);
         assert!(turns.poll(&mut cx, connection.as_mut()).is_pending());
-        assert_eq!(polls.load(Ordering::SeqCst), 2, "not held back any longer");
+        assert_eq!(polled(), before + 2, "not held back any longer");
     }
 
     #[derive(Default)]

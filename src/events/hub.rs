@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -143,6 +143,8 @@ pub struct Hub {
 
 struct HubInner {
     channels: Mutex<HashMap<String, Arc<Channel>>>,
+    /// Set (under the `channels` lock) by `close`: a channel made after it is closed too.
+    closed: AtomicBool,
     deliveries: Arc<Deliveries>,
     /// Batches per run a reader may fall behind before it catches up from the store.
     capacity: usize,
@@ -161,6 +163,7 @@ impl Hub {
         Hub {
             inner: Arc::new(HubInner {
                 channels: Mutex::default(),
+                closed: AtomicBool::new(false),
                 deliveries: Arc::default(),
                 capacity: capacity.max(1),
             }),
@@ -173,11 +176,13 @@ impl Hub {
         let channel = channels
             .entry(run_id.to_owned())
             .or_insert_with(|| {
-                Arc::new(Channel::new(
-                    run_id,
-                    Arc::downgrade(&self.inner),
-                    self.inner.capacity,
-                ))
+                let channel =
+                    Channel::new(run_id, Arc::downgrade(&self.inner), self.inner.capacity);
+                if self.inner.closed.load(Ordering::Acquire) {
+                    // No subscriber of a new channel is waiting yet: nothing to wake.
+                    drop(channel.close());
+                }
+                Arc::new(channel)
             })
             .clone();
         let position = {
@@ -273,18 +278,15 @@ impl Drop for Delivering<'_> {
 impl HubInner {
     /// Every subscriber reads what was published, then learns that nothing more will come.
     fn close(&self) {
-        for channel in lock(&self.channels).values() {
-            let wakers = {
-                let mut ring = lock(&channel.ring);
-                ring.closed = true;
-                // No subscriber may take the lock-free "nothing new" answer any more.
-                channel.published.store(u64::MAX, Ordering::Release);
-                // Taken one by one: the list keeps its length, which registrations index.
-                let wakers: Vec<Waker> = ring.wakers.iter_mut().filter_map(Option::take).collect();
-                wakers
-            };
-            wakers.into_iter().for_each(Waker::wake);
-        }
+        let wakers: Vec<Waker> = {
+            let channels = lock(&self.channels);
+            self.closed.store(true, Ordering::Release);
+            channels
+                .values()
+                .flat_map(|channel| channel.close())
+                .collect()
+        };
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Forgets a run's channel that has no subscribers left (checked again under both locks:
@@ -352,6 +354,16 @@ impl Ring {
 }
 
 impl Channel {
+    /// Marks the channel closed; returns the wakers of the subscribers waiting on it.
+    fn close(&self) -> Vec<Waker> {
+        let mut ring = lock(&self.ring);
+        ring.closed = true;
+        // No subscriber may take the lock-free "nothing new" answer any more.
+        self.published.store(u64::MAX, Ordering::Release);
+        // Taken one by one: the list keeps its length, which registrations index.
+        ring.wakers.iter_mut().filter_map(Option::take).collect()
+    }
+
     fn new(run_id: &str, hub: Weak<HubInner>, capacity: usize) -> Self {
         Channel {
             run_id: run_id.to_owned(),
@@ -698,6 +710,14 @@ mod tests {
         }
         let channel = lock(&hub.inner.channels)["run"].clone();
         assert_eq!(lock(&channel.ring).wakers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_comes_after_close_learns_it_at_once() {
+        let hub = Hub::with_capacity(8);
+        hub.close();
+        let mut late = hub.subscribe("run");
+        assert_eq!(late.recv().await.err(), Some(RecvError::Closed));
     }
 
     #[test]

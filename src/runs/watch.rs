@@ -239,7 +239,12 @@ impl Watch {
         {
             return false;
         }
-        while self.heartbeat.as_mut().poll(cx).is_ready() {
+        // Outside the cooperative budget: a timer that declined for want of budget would hold
+        // no waker, and the check above would never poll it again.
+        while std::pin::pin!(tokio::task::unconstrained(self.heartbeat.as_mut()))
+            .poll(cx)
+            .is_ready()
+        {
             let now = Instant::now();
             let due = self.last_sent + self.options.heartbeat;
             if now >= due {
