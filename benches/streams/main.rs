@@ -8,7 +8,8 @@
 //! connection. Latency is an event's `ts` (when the observer received the envelope, just before
 //! it is persisted) to the moment the read that brought its frame returned. CPU per delivery
 //! is the server's and this process's CPU time over the measured messages, divided by the
-//! deliveries.
+//! deliveries; the CPU time the host took from the machine meanwhile is printed too (a run that
+//! lost much of it is not one to quote).
 //! `BENCH_SUBSCRIBERS` overrides the list (comma separated), `BENCH_MESSAGES` the messages per
 //! point (100).
 
@@ -73,6 +74,18 @@ fn cpu_ms(pid: u32) -> f64 {
         });
     // Linux reports in USER_HZ, 100 on every platform it runs on here.
     ticks.map_or(f64::NAN, |ticks| ticks as f64 * 10.0)
+}
+
+/// CPU time the host took from this virtual machine so far (`steal` in /proc/stat), in ms:
+/// a run that lost much of it measured the neighbours as well.
+fn stolen_ms() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+            cpu.split_whitespace().nth(7)?.parse::<u64>().ok()
+        })
+        .map_or(f64::NAN, |ticks| ticks as f64 * 10.0)
 }
 
 struct Server {
@@ -254,6 +267,7 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
     .expect("client");
     let measured = measured_messages();
     let (server_cpu, bench_cpu) = (cpu_ms(server.child.id()), cpu_ms(std::process::id()));
+    let stolen = stolen_ms();
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / EVENTS_PER_SECOND));
     for index in 0..measured {
         ticker.tick().await;
@@ -276,6 +290,7 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
     let per_delivery = |ms: f64| ms * 1000.0 / expected as f64;
     let server_us = per_delivery(cpu_ms(server.child.id()) - server_cpu);
     let bench_us = per_delivery(cpu_ms(std::process::id()) - bench_cpu);
+    let stolen = stolen_ms() - stolen;
     // Each message's fan-out: the latency by which 99% of its deliveries were made.
     let mut by_message: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
     for (seq, latency) in &samples {
@@ -292,7 +307,7 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
     let mut samples: Vec<f64> = samples.into_iter().map(|(_, latency)| latency).collect();
     samples.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "{subscribers:6} subscribers: {} of {expected} deliveries; persist→delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; per message, p99 of its deliveries: median {:.1} ms, worst {:.1} ms; RSS {:.1} MB idle with subscribers ({:.1} KB per subscriber); CPU per delivery {server_us:.2} µs server, {bench_us:.2} µs clients",
+        "{subscribers:6} subscribers: {} of {expected} deliveries; persist→delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; per message, p99 of its deliveries: median {:.1} ms, worst {:.1} ms; RSS {:.1} MB idle with subscribers ({:.1} KB per subscriber); CPU per delivery {server_us:.2} µs server, {bench_us:.2} µs clients; {stolen:.0} ms stolen by the host",
         samples.len(),
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
