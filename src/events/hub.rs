@@ -344,6 +344,21 @@ struct Slot {
 }
 
 impl Ring {
+    /// One subscriber's read of the batch at `position` (at or after `first`): the last reader
+    /// takes the batch rather than a copy of the pointer, and the slots at the front that
+    /// every subscriber has read go.
+    fn read(&mut self, position: u64) -> Option<Arc<Published>> {
+        let slot = &mut self.slots[(position - self.first) as usize];
+        slot.unread = slot.unread.saturating_sub(1);
+        let batch = if slot.unread == 0 {
+            slot.batch.take()
+        } else {
+            slot.batch.clone()
+        };
+        self.drop_read();
+        batch
+    }
+
     /// Drops the slots at the front that every subscriber has read.
     fn drop_read(&mut self) {
         while self.slots.front().is_some_and(|slot| slot.batch.is_none()) {
@@ -473,17 +488,8 @@ fn take(position: &mut u64, ring: &mut Ring) -> Result<Arc<Published>, TryRecvEr
         return Err(RecvError::Lagged(missed).into());
     }
     while *position < ring.next {
-        let index = (*position - ring.first) as usize;
+        let batch = ring.read(*position);
         *position += 1;
-        let slot = &mut ring.slots[index];
-        slot.unread = slot.unread.saturating_sub(1);
-        // The last reader takes the batch rather than a copy of the pointer.
-        let batch = if slot.unread == 0 {
-            slot.batch.take()
-        } else {
-            slot.batch.clone()
-        };
-        ring.drop_read();
         // Every subscriber counted in `unread` reads a position once, so the batch is
         // there; were it not, the next one is.
         if let Some(batch) = batch {
@@ -534,16 +540,9 @@ impl Drop for Subscription {
             ring.free.push(index);
         }
         // What this subscriber would have read no longer waits for it.
-        let unread = self.position.max(ring.first)..ring.next;
-        let first = ring.first;
-        for position in unread {
-            let slot = &mut ring.slots[(position - first) as usize];
-            slot.unread = slot.unread.saturating_sub(1);
-            if slot.unread == 0 {
-                slot.batch = None;
-            }
+        for position in self.position.max(ring.first)..ring.next {
+            ring.read(position);
         }
-        ring.drop_read();
         let unused = ring.subscribers == 0;
         drop(ring);
         if unused && let Some(hub) = self.channel.hub.upgrade() {
