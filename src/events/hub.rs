@@ -355,16 +355,11 @@ impl Ring {
         } else {
             slot.batch.clone()
         };
-        self.drop_read();
-        batch
-    }
-
-    /// Drops the slots at the front that every subscriber has read.
-    fn drop_read(&mut self) {
         while self.slots.front().is_some_and(|slot| slot.batch.is_none()) {
             self.slots.pop_front();
             self.first += 1;
         }
+        batch
     }
 }
 
