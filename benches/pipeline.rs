@@ -118,7 +118,9 @@ async fn start_app(database_url: String) -> App {
         run_options: RunOptions::default(),
         registry: macp_control_plane::registry::RegistryOptions::new("packs"),
         cors_origins: Vec::new(),
+        edge: Default::default(),
         otlp_endpoint: None,
+        limits: Default::default(),
     })
     .await
     .expect("app starts")

@@ -6,6 +6,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::server::{Connections, Limits};
+use crate::api::edge::EdgeOptions;
 use crate::config::ServeArgs;
 use crate::registry::{Registry, RegistryOptions};
 use crate::runs::RunService;
@@ -40,8 +42,12 @@ pub struct AppConfig {
     pub registry: RegistryOptions,
     /// Browser origins allowed by CORS (`*` = any).
     pub cors_origins: Vec<String>,
+    /// Body and message limits, and the host names answered to.
+    pub edge: EdgeOptions,
     /// OTLP/gRPC collector for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`); `None` records none.
     pub otlp_endpoint: Option<String>,
+    /// What clients may hold of the server.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +99,15 @@ impl AppConfig {
             request_timeout: args.runtime.request_timeout(),
             run_options: RunOptions {
                 heartbeat: Duration::from_millis(args.stream_heartbeat_ms),
+                stack: args.connections.stack,
+                max_subscribers_per_run: args.connections.max_subscribers_per_run as usize,
                 ..RunOptions::default()
             },
             registry: args.registry.options(),
             cors_origins: args.cors_origins.clone(),
+            edge: args.edge(),
             otlp_endpoint: args.otlp_endpoint.clone(),
+            limits: args.connections.limits(),
         })
     }
 }
@@ -156,14 +166,23 @@ impl App {
             service.clone(),
             Registry::new(config.registry.clone()),
             &config.cors_origins,
+            &config.edge,
+            address.ip(),
         )
         .map_err(|error| Error::Other(format!("gRPC reflection: {error}")))?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
+        // The ring hub says when a publication is waking subscribers, which connection turns
+        // wait for; with the broadcast channel, connections are served the stock way.
+        let connections = match service.hub().deliveries() {
+            Some(deliveries) => Connections::Turns(deliveries),
+            None => Connections::Stock,
+        };
         let server = tokio::spawn(crate::api::server::serve(
             listener,
             router,
-            service.hub().deliveries(),
+            connections,
+            config.limits.clone(),
             stopped,
         ));
         Ok(App {

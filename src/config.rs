@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::api::server::Limits;
+use crate::api::edge::{self, EdgeOptions};
 use crate::registry::RegistryOptions;
 use crate::runtime::credentials::Credentials;
+use crate::stack::Stack;
 
 /// Default SQLite database, created in the working directory on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://macp-control-plane.db?mode=rwc";
@@ -32,15 +35,38 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
 
-    /// Browser origins allowed to call the API (REST, SSE, grpc-web), comma separated; `*`
-    /// allows any origin.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+
+    /// Browser origins allowed to call the API (REST, SSE, grpc-web), comma separated; the
+    /// default is the UI console on this machine; `*` allows any origin.
     #[arg(
         long,
         env = "CORS_ORIGINS",
-        default_value = "http://localhost:3000",
+        default_value = "http://localhost:3000,http://127.0.0.1:3000",
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+
+    /// Host names (no port; any port is accepted) the service answers to besides `localhost`,
+    /// `127.x.x.x` and `[::1]`, comma separated. Listening on loopback, a request addressed to
+    /// any other name is refused with 421 (DNS rebinding); listening elsewhere, the names are
+    /// checked only when set.
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',', value_parser = edge::host_name)]
+    pub allowed_hosts: Vec<String>,
+
+    /// Largest REST request body, in bytes; a larger one is refused with 413.
+    #[arg(long, env = "MAX_REQUEST_BODY_BYTES", default_value_t = edge::DEFAULT_MAX_REQUEST_BODY_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_request_body_bytes: u64,
+
+    /// Largest gRPC request message, in bytes; a larger one is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GRPC_MAX_DECODING_MESSAGE_BYTES", default_value_t = edge::DEFAULT_GRPC_MAX_DECODING_MESSAGE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub grpc_max_decoding_message_bytes: u64,
+
+    /// Largest gRPC response message, in bytes (a page of events can be large); a larger one
+    /// fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GRPC_MAX_ENCODING_MESSAGE_BYTES", default_value_t = edge::DEFAULT_GRPC_MAX_ENCODING_MESSAGE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub grpc_max_encoding_message_bytes: u64,
 
     /// Heartbeat interval of live streams (SSE and WatchRun) when nothing happens, in ms.
     #[arg(long, env = "STREAM_SSE_HEARTBEAT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
@@ -118,6 +144,56 @@ pub struct RuntimeArgs {
     pub runtime_request_timeout_ms: u64,
 }
 
+/// What clients may hold of the server: connections, streams and subscribers.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Open connections at most; one more is closed as soon as it is accepted.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// An HTTP/1.1 request's headers must arrive within this many ms, or the connection is
+    /// closed (slow clients, slow-loris).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
+    /// A connection that moves no byte either way for this many ms is closed (an open request
+    /// still finishes). Live streams send heartbeats (STREAM_SSE_HEARTBEAT_MS), so they stay.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+
+    /// HTTP/2 keepalive: a PING every this many ms; a peer that does not answer within as long
+    /// is dropped.
+    #[arg(long, env = "HTTP2_KEEPALIVE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http2_keepalive_ms: u64,
+
+    /// HTTP/2 streams (requests, live streams) one connection may have open at once.
+    #[arg(long, env = "HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Live-stream subscribers (SSE, WatchRun) one run may have at once; one more gets
+    /// `429 TOO_MANY_SUBSCRIBERS`.
+    #[arg(long, env = "MAX_SUBSCRIBERS_PER_RUN", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscribers_per_run: u32,
+
+    /// The live-stream transport: `custom` (connection turns with batched writes, the ring hub
+    /// channel) or `library` (hyper-util's stock executor, tokio's broadcast channel). Both
+    /// are kept for the streams benchmark's A/B; see ARCHITECTURE.md.
+    #[arg(long, env = "STACK", value_enum, default_value_t = Stack::Custom)]
+    pub stack: Stack,
+}
+
+impl ConnectionArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections as usize,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            http2_keepalive: Duration::from_millis(self.http2_keepalive_ms),
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
     /// Root of the scenario packs tree served by the scenario registry (`/packs`, `/launch`, …).
@@ -128,6 +204,22 @@ pub struct RegistryArgs {
     /// every call, so edited packs show up without a restart.
     #[arg(long, env = "REGISTRY_CACHE_TTL_MS", default_value_t = 0)]
     pub registry_cache_ttl_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn edge(&self) -> EdgeOptions {
+        EdgeOptions {
+            max_request_body_bytes: bytes(self.max_request_body_bytes),
+            grpc_max_decoding_message_bytes: bytes(self.grpc_max_decoding_message_bytes),
+            grpc_max_encoding_message_bytes: bytes(self.grpc_max_encoding_message_bytes),
+            allowed_hosts: self.allowed_hosts.clone(),
+        }
+    }
+}
+
+/// A byte limit as a size; past what this platform addresses it is no limit.
+fn bytes(limit: u64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
 impl RegistryArgs {

@@ -50,6 +50,8 @@ error_codes! {
     Forbidden => "FORBIDDEN",
     Unauthenticated => "UNAUTHENTICATED",
     RateLimited => "RATE_LIMITED",
+    /// The run has as many live-stream subscribers as the service allows (`MAX_SUBSCRIBERS_PER_RUN`).
+    TooManySubscribers => "TOO_MANY_SUBSCRIBERS",
     /// The runtime refused a kickoff message.
     KickoffFailed => "KICKOFF_FAILED",
     /// The runtime refused a message sent through the control plane.
@@ -69,6 +71,10 @@ error_codes! {
     CompilationError => "COMPILATION_ERROR",
     InvalidPackData => "INVALID_PACK_DATA",
     PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+    /// A JSON route was sent a body that is not `application/json` (or `application/*+json`).
+    UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+    /// A request addressed to a host name this service does not answer to (DNS rebinding).
+    MisdirectedRequest => "MISDIRECTED_REQUEST",
     Internal => "INTERNAL_ERROR",
 }
 
@@ -98,7 +104,9 @@ impl ErrorCode {
             | ErrorCode::RunNotActive => 409,
             ErrorCode::SessionExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::MisdirectedRequest => 421,
+            ErrorCode::RateLimited | ErrorCode::TooManySubscribers => 429,
             ErrorCode::KickoffFailed
             | ErrorCode::MessageSendFailed
             | ErrorCode::RuntimeRejected => 502,
@@ -127,11 +135,13 @@ impl ErrorCode {
             | ErrorCode::InvalidSessionId
             | ErrorCode::UnknownPolicyVersion
             | ErrorCode::InvalidScenarioRef
-            | ErrorCode::CompilationError => INVALID_ARGUMENT,
+            | ErrorCode::CompilationError
+            | ErrorCode::UnsupportedMediaType => INVALID_ARGUMENT,
             ErrorCode::Unauthenticated => UNAUTHENTICATED,
-            ErrorCode::PolicyDenied | ErrorCode::Forbidden | ErrorCode::NotAParticipant => {
-                PERMISSION_DENIED
-            }
+            ErrorCode::PolicyDenied
+            | ErrorCode::Forbidden
+            | ErrorCode::NotAParticipant
+            | ErrorCode::MisdirectedRequest => PERMISSION_DENIED,
             ErrorCode::RunNotFound
             | ErrorCode::NotFound
             | ErrorCode::PackNotFound
@@ -145,7 +155,9 @@ impl ErrorCode {
             | ErrorCode::SessionNotOpen
             | ErrorCode::SessionExpired
             | ErrorCode::RunNotActive => FAILED_PRECONDITION,
-            ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => RESOURCE_EXHAUSTED,
+            ErrorCode::PayloadTooLarge
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManySubscribers => RESOURCE_EXHAUSTED,
             ErrorCode::KickoffFailed
             | ErrorCode::MessageSendFailed
             | ErrorCode::RuntimeRejected

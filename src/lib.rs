@@ -13,6 +13,7 @@ pub mod registry;
 pub mod replay;
 pub mod runs;
 pub mod runtime;
+pub mod stack;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -1,6 +1,11 @@
-//! Live-stream benchmark (`cargo bench --bench streams`): persist → delivery latency with 1, 100,
-//! 1,000 and 10,000 SSE subscribers on one run at 5 events/s, resident memory per idle
-//! subscriber, and state-at-seq on a 100,000-event run. Prints numbers; asserts nothing.
+//! Live-stream benchmark (`cargo bench --bench streams`): the transport A/B. Each workload runs
+//! on both stacks (`--stack custom`: connection turns + ring hub; `--stack library`: hyper-util's
+//! stock executor + tokio broadcast), one after the other in this one invocation, and the table
+//! at the end puts them side by side with ratios (library ÷ custom: above 1, custom is better).
+//! Workloads: persist → delivery latency with 1, 1,000 and 10,000 SSE subscribers on one run at
+//! 5 events/s; 1,000 live runs with 5 subscribers each, every run sent 1 message/s; and the
+//! latency of unary `GET /runs/{id}` and gRPC `GetRun` calls made during the 10,000-subscriber
+//! fan-out. Then state-at-seq on a 100,000-event run. Prints numbers; asserts nothing.
 //!
 //! The service runs as its own process (the `serve` binary, SQLite), so its memory is measured
 //! alone; the agents talk to a reference runtime in this process. Subscribers share HTTP/2
@@ -10,8 +15,9 @@
 //! is the server's and this process's CPU time over the measured messages, divided by the
 //! deliveries; the CPU time the host took from the machine meanwhile is printed too (a run that
 //! lost much of it is not one to quote).
-//! `BENCH_SUBSCRIBERS` overrides the list (comma separated), `BENCH_MESSAGES` the messages per
-//! point (100).
+//! `BENCH_SUBSCRIBERS` overrides the one-run list (comma separated), `BENCH_MESSAGES` the
+//! messages per one-run point (100), `BENCH_RUNS` the live runs of the many-runs point (1,000)
+//! and `BENCH_ROUNDS` its messages per run (10); `BENCH_STACKS` picks stacks (`custom,library`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,6 +26,7 @@ use macp_control_plane::runtime::RuntimeClient;
 use macp_control_plane::runtime::codec::encode_proto;
 use macp_control_plane::runtime::credentials::Credentials;
 use macp_control_plane::runtime::embedded::EmbeddedRuntime;
+use macp_control_plane::stack::Stack;
 use macp_runtime::pb::Envelope;
 use serde_json::{Value, json};
 
@@ -30,10 +37,14 @@ const STREAMS_PER_CONNECTION: usize = 100;
 const EVENTS_PER_SECOND: u64 = 5;
 /// Messages measured per point (`BENCH_MESSAGES`); with 20, a p99 is one message's worst case.
 fn measured_messages() -> usize {
-    std::env::var("BENCH_MESSAGES")
+    env_number("BENCH_MESSAGES", 100)
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(100)
+        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -100,13 +111,22 @@ impl Drop for Server {
     }
 }
 
-async fn serve(runtime: SocketAddr, dir: &tempfile::TempDir) -> Server {
+fn stack_name(stack: Stack) -> &'static str {
+    match stack {
+        Stack::Custom => "custom",
+        Stack::Library => "library",
+    }
+}
+
+async fn serve(runtime: SocketAddr, dir: &tempfile::TempDir, stack: Stack) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("port")
         .port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_macp-control-plane"))
         .arg("serve")
+        .env("STACK", stack_name(stack))
+        .env("MAX_CONNECTIONS", "100000")
         .env("PORT", port.to_string())
         .env("LOG_LEVEL", "warn")
         .env("RUNTIME_ADDRESS", runtime.to_string())
@@ -219,25 +239,21 @@ fn measured_ts(event: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     event_ts(event)
 }
 
-/// Opens `count` SSE subscribers, 100 streams per HTTP/2 connection (the connections side by
-/// side, each opening its streams one after the other), and returns once every response has
+/// Opens an SSE subscriber per path, 100 streams per HTTP/2 connection (the connections side
+/// by side, each opening its streams one after the other), and returns once every response has
 /// started. Each connection's task returns (delivered − ts) in ms for every measured message,
-/// once each of its streams has seen them all.
+/// once each of its streams has seen `measured` of them.
 async fn subscribe(
     server: &Server,
-    run_id: &str,
-    count: usize,
+    paths: Vec<String>,
+    measured: usize,
 ) -> Vec<tokio::task::JoinHandle<Vec<sse_client::Delivery>>> {
     let address = server.base.trim_start_matches("http://").to_owned();
-    let path = format!("/runs/{run_id}/stream?includeSnapshot=false");
-    let measured = measured_messages();
-    let opening: Vec<_> = (0..count.div_ceil(STREAMS_PER_CONNECTION))
-        .map(|connection| {
-            let streams = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
-            let (address, path) = (address.clone(), path.clone());
-            tokio::spawn(async move {
-                sse_client::subscribe(&address, &path, streams, measured_ts).await
-            })
+    let opening: Vec<_> = paths
+        .chunks(STREAMS_PER_CONNECTION)
+        .map(|paths| {
+            let (address, paths) = (address.clone(), paths.to_vec());
+            tokio::spawn(async move { sse_client::subscribe(&address, &paths, measured_ts).await })
         })
         .collect();
     let mut tasks = Vec::with_capacity(opening.len());
@@ -248,15 +264,12 @@ async fn subscribe(
     tasks
 }
 
-async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers: usize) {
-    let server = serve(runtime.address(), dir).await;
-    let (run_id, session_id) = open_run(&server).await;
-    let baseline_kb = rss_kb(server.child.id());
-    let tasks = subscribe(&server, &run_id, subscribers).await;
-    // Let every subscriber finish its backfill and settle before measuring memory.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_kb = rss_kb(server.child.id());
-    let agents = RuntimeClient::connect_lazy(
+fn stream_path(run_id: &str) -> String {
+    format!("/runs/{run_id}/stream?includeSnapshot=false")
+}
+
+fn agents(runtime: &EmbeddedRuntime) -> RuntimeClient {
+    RuntimeClient::connect_lazy(
         &runtime.address().to_string(),
         Credentials::Dev {
             observer: "bench".into(),
@@ -264,10 +277,187 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
         Duration::from_secs(10),
         false,
     )
-    .expect("client");
+    .expect("client")
+}
+
+/// What one workload on one stack measured.
+struct Point {
+    /// (message, latency ms) of every delivery.
+    samples: Vec<sse_client::Delivery>,
+    expected: usize,
+    /// Resident memory of the server with the subscribers connected and idle, and before.
+    idle_kb: f64,
+    baseline_kb: f64,
+    subscribers: usize,
+    server_us: f64,
+    bench_us: f64,
+    stolen_ms: f64,
+}
+
+impl Point {
+    fn latencies(&self) -> Vec<f64> {
+        let mut latencies: Vec<f64> = self.samples.iter().map(|(_, latency)| *latency).collect();
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        latencies
+    }
+
+    fn p99(&self) -> f64 {
+        percentile(&self.latencies(), 0.99)
+    }
+
+    fn kb_per_subscriber(&self) -> f64 {
+        (self.idle_kb - self.baseline_kb) / self.subscribers as f64
+    }
+
+    fn print(&self, label: &str) {
+        let latencies = self.latencies();
+        // Each message's fan-out: the latency by which 99% of its deliveries were made.
+        let mut by_message: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+        for (seq, latency) in &self.samples {
+            by_message.entry(*seq).or_default().push(*latency);
+        }
+        let mut fan_outs: Vec<f64> = by_message
+            .into_values()
+            .map(|mut latencies| {
+                latencies.sort_by(|a, b| a.total_cmp(b));
+                percentile(&latencies, 0.99)
+            })
+            .collect();
+        fan_outs.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{label}: {} of {} deliveries; persist→delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; per message, p99 of its deliveries: median {:.1} ms, worst {:.1} ms; RSS {:.1} MB idle with subscribers ({:.1} KB per subscriber); CPU per delivery {:.2} µs server, {:.2} µs clients; {:.0} ms stolen by the host",
+            latencies.len(),
+            self.expected,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 1.0),
+            percentile(&fan_outs, 0.5),
+            percentile(&fan_outs, 1.0),
+            self.idle_kb / 1024.0,
+            self.kb_per_subscriber(),
+            self.server_us,
+            self.bench_us,
+            self.stolen_ms,
+        );
+    }
+}
+
+/// The server's and this process's CPU and the host's steal, from `start` to now, per delivery.
+struct Meter {
+    server_pid: u32,
+    server_cpu: f64,
+    bench_cpu: f64,
+    stolen: f64,
+}
+
+impl Meter {
+    fn start(server: &Server) -> Self {
+        Meter {
+            server_pid: server.child.id(),
+            server_cpu: cpu_ms(server.child.id()),
+            bench_cpu: cpu_ms(std::process::id()),
+            stolen: stolen_ms(),
+        }
+    }
+
+    /// (server µs, bench µs) per delivery, and ms stolen.
+    fn per_delivery(&self, deliveries: usize) -> (f64, f64, f64) {
+        let per = |ms: f64| ms * 1000.0 / deliveries as f64;
+        (
+            per(cpu_ms(self.server_pid) - self.server_cpu),
+            per(cpu_ms(std::process::id()) - self.bench_cpu),
+            stolen_ms() - self.stolen,
+        )
+    }
+}
+
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<Vec<sse_client::Delivery>>>,
+    expected: usize,
+) -> Vec<sse_client::Delivery> {
+    let mut samples = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for task in tasks {
+        if let Ok(Ok(latencies)) = tokio::time::timeout_at(deadline, task).await {
+            samples.extend(latencies);
+        }
+    }
+    samples
+}
+
+/// Unary calls made while a fan-out runs: `GET /runs/{id}` over HTTP/1.1 and gRPC `GetRun`
+/// over HTTP/2, one of each every 20 ms, latencies in ms.
+struct Unary {
+    rest: Vec<f64>,
+    grpc: Vec<f64>,
+}
+
+fn probe_unary(
+    server: &Server,
+    run_id: &str,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Unary> {
+    use macp_control_plane::api::proto::GetRunRequest;
+    use macp_control_plane::api::proto::control_plane_client::ControlPlaneClient;
+    let (base, run_id) = (server.base.clone(), run_id.to_owned());
+    tokio::spawn(async move {
+        let rest_client = reqwest::Client::new();
+        let channel = tonic::transport::Endpoint::from_shared(base.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("gRPC connects");
+        let mut grpc = ControlPlaneClient::new(channel);
+        let mut unary = Unary {
+            rest: Vec::new(),
+            grpc: Vec::new(),
+        };
+        let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        while !stop.is_cancelled() {
+            ticker.tick().await;
+            let started = Instant::now();
+            let response = rest_client
+                .get(format!("{base}/runs/{run_id}"))
+                .send()
+                .await
+                .expect("GET /runs/{id}");
+            response.bytes().await.expect("body");
+            unary.rest.push(started.elapsed().as_secs_f64() * 1000.0);
+            let started = Instant::now();
+            grpc.get_run(GetRunRequest {
+                run_id: run_id.clone(),
+            })
+            .await
+            .expect("GetRun");
+            unary.grpc.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        unary.rest.sort_by(|a, b| a.total_cmp(b));
+        unary.grpc.sort_by(|a, b| a.total_cmp(b));
+        unary
+    })
+}
+
+/// `subscribers` SSE clients of one run, sent `BENCH_MESSAGES` messages at 5/s; with `probe`,
+/// unary calls run meanwhile.
+async fn fan_out(
+    runtime: &EmbeddedRuntime,
+    dir: &tempfile::TempDir,
+    stack: Stack,
+    subscribers: usize,
+    probe: bool,
+) -> (Point, Option<Unary>) {
+    let server = serve(runtime.address(), dir, stack).await;
+    let (run_id, session_id) = open_run(&server).await;
+    let baseline_kb = rss_kb(server.child.id());
     let measured = measured_messages();
-    let (server_cpu, bench_cpu) = (cpu_ms(server.child.id()), cpu_ms(std::process::id()));
-    let stolen = stolen_ms();
+    let tasks = subscribe(&server, vec![stream_path(&run_id); subscribers], measured).await;
+    // Let every subscriber finish its backfill and settle before measuring memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_kb = rss_kb(server.child.id());
+    let agents = agents(runtime);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let unary = probe.then(|| probe_unary(&server, &run_id, stop.clone()));
+    let meter = Meter::start(&server);
     let mut ticker = tokio::time::interval(Duration::from_millis(1000 / EVENTS_PER_SECOND));
     for index in 0..measured {
         ticker.tick().await;
@@ -278,45 +468,77 @@ async fn fan_out(runtime: &EmbeddedRuntime, dir: &tempfile::TempDir, subscribers
             .expect("runtime accepts");
     }
     let expected = subscribers * measured;
-    let mut samples = Vec::with_capacity(expected);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for task in tasks {
-        match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(latencies)) => samples.extend(latencies),
-            _ => continue,
+    let samples = collect(tasks, expected).await;
+    stop.cancel();
+    let unary = match unary {
+        Some(task) => Some(task.await.expect("probe")),
+        None => None,
+    };
+    let (server_us, bench_us, stolen_ms) = meter.per_delivery(expected);
+    let point = Point {
+        samples,
+        expected,
+        idle_kb,
+        baseline_kb,
+        subscribers,
+        server_us,
+        bench_us,
+        stolen_ms,
+    };
+    (point, unary)
+}
+
+/// `runs` live runs with `per_run` SSE subscribers each; every run is sent one message a
+/// second (the sends spread over the second), `BENCH_ROUNDS` times.
+async fn many_runs(
+    runtime: &EmbeddedRuntime,
+    dir: &tempfile::TempDir,
+    stack: Stack,
+    runs: usize,
+    per_run: usize,
+) -> Point {
+    use futures::StreamExt;
+    let server = serve(runtime.address(), dir, stack).await;
+    let opened: Vec<(String, String)> = futures::stream::iter(0..runs)
+        .map(|_| open_run(&server))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let baseline_kb = rss_kb(server.child.id());
+    let rounds = env_number("BENCH_ROUNDS", 10);
+    // A run's subscribers sit on different connections, as different clients would.
+    let paths: Vec<String> = (0..per_run)
+        .flat_map(|_| opened.iter().map(|(run_id, _)| stream_path(run_id)))
+        .collect();
+    let tasks = subscribe(&server, paths, rounds).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_kb = rss_kb(server.child.id());
+    let agents = agents(runtime);
+    let meter = Meter::start(&server);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / runs as u32);
+    for round in 0..rounds {
+        for (_, session_id) in &opened {
+            ticker.tick().await;
+            let sender = if round % 2 == 0 { "agent-a" } else { "agent-b" };
+            agents
+                .send(proposal(session_id, round), sender)
+                .await
+                .expect("runtime accepts");
         }
     }
-    // Per delivery, over the measured messages (the bench process includes the agents' sends).
-    let per_delivery = |ms: f64| ms * 1000.0 / expected as f64;
-    let server_us = per_delivery(cpu_ms(server.child.id()) - server_cpu);
-    let bench_us = per_delivery(cpu_ms(std::process::id()) - bench_cpu);
-    let stolen = stolen_ms() - stolen;
-    // Each message's fan-out: the latency by which 99% of its deliveries were made.
-    let mut by_message: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
-    for (seq, latency) in &samples {
-        by_message.entry(*seq).or_default().push(*latency);
+    let expected = runs * per_run * rounds;
+    let samples = collect(tasks, expected).await;
+    let (server_us, bench_us, stolen_ms) = meter.per_delivery(expected);
+    Point {
+        samples,
+        expected,
+        idle_kb,
+        baseline_kb,
+        subscribers: runs * per_run,
+        server_us,
+        bench_us,
+        stolen_ms,
     }
-    let mut fan_outs: Vec<f64> = by_message
-        .into_values()
-        .map(|mut latencies| {
-            latencies.sort_by(|a, b| a.total_cmp(b));
-            percentile(&latencies, 0.99)
-        })
-        .collect();
-    fan_outs.sort_by(|a, b| a.total_cmp(b));
-    let mut samples: Vec<f64> = samples.into_iter().map(|(_, latency)| latency).collect();
-    samples.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{subscribers:6} subscribers: {} of {expected} deliveries; persist→delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; per message, p99 of its deliveries: median {:.1} ms, worst {:.1} ms; RSS {:.1} MB idle with subscribers ({:.1} KB per subscriber); CPU per delivery {server_us:.2} µs server, {bench_us:.2} µs clients; {stolen:.0} ms stolen by the host",
-        samples.len(),
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.99),
-        percentile(&samples, 1.0),
-        percentile(&fan_outs, 0.5),
-        percentile(&fan_outs, 1.0),
-        idle_kb / 1024.0,
-        (idle_kb - baseline_kb) / subscribers as f64,
-    );
 }
 
 /// State at random seqs of a 100,000-event run (in process: the write path fills it fast).
@@ -337,7 +559,9 @@ async fn state_at_seq(dir: &tempfile::TempDir) {
         run_options: Default::default(),
         registry: macp_control_plane::registry::RegistryOptions::new("packs"),
         cors_origins: Vec::new(),
+        edge: Default::default(),
         otlp_endpoint: None,
+        limits: Default::default(),
     })
     .await
     .expect("app");
@@ -410,6 +634,16 @@ async fn state_at_seq(dir: &tempfile::TempDir) {
     app.stop().await;
 }
 
+/// One row of the side-by-side table: a measure on both stacks (lower is better).
+struct Row {
+    workload: String,
+    measure: &'static str,
+    custom: f64,
+    library: f64,
+    /// Whether the keep/remove rule reads this row (latency p99s; memory and CPU are shown).
+    decides: bool,
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -420,17 +654,138 @@ fn main() {
         let counts: Vec<usize> = std::env::var("BENCH_SUBSCRIBERS")
             .ok()
             .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-            .unwrap_or_else(|| vec![1, 100, 1000, 10_000]);
+            .unwrap_or_else(|| vec![1, 1000, 10_000]);
+        let stacks: Vec<Stack> = std::env::var("BENCH_STACKS")
+            .ok()
+            .map(|list| {
+                list.split(',')
+                    .filter_map(|name| match name.trim() {
+                        "custom" => Some(Stack::Custom),
+                        "library" => Some(Stack::Library),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![Stack::Custom, Stack::Library]);
+        let runs = env_number("BENCH_RUNS", 1000);
         println!(
-            "macp-control-plane stream benchmark ({EVENTS_PER_SECOND} messages/s, {} messages per point, {STREAMS_PER_CONNECTION} streams per HTTP/2 connection)",
+            "macp-control-plane stream benchmark ({EVENTS_PER_SECOND} messages/s, {} messages per one-run point, {STREAMS_PER_CONNECTION} streams per HTTP/2 connection)",
             measured_messages(),
         );
         let embedded = EmbeddedRuntime::start(SocketAddr::from(([127, 0, 0, 1], 0)), None)
             .await
             .expect("runtime");
-        for count in counts {
-            fan_out(&embedded, &dir, count).await;
+        let mut rows: Vec<Row> = Vec::new();
+        let mut record = |workload: String, measure, decides, stack: Stack, value: f64| {
+            let index = match rows
+                .iter()
+                .position(|row| row.workload == workload && row.measure == measure)
+            {
+                Some(index) => index,
+                None => {
+                    rows.push(Row {
+                        workload,
+                        measure,
+                        custom: f64::NAN,
+                        library: f64::NAN,
+                        decides,
+                    });
+                    rows.len() - 1
+                }
+            };
+            match stack {
+                Stack::Custom => rows[index].custom = value,
+                Stack::Library => rows[index].library = value,
+            }
+        };
+        let largest = counts.iter().copied().max().unwrap_or(0);
+        for &count in &counts {
+            for &stack in &stacks {
+                let probe = count == largest;
+                let (point, unary) = fan_out(&embedded, &dir, stack, count, probe).await;
+                point.print(&format!("{:7} {count:6} subscribers", stack_name(stack)));
+                let workload = format!("{count} subscribers, one run");
+                record(workload.clone(), "delivery p99 ms", true, stack, point.p99());
+                record(workload.clone(), "server CPU µs/delivery", false, stack, point.server_us);
+                record(workload, "KB per subscriber", false, stack, point.kb_per_subscriber());
+                if let Some(unary) = unary {
+                    println!(
+                        "{:7} unary during the {count}-subscriber fan-out: GET /runs/{{id}} p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} calls); GetRun p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} calls)",
+                        stack_name(stack),
+                        percentile(&unary.rest, 0.5),
+                        percentile(&unary.rest, 0.99),
+                        percentile(&unary.rest, 1.0),
+                        unary.rest.len(),
+                        percentile(&unary.grpc, 0.5),
+                        percentile(&unary.grpc, 0.99),
+                        percentile(&unary.grpc, 1.0),
+                        unary.grpc.len(),
+                    );
+                    let workload = format!("unary during {count}-subscriber fan-out");
+                    record(workload.clone(), "GET /runs/{id} p99 ms", true, stack, percentile(&unary.rest, 0.99));
+                    record(workload, "GetRun p99 ms", true, stack, percentile(&unary.grpc, 0.99));
+                }
+            }
         }
+        if runs > 0 {
+            for &stack in &stacks {
+                let point = many_runs(&embedded, &dir, stack, runs, 5).await;
+                point.print(&format!("{:7} {runs} runs × 5 subscribers", stack_name(stack)));
+                let workload = format!("{runs} runs × 5 subscribers");
+                record(workload.clone(), "delivery p99 ms", true, stack, point.p99());
+                record(workload.clone(), "server CPU µs/delivery", false, stack, point.server_us);
+                record(workload, "KB per subscriber", false, stack, point.kb_per_subscriber());
+            }
+        }
+        print_comparison(&rows);
         state_at_seq(&dir).await;
     });
+}
+
+/// The side-by-side table, and what the keep/remove rule (ARCHITECTURE.md) reads from it: the
+/// hand-written stack stays if it is 1.5× better on some latency and more than 10 % worse on none.
+fn print_comparison(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<42} {:<24} {:>10} {:>10} {:>16}",
+        "workload", "measure", "custom", "library", "library/custom"
+    );
+    for row in rows {
+        println!(
+            "{:<42} {:<24} {:>10.2} {:>10.2} {:>15.2}×",
+            row.workload,
+            row.measure,
+            row.custom,
+            row.library,
+            row.library / row.custom
+        );
+    }
+    let deciding: Vec<&Row> = rows
+        .iter()
+        .filter(|row| row.decides && row.custom.is_finite() && row.library.is_finite())
+        .collect();
+    if deciding.is_empty() {
+        return;
+    }
+    let wins: Vec<String> = deciding
+        .iter()
+        .filter(|row| row.library / row.custom >= 1.5)
+        .map(|row| format!("{} ({})", row.workload, row.measure))
+        .collect();
+    let losses: Vec<String> = deciding
+        .iter()
+        .filter(|row| row.custom / row.library > 1.1)
+        .map(|row| format!("{} ({})", row.workload, row.measure))
+        .collect();
+    let keep = !wins.is_empty() && losses.is_empty();
+    println!(
+        "custom ≥ 1.5× better on: [{}]; custom > 10 % worse on: [{}] → {}",
+        wins.join("; "),
+        losses.join("; "),
+        if keep {
+            "keep the hand-written stack"
+        } else {
+            "return to the library stack"
+        }
+    );
 }

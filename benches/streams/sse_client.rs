@@ -80,6 +80,8 @@ fn get_request(stream: u32, authority: &str, path: &str) -> Vec<u8> {
 
 /// One SSE stream's unparsed bytes and its deliveries.
 struct Stream {
+    /// Which of the connection's runs (distinct paths) it follows.
+    run: usize,
     pending: Vec<u8>,
     latencies: Vec<Delivery>,
 }
@@ -96,8 +98,9 @@ struct Connection {
     streams: Vec<Stream>,
     /// Response headers seen, per stream (index = (id - 1) / 2).
     opened: Vec<bool>,
-    /// The `ts` of each measured event, by seq, parsed once for all the connection's streams.
-    measured_ts: HashMap<i64, Option<DateTime<Utc>>>,
+    /// The `ts` of each measured event, by run and seq, parsed once for all the connection's
+    /// streams of that run.
+    measured_ts: HashMap<(usize, i64), Option<DateTime<Utc>>>,
     measured: Measured,
 }
 
@@ -170,6 +173,7 @@ impl Connection {
         }
         let index = (stream as usize - 1) / 2;
         let state = &mut self.streams[index];
+        let run = state.run;
         let bytes = &self.buffer[payload];
         // Usually a DATA frame holds whole events: parse it in place.
         let owned;
@@ -185,7 +189,7 @@ impl Connection {
             let event = &text[at..at + end];
             at += end + 2;
             let Some(seq) = event_id(event) else { continue };
-            let ts = *self.measured_ts.entry(seq).or_insert_with(|| {
+            let ts = *self.measured_ts.entry((run, seq)).or_insert_with(|| {
                 std::str::from_utf8(event)
                     .ok()
                     .and_then(|event| (self.measured)(event))
@@ -206,16 +210,23 @@ fn event_id(event: &[u8]) -> Option<i64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
-/// `streams` SSE subscriptions to `path` on one connection, opened one after the other (as
-/// clients arriving over time would), ready to be read with [`read`].
+/// SSE subscriptions on one connection, one per path, opened one after the other (as clients
+/// arriving over time would), ready to be read with [`read`].
 pub struct Subscribers(Connection);
 
-pub async fn subscribe(
-    address: &str,
-    path: &str,
-    streams: usize,
-    measured: Measured,
-) -> Subscribers {
+pub async fn subscribe(address: &str, paths: &[String], measured: Measured) -> Subscribers {
+    let mut runs: HashMap<&str, usize> = HashMap::new();
+    let streams: Vec<Stream> = paths
+        .iter()
+        .map(|path| {
+            let next = runs.len();
+            Stream {
+                run: *runs.entry(path.as_str()).or_insert(next),
+                pending: Vec::new(),
+                latencies: Vec::new(),
+            }
+        })
+        .collect();
     let mut socket = TcpStream::connect(address).await.expect("connect");
     socket.set_nodelay(true).expect("nodelay");
     let mut settings = Vec::new();
@@ -239,17 +250,12 @@ pub async fn subscribe(
         socket,
         buffer: Vec::new(),
         parsed: 0,
-        streams: (0..streams)
-            .map(|_| Stream {
-                pending: Vec::new(),
-                latencies: Vec::new(),
-            })
-            .collect(),
-        opened: vec![false; streams],
+        opened: vec![false; streams.len()],
+        streams,
         measured_ts: HashMap::new(),
         measured,
     };
-    for index in 0..streams {
+    for (index, path) in paths.iter().enumerate() {
         let request = get_request(index as u32 * 2 + 1, address, path);
         connection
             .socket

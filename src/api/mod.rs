@@ -2,13 +2,17 @@
 //! over the same domain calls (`RunService`, the scenario `Registry` and `launch`). Nothing below
 //! this module knows about either transport.
 
-pub mod batched_io;
+pub mod edge;
 pub mod grpc;
 pub mod http;
 pub mod openapi;
 pub mod proto;
 pub mod routes;
 pub mod server;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use opentelemetry::trace::FutureExt as _;
@@ -26,11 +30,14 @@ use proto::scenario_registry_server::ScenarioRegistryServer;
 
 /// The whole service: REST routes and the gRPC services on one router. gRPC services are mounted
 /// by path (`/<package.Service>/<Method>`), so unknown paths still get REST's JSON 404; each also
-/// speaks grpc-web (HTTP/1.1 included) for browsers, and CORS covers everything.
+/// speaks grpc-web (HTTP/1.1 included) for browsers, and CORS covers everything. `local` is the
+/// address listened on, which decides whether the host check applies (`edge::HostCheck`).
 pub fn router(
     service: RunService,
     registry: Registry,
     cors_origins: &[String],
+    edge: &edge::EdgeOptions,
+    local: std::net::IpAddr,
 ) -> Result<axum::Router, tonic_reflection::server::Error> {
     // gRPC server reflection (v1, and v1alpha for older grpcurl and Postman) over our
     // descriptor set, which holds every service we serve.
@@ -40,13 +47,18 @@ pub fn router(
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let control_plane = GrpcWebLayer::new().layer(ControlPlaneServer::new(
-        grpc::ControlPlaneApi::new(service.clone()),
-    ));
-    let scenario_registry = GrpcWebLayer::new().layer(ScenarioRegistryServer::new(
-        ScenarioRegistryApi::new(registry.clone(), service.clone()),
-    ));
-    Ok(http::router(service, registry)
+    let control_plane = GrpcWebLayer::new().layer(
+        ControlPlaneServer::new(grpc::ControlPlaneApi::new(service.clone()))
+            .max_decoding_message_size(edge.grpc_max_decoding_message_bytes)
+            .max_encoding_message_size(edge.grpc_max_encoding_message_bytes),
+    );
+    let scenario_registry = GrpcWebLayer::new().layer(
+        ScenarioRegistryServer::new(ScenarioRegistryApi::new(registry.clone(), service.clone()))
+            .max_decoding_message_size(edge.grpc_max_decoding_message_bytes)
+            .max_encoding_message_size(edge.grpc_max_encoding_message_bytes),
+    );
+    let host_check = edge::HostCheck::new(local, &edge.allowed_hosts);
+    Ok(http::router(service, registry, edge.max_request_body_bytes)
         .route_service(
             &format!(
                 "/{}/{{*method}}",
@@ -69,6 +81,11 @@ pub fn router(
             "/grpc.reflection.v1alpha.ServerReflection/{*method}",
             reflection_v1alpha,
         )
+        // Inside `observe_request`, so refused requests are logged and counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            host_check,
+            edge::check_host,
+        ))
         .layer(axum::middleware::from_fn(observe_request))
         .layer(cors(cors_origins)))
 }
@@ -94,16 +111,8 @@ async fn observe_request(
     } else {
         "http"
     };
-    // Route templates keep the label set bounded; gRPC paths name the method.
-    let route = match (
-        transport,
-        request.extensions().get::<axum::extract::MatchedPath>(),
-    ) {
-        ("http", Some(path)) => path.as_str().to_owned(),
-        ("http", None) => "unmatched".to_owned(),
-        _ => request.uri().path().to_owned(),
-    };
-    let method = request.method().to_string();
+    let route = route_label(transport, &request);
+    let method = method_label(request.method());
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -128,13 +137,76 @@ async fn observe_request(
         .and_then(|code| code.parse::<u16>().ok())
         .unwrap_or_else(|| response.status().as_u16());
     crate::telemetry::metrics::record_request(
-        transport,
-        &method,
-        &route,
-        status,
+        crate::telemetry::metrics::Request {
+            transport,
+            method,
+            route,
+            status,
+        },
         started.elapsed(),
     );
     response
+}
+
+/// A request's `route` label: a REST route's template, or the path of an RPC we serve; anything
+/// else is `unmatched`, so no client can grow the label set or write into the exposition.
+fn route_label(transport: &str, request: &axum::extract::Request) -> Cow<'static, str> {
+    let unmatched = Cow::Borrowed("unmatched");
+    if transport == "http" {
+        return request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or(unmatched, |path| Cow::Owned(path.as_str().to_owned()));
+    }
+    served_rpcs()
+        .get(request.uri().path())
+        .map_or(unmatched, |path| Cow::Borrowed(path.as_str()))
+}
+
+/// `/<package.Service>/<Method>` of every RPC the router serves: the methods of the services in
+/// the descriptor sets it serves (ours, and gRPC reflection's).
+fn served_rpcs() -> &'static HashSet<String> {
+    static RPCS: OnceLock<HashSet<String>> = OnceLock::new();
+    RPCS.get_or_init(|| {
+        [
+            proto::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .filter_map(|set| {
+            prost_reflect::DescriptorPool::decode(set)
+                .inspect_err(|error| tracing::error!(%error, "a served descriptor set is invalid"))
+                .ok()
+        })
+        .flat_map(|pool| {
+            pool.services()
+                .flat_map(|service| {
+                    service
+                        .methods()
+                        .map(|method| format!("/{}/{}", service.full_name(), method.name()))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+    })
+}
+
+/// A request's `method` label: a client may send any token as its method.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Browsers may call REST, SSE and grpc-web from the configured origins, and read the gRPC status

@@ -98,6 +98,10 @@ pub struct RunOptions {
     pub heartbeat: Duration,
     /// Committed batches a live subscriber may fall behind before it re-reads from the store.
     pub hub_capacity: usize,
+    /// The live-stream channel implementation (`--stack`).
+    pub stack: crate::stack::Stack,
+    /// Live-stream subscribers (SSE, WatchRun) one run may have at once.
+    pub max_subscribers_per_run: usize,
 }
 
 impl Default for RunOptions {
@@ -106,6 +110,8 @@ impl Default for RunOptions {
             reconcile_interval: Duration::from_secs(15),
             heartbeat: Duration::from_secs(15),
             hub_capacity: 1024,
+            stack: crate::stack::Stack::default(),
+            max_subscribers_per_run: 20_000,
         }
     }
 }
@@ -126,7 +132,7 @@ impl RunService {
         options: RunOptions,
         tracing: Tracing,
     ) -> Self {
-        let hub = Hub::with_capacity(options.hub_capacity);
+        let hub = Hub::new(options.stack, options.hub_capacity);
         RunService {
             inner: Arc::new(Inner {
                 writers: Writers::new(store.clone(), hub.clone(), tracing.clone()),

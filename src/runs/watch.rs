@@ -18,7 +18,7 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::service::RunService;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::{Published, RecvError, Shared, Subscription, TryRecvError};
 use crate::projection::state::RunState;
@@ -63,7 +63,13 @@ impl RunService {
     pub async fn watch(&self, run_id: &str, options: WatchOptions) -> Result<Watch, ApiError> {
         // Subscribing before the first read is what makes the seam between stored and live
         // events lossless.
-        let live = self.hub().subscribe(run_id);
+        let limit = self.options().max_subscribers_per_run;
+        let live = self.hub().subscribe_limited(run_id, limit).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TooManySubscribers,
+                format!("run {run_id} has {limit} live subscribers already; try again later"),
+            )
+        })?;
         let run = self.get(run_id).await?;
         let cursor = options.after_seq.max(0);
         let ended_at = run.status.is_terminal().then_some(run.last_event_seq);

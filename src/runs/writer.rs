@@ -370,11 +370,25 @@ impl Writers {
         }
         if let Some(status) = new_status {
             crate::telemetry::metrics::record_transition(status);
+            // A run reaches a terminal status once, here, after the commit that records it.
+            if status.is_terminal() {
+                crate::telemetry::metrics::record_run_duration(status, ran_for(&state));
+            }
             writer.status = status;
         }
         crate::telemetry::metrics::record_events(events.len());
         writer.state = state;
         Ok(events)
+    }
+}
+
+/// How long a run ran, from its start to its end as its projection records them; a run that
+/// ended before it started (cancelled while queued) ran for no time.
+fn ran_for(state: &RunState) -> std::time::Duration {
+    let time = |field: &Option<String>| field.as_deref().and_then(crate::time::parse);
+    match (time(&state.run.started_at), time(&state.run.ended_at)) {
+        (Some(started), Some(ended)) => (ended - started).to_std().unwrap_or_default(),
+        _ => std::time::Duration::ZERO,
     }
 }
 
@@ -406,7 +420,7 @@ mod tests {
             )
             .await
             .expect("created");
-        let writers = Writers::new(store.clone(), Hub::with_capacity(8), Tracing::disabled());
+        let writers = Writers::new(store.clone(), Hub::new(crate::stack::Stack::Custom, 8), Tracing::disabled());
         let append = |count: usize| {
             let writers = writers.clone();
             async move {
@@ -465,7 +479,7 @@ mod tests {
             .create_run(store::tests::new_run("run-a"), &[], &state)
             .await
             .expect("created");
-        let hub = Hub::with_capacity(8);
+        let hub = Hub::new(crate::stack::Stack::Custom, 8);
         let mut live = hub.subscribe("run-a");
         let writers = Writers::new(store.clone(), hub, Tracing::disabled());
         {

@@ -1,8 +1,11 @@
 //! Integration tests: one binary (linking dominates build time), one module per area.
 
 mod cli;
+mod connections;
+mod edge;
 mod golden;
 mod messages;
+mod metrics;
 mod observability;
 mod openapi;
 mod parity;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use macp_control_plane::api::proto;
 use macp_control_plane::projection::reducer;
+use macp_control_plane::stack::Stack;
 use macp_runtime::pb::macp_runtime_service_client::MacpRuntimeServiceClient;
 use macp_runtime::pb::{Envelope, SendRequest};
 use serde_json::{Value, json};
@@ -256,12 +257,31 @@ async fn resumed_subscribers_see_every_event_once(backend: Backend) {
 }
 crate::on_both_backends!(resumed_subscribers_see_every_event_once);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_subscribers_and_a_slow_one_see_every_event_in_order() {
+/// Each live-stream transport (`--stack`) runs the fan-out and shutdown tests.
+macro_rules! on_both_stacks {
+    ($test:ident) => {
+        mod $test {
+            use macp_control_plane::stack::Stack;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn custom() {
+                super::$test(Stack::Custom).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn library() {
+                super::$test(Stack::Library).await;
+            }
+        }
+    };
+}
+
+async fn a_thousand_subscribers_and_a_slow_one_see_every_event_in_order(stack: Stack) {
     let Some(app) = support::start_with(
         Backend::Sqlite,
         support::Options {
             hub_capacity: Some(4),
+            stack,
             ..Default::default()
         },
     )
@@ -326,12 +346,20 @@ async fn a_thousand_subscribers_and_a_slow_one_see_every_event_in_order() {
     assert_eq!(slow.await.expect("slow subscriber"), expected);
     app.stop().await;
 }
+on_both_stacks!(a_thousand_subscribers_and_a_slow_one_see_every_event_in_order);
 
 /// Stopping the service ends the live streams it serves (HTTP/1.1, HTTP/2 and gRPC) after what
 /// was published, so its graceful stop does not wait on them, and it stops listening.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_the_service_ends_open_streams() {
-    let Some(app) = support::start(Backend::Sqlite).await else {
+async fn stopping_the_service_ends_open_streams(stack: Stack) {
+    let Some(app) = support::start_with(
+        Backend::Sqlite,
+        support::Options {
+            stack,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
         return;
     };
     let (run_id, _) = live_seed_run(&app).await;
@@ -395,6 +423,7 @@ async fn stopping_the_service_ends_open_streams() {
         "the service no longer listens"
     );
 }
+on_both_stacks!(stopping_the_service_ends_open_streams);
 
 /// Replay state at every seq equals the projection folded live, and the instant replay stream
 /// equals the stored events.

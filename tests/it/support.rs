@@ -4,12 +4,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use macp_control_plane::api::edge::EdgeOptions;
 use macp_control_plane::api::proto::control_plane_client::ControlPlaneClient;
+use macp_control_plane::api::server::Limits;
 use macp_control_plane::app::{App, AppConfig, RuntimeTarget};
 use macp_control_plane::projection::state::RunState;
 use macp_control_plane::registry::RegistryOptions;
 use macp_control_plane::runs::service::RunOptions;
 use macp_control_plane::runtime::credentials::Credentials;
+use macp_control_plane::stack::Stack;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -88,6 +91,13 @@ pub struct Options {
     pub credentials: Option<Credentials>,
     /// OTLP collector to export traces to.
     pub otlp_endpoint: Option<String>,
+    /// Body and message limits, allowed host names.
+    pub edge: EdgeOptions,
+    /// Connection limits.
+    pub limits: Limits,
+    /// The live-stream transport.
+    pub stack: Stack,
+    pub max_subscribers_per_run: usize,
 }
 
 impl Default for Options {
@@ -99,6 +109,10 @@ impl Default for Options {
             hub_capacity: None,
             credentials: None,
             otlp_endpoint: None,
+            edge: EdgeOptions::default(),
+            limits: Limits::default(),
+            stack: Stack::default(),
+            max_subscribers_per_run: RunOptions::default().max_subscribers_per_run,
         }
     }
 }
@@ -121,6 +135,8 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
             hub_capacity: options
                 .hub_capacity
                 .unwrap_or(RunOptions::default().hub_capacity),
+            stack: options.stack,
+            max_subscribers_per_run: options.max_subscribers_per_run,
             ..RunOptions::default()
         },
         // The repository's sample packs.
@@ -129,6 +145,8 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
         ),
         cors_origins: vec!["http://localhost:3000".to_owned()],
         otlp_endpoint: options.otlp_endpoint,
+        edge: options.edge,
+        limits: options.limits,
     })
     .await
     .expect("app starts");

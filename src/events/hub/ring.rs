@@ -1,139 +1,15 @@
-//! Live fan-out: after a batch of a run's events is committed, it is published here with the
-//! projection it produced. Subscribers that fall behind re-read from the store (the hub keeps
-//! only the batches some subscriber has yet to read, a bounded number), so a slow reader cannot
-//! lose events.
-//!
-//! Each run has a channel built for one writer and thousands of readers. A reader is woken by
-//! the publication it waits for and reads it under the channel's lock, registering for the
-//! next one in the same step; polled again with nothing new, it returns at once without the
-//! lock (an event reaches each subscriber with one lock, where a broadcast channel takes
-//! two or three).
+//! The hand-written hub channel: built for one writer and thousands of readers. A reader is
+//! woken by the publication it waits for and reads it under the channel's lock, registering for
+//! the next one in the same step; polled again with nothing new, it returns at once without the
+//! lock (an event reaches each subscriber with one lock, where a broadcast channel takes two or
+//! three).
 
 use std::collections::{HashMap, VecDeque};
-use std::future::poll_fn;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
-
-use super::canonical::CanonicalEvent;
-use crate::projection::state::RunState;
-
-/// A value shared by every subscriber, with its JSON and its wire frame rendered once for all of
-/// them (a thousand SSE clients of one run serialize and frame each event once, not a thousand
-/// times).
-#[derive(Debug)]
-pub struct Shared<T> {
-    value: T,
-    json: OnceLock<Arc<str>>,
-    frame: OnceLock<Bytes>,
-}
-
-impl<T: serde::Serialize> Shared<T> {
-    pub fn new(value: T) -> Arc<Self> {
-        Arc::new(Shared {
-            value,
-            json: OnceLock::new(),
-            frame: OnceLock::new(),
-        })
-    }
-
-    /// A value whose JSON is already known (the writer serializes each projection once, for the
-    /// store, and the hub reuses that text).
-    pub fn with_json(value: T, json: Arc<str>) -> Arc<Self> {
-        Arc::new(Shared {
-            value,
-            json: OnceLock::from(json),
-            frame: OnceLock::new(),
-        })
-    }
-
-    /// The value as a wire frame built from its JSON by `render` (the edge's one framing, SSE):
-    /// rendered by the first subscriber that asks, then shared by reference.
-    pub fn frame(&self, render: impl FnOnce(&str) -> Bytes) -> Bytes {
-        self.frame.get_or_init(|| render(&self.json())).clone()
-    }
-
-    pub fn json(&self) -> Arc<str> {
-        self.json
-            .get_or_init(|| {
-                // Our own types always serialize; an empty object keeps the stream alive if not.
-                serde_json::to_string(&self.value)
-                    .unwrap_or_else(|_| "{}".to_owned())
-                    .into()
-            })
-            .clone()
-    }
-}
-
-impl<T> Deref for Shared<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
-
-/// One committed batch of a run, and the projection after it.
-#[derive(Debug)]
-pub struct Published {
-    pub events: Vec<Arc<Shared<CanonicalEvent>>>,
-    pub state: Arc<Shared<RunState>>,
-    /// When it was published (subscribers time their heartbeats from it, without a clock
-    /// read each).
-    pub published_at: tokio::time::Instant,
-    /// The frames of all the events, back to back: what most subscribers are sent.
-    frames: OnceLock<Bytes>,
-}
-
-impl Published {
-    pub fn new(events: Vec<Arc<Shared<CanonicalEvent>>>, state: Arc<Shared<RunState>>) -> Self {
-        Published {
-            events,
-            state,
-            published_at: tokio::time::Instant::now(),
-            frames: OnceLock::new(),
-        }
-    }
-
-    /// Every event's frame (`frame` renders one), back to back in one buffer, rendered by the
-    /// first subscriber that asks: a batch of several events reaches each subscriber without a
-    /// buffer of its own.
-    pub fn frames(&self, frame: impl Fn(&Arc<Shared<CanonicalEvent>>) -> Bytes) -> Bytes {
-        self.frames
-            .get_or_init(|| match self.events.as_slice() {
-                [event] => frame(event),
-                events => {
-                    let frames: Vec<Bytes> = events.iter().map(&frame).collect();
-                    let mut all = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
-                    frames.iter().for_each(|one| all.extend_from_slice(one));
-                    Bytes::from(all)
-                }
-            })
-            .clone()
-    }
-}
-
-/// Why a subscription returned no batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RecvError {
-    /// The subscriber fell this many batches behind; it reads on from the oldest kept one.
-    #[error("fell {0} batches behind")]
-    Lagged(u64),
-    /// The hub is gone (the service is shutting down).
-    #[error("the hub is closed")]
-    Closed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TryRecvError {
-    #[error("no batch yet")]
-    Empty,
-    #[error(transparent)]
-    Recv(#[from] RecvError),
-}
+use super::{Published, RecvError, TryRecvError};
 
 /// The hub: a channel per run with subscribers.
 #[derive(Clone)]
@@ -170,8 +46,8 @@ impl Hub {
         }
     }
 
-    /// Batches published after this call.
-    pub fn subscribe(&self, run_id: &str) -> Subscription {
+    /// Batches published after this call; `None` when the run has `limit` subscribers already.
+    pub fn subscribe(&self, run_id: &str, limit: usize) -> Option<Subscription> {
         let mut channels = lock(&self.inner.channels);
         let channel = channels
             .entry(run_id.to_owned())
@@ -187,14 +63,17 @@ impl Hub {
             .clone();
         let position = {
             let mut ring = lock(&channel.ring);
+            if ring.subscribers >= limit {
+                return None;
+            }
             ring.subscribers += 1;
             ring.next
         };
-        Subscription {
+        Some(Subscription {
             channel,
             position,
             registered: None,
-        }
+        })
     }
 
     /// Publishes a committed batch; a run's channel goes away with its last subscriber.
@@ -464,10 +343,6 @@ impl Subscription {
         }
     }
 
-    pub async fn recv(&mut self) -> Result<Arc<Published>, RecvError> {
-        poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
     /// The next batch if one is there.
     pub fn try_recv(&mut self) -> Result<Arc<Published>, TryRecvError> {
         let mut ring = lock(&self.channel.ring);
@@ -548,76 +423,18 @@ impl Drop for Subscription {
 
 #[cfg(test)]
 mod tests {
-    use futures::task::noop_waker;
+    use std::sync::Weak;
 
     use super::*;
-    use crate::events::canonical::{EventDraft, Source};
-
-    /// A batch of one event with this seq.
-    fn batch(seq: i64) -> Published {
-        let draft = EventDraft::new(
-            "run.created",
-            crate::time::now(),
-            None,
-            Source::control_plane("test"),
-            serde_json::json!({}),
-        );
-        Published::new(
-            vec![Shared::new(CanonicalEvent::from_draft(
-                draft, "run", seq, None,
-            ))],
-            Shared::new(RunState::empty("run")),
-        )
-    }
-
-    fn seq(batch: &Published) -> i64 {
-        batch.events[0].seq
-    }
-
-    #[test]
-    fn each_subscriber_reads_every_batch_in_order() {
-        let hub = Hub::with_capacity(8);
-        let mut early = hub.subscribe("run");
-        hub.publish("run", batch(1));
-        let mut late = hub.subscribe("run");
-        hub.publish("run", batch(2));
-        hub.publish("run", batch(3));
-        let read = |subscription: &mut Subscription| {
-            std::iter::from_fn(|| subscription.try_recv().ok().map(|batch| seq(&batch)))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(read(&mut early), vec![1, 2, 3]);
-        assert_eq!(
-            read(&mut late),
-            vec![2, 3],
-            "only what was published after it came"
-        );
-        assert_eq!(early.try_recv().err(), Some(TryRecvError::Empty));
-    }
-
-    #[test]
-    fn a_subscriber_that_falls_behind_is_told_how_far_and_reads_on_from_the_oldest_kept() {
-        let hub = Hub::with_capacity(2);
-        let mut slow = hub.subscribe("run");
-        let _other = hub.subscribe("run");
-        for seq in 1..=5 {
-            hub.publish("run", batch(seq));
-        }
-        assert_eq!(
-            slow.try_recv().err(),
-            Some(TryRecvError::Recv(RecvError::Lagged(3)))
-        );
-        assert_eq!(slow.try_recv().map(|batch| seq(&batch)), Ok(4));
-        assert_eq!(slow.try_recv().map(|batch| seq(&batch)), Ok(5));
-    }
+    use crate::events::hub::tests::{WakeCount, batch, seq};
 
     /// A published batch is kept while a subscriber has yet to read it, and no longer.
     #[test]
     fn a_batch_goes_once_every_subscriber_has_read_it_or_left() {
         let hub = Hub::with_capacity(8);
-        let mut first = hub.subscribe("run");
-        let mut second = hub.subscribe("run");
-        let leaving = hub.subscribe("run");
+        let mut first = hub.subscribe("run", usize::MAX).expect("subscribed");
+        let mut second = hub.subscribe("run", usize::MAX).expect("subscribed");
+        let leaving = hub.subscribe("run", usize::MAX).expect("subscribed");
         hub.publish("run", batch(1));
         let kept: Weak<Published> = Arc::downgrade(&first.try_recv().expect("published"));
         assert!(
@@ -638,7 +455,7 @@ mod tests {
     #[test]
     fn a_waiting_subscriber_is_woken_by_the_next_batch() {
         let hub = Hub::with_capacity(8);
-        let mut subscription = hub.subscribe("run");
+        let mut subscription = hub.subscribe("run", usize::MAX).expect("subscribed");
         let woken = Arc::new(WakeCount::default());
         let waker = Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
@@ -658,7 +475,7 @@ mod tests {
             "registered again in the same step as the read"
         );
         // Polled with another waker, it is that one the next batch wakes.
-        let noop = noop_waker();
+        let noop = futures::task::noop_waker();
         assert!(
             subscription
                 .poll_recv(&mut Context::from_waker(&noop))
@@ -673,29 +490,13 @@ mod tests {
         assert_eq!(woken.count(), 2);
     }
 
-    #[tokio::test]
-    async fn subscribers_learn_that_the_hub_is_gone() {
-        let hub = Hub::with_capacity(8);
-        let mut subscription = hub.subscribe("run");
-        hub.publish("run", batch(1));
-        let waiting = tokio::spawn(async move {
-            let first = subscription.recv().await.map(|batch| seq(&batch));
-            (first, subscription.recv().await.map(|batch| seq(&batch)))
-        });
-        tokio::task::yield_now().await;
-        drop(hub);
-        let (first, then) = waiting.await.expect("joined");
-        assert_eq!(first, Ok(1), "what was published is still read");
-        assert_eq!(then, Err(RecvError::Closed));
-    }
-
     #[test]
     fn subscribers_that_come_and_go_between_batches_reuse_their_slots() {
         let hub = Hub::with_capacity(8);
-        let _staying = hub.subscribe("run");
-        let noop = noop_waker();
+        let _staying = hub.subscribe("run", usize::MAX).expect("subscribed");
+        let noop = futures::task::noop_waker();
         for _ in 0..100 {
-            let mut subscription = hub.subscribe("run");
+            let mut subscription = hub.subscribe("run", usize::MAX).expect("subscribed");
             assert!(
                 subscription
                     .poll_recv(&mut Context::from_waker(&noop))
@@ -704,56 +505,5 @@ mod tests {
         }
         let channel = lock(&hub.inner.channels)["run"].clone();
         assert_eq!(lock(&channel.ring).wakers.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_subscriber_that_comes_after_close_learns_it_at_once() {
-        let hub = Hub::with_capacity(8);
-        hub.close();
-        let mut late = hub.subscribe("run");
-        assert_eq!(late.recv().await.err(), Some(RecvError::Closed));
-    }
-
-    #[test]
-    fn a_run_channel_goes_with_its_last_subscriber() {
-        let hub = Hub::with_capacity(8);
-        let subscription = hub.subscribe("run");
-        assert_eq!(hub.total_subscribers(), 1);
-        drop(subscription);
-        assert_eq!(hub.total_subscribers(), 0);
-        assert!(lock(&hub.inner.channels).is_empty());
-        hub.publish("run", batch(1));
-        let mut next = hub.subscribe("run");
-        hub.publish("run", batch(2));
-        assert_eq!(next.try_recv().map(|batch| seq(&batch)), Ok(2));
-    }
-
-    #[test]
-    fn a_batch_of_several_events_is_one_buffer_rendered_once() {
-        let mut several = batch(1);
-        several.events.push(batch(2).events[0].clone());
-        let renders = std::sync::atomic::AtomicUsize::new(0);
-        let render = |event: &Arc<Shared<CanonicalEvent>>| {
-            renders.fetch_add(1, Ordering::Relaxed);
-            Bytes::from(format!("{};", event.seq))
-        };
-        assert_eq!(several.frames(render), Bytes::from("1;2;"));
-        assert_eq!(several.frames(render), Bytes::from("1;2;"));
-        assert_eq!(renders.load(Ordering::Relaxed), 2, "each event once");
-    }
-
-    #[derive(Default)]
-    struct WakeCount(std::sync::atomic::AtomicUsize);
-
-    impl WakeCount {
-        fn count(&self) -> usize {
-            self.0.load(Ordering::Relaxed)
-        }
-    }
-
-    impl std::task::Wake for WakeCount {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }

@@ -1,6 +1,3 @@
-//! The HTTP server behind the one listener: HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC
-//! clients speak it) on every connection, serving the router of REST, SSE, gRPC and grpc-web.
-//!
 //! A connection's HTTP/2 streams run inside the connection's own task (`ConnectionStreams`,
 //! `Turns`), not one task each. An event published to a run with thousands of subscribers then
 //! wakes each connection once rather than each stream, the streams of a connection never contend
@@ -28,61 +25,32 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWrite;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::batched_io::{BatchedIo, Outgoing};
-use super::http::HttpError;
+use super::idle::{Activity, Tracked};
+use super::{Limits, ServeError, configure};
+use crate::api::http::HttpError;
 use crate::error::ApiError;
 use crate::events::hub::Deliveries;
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets every connection
-/// finish its open requests (HTTP/2 GOAWAY, HTTP/1.1 after the current response) and returns
-/// once they have.
-pub async fn serve(
-    mut listener: TcpListener,
-    router: Router,
-    deliveries: Arc<Deliveries>,
-    shutdown: CancellationToken,
-) {
-    // A set, so that a server that is aborted (its stop took too long) closes them all.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        // axum's accept retries transient errors (EMFILE and the like) after a pause.
-        let socket = tokio::select! {
-            (socket, _) = axum::serve::Listener::accept(&mut listener) => socket,
-            () = shutdown.cancelled() => break,
-        };
-        while connections.try_join_next().is_some() {}
-        connections.spawn(connection(
-            socket,
-            router.clone(),
-            deliveries.clone(),
-            shutdown.clone(),
-        ));
-    }
-    // Refused from now on rather than left waiting in the backlog while the others finish.
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn connection(
+/// Serves one connection: its HTTP/2 streams polled in this task, its writes batched per turn.
+pub(super) async fn serve(
     socket: TcpStream,
     router: Router,
     deliveries: Arc<Deliveries>,
-    shutdown: CancellationToken,
-) {
-    // Without TCP_NODELAY, a small write after a large one waits for the peer's delayed ACK
-    // (40 ms).
-    if let Err(error) = socket.set_nodelay(true) {
-        tracing::debug!(%error, "could not set TCP_NODELAY");
-    }
+    limits: &Limits,
+    activity: Activity,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let (read, write) = socket.into_split();
     let (io, outgoing) = BatchedIo::new(read, write);
     let streams = ConnectionStreams::default();
-    let builder = auto::Builder::new(streams.clone());
-    let mut connection = pin!(builder.serve_connection(TokioIo::new(io), Handlers { router }));
+    let mut builder = auto::Builder::new(streams.clone());
+    configure(&mut builder, limits);
+    let io = TokioIo::new(Tracked::new(io, activity));
+    let mut connection = pin!(builder.serve_connection(io, Handlers { router }));
     let mut turns = Turns {
         streams,
         running: Running::default(),
@@ -90,19 +58,16 @@ async fn connection(
         deferred: 0,
         outgoing,
     };
-    let mut stopping = pin!(shutdown.cancelled());
+    let mut stop = pin!(stop);
     let mut draining = false;
-    let served = std::future::poll_fn(|cx| {
-        if !draining && stopping.as_mut().poll(cx).is_ready() {
+    std::future::poll_fn(|cx| {
+        if !draining && stop.as_mut().poll(cx).is_ready() {
             draining = true;
             connection.as_mut().graceful_shutdown();
         }
         turns.poll(cx, connection.as_mut())
     })
-    .await;
-    if let Err(error) = served {
-        tracing::debug!(%error, "connection ended with an error");
-    }
+    .await
 }
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -1,0 +1,240 @@
+//! What a client may hold of the server (`api::server::Limits`), over real sockets: slow headers,
+//! the connection cap, idle connections, and live subscribers per run. Each on both stacks.
+
+use std::time::{Duration, Instant};
+
+use macp_control_plane::api::server::Limits;
+use macp_control_plane::stack::Stack;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{self, Backend, TestApp};
+
+async fn start(stack: Stack, limits: Limits) -> Option<TestApp> {
+    support::start_with(
+        Backend::Sqlite,
+        support::Options {
+            stack,
+            limits,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Reads until the peer closes the connection (EOF or reset), returning what it sent.
+async fn read_to_close(socket: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return received,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// One HTTP/1.1 keep-alive request on an open connection; the status line's code.
+async fn request(socket: &mut TcpStream, address: &str) -> Option<u16> {
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.ok()?;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The health answer is small: headers and body arrive together.
+    while !received.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = socket.read(&mut buffer).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        received.extend_from_slice(&buffer[..read]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A client that sends its request headers one byte a second is disconnected once the header
+/// timeout passes, long before it would have finished.
+async fn slow_headers_are_cut_off(stack: Stack) {
+    let timeout = Duration::from_secs(2);
+    let Some(app) = start(
+        stack,
+        Limits {
+            header_read_timeout: timeout,
+            ..Limits::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let address = app.app.address.to_string();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let mut socket = TcpStream::connect(&address).await.expect("connects");
+    let started = Instant::now();
+    let mut cut_off = false;
+    for byte in request.as_bytes() {
+        if socket.write_all(&[*byte]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        // Closed by the server: a read returns at once (EOF or reset).
+        if let Ok(read) =
+            tokio::time::timeout(Duration::from_secs(1), socket.read(&mut [0u8; 64])).await
+        {
+            assert!(
+                !matches!(read, Ok(n) if n > 0),
+                "the server answered a request it never fully got"
+            );
+            cut_off = true;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(cut_off, "the slow client was never disconnected");
+    // Disconnected after the timeout, and well before the ~{len} s the headers would take.
+    assert!(
+        elapsed >= timeout && elapsed < timeout * 4,
+        "disconnected after {elapsed:?} (timeout {timeout:?}, {} header bytes)",
+        request.len()
+    );
+    app.stop().await;
+}
+
+/// Over the cap, a new connection is closed at once, while the first ones keep working; once
+/// one of them goes, a new one is served.
+async fn connections_over_the_cap_are_refused(stack: Stack) {
+    let cap = 4;
+    let Some(app) = start(
+        stack,
+        Limits {
+            max_connections: cap,
+            ..Limits::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let address = app.app.address.to_string();
+    let mut open = Vec::new();
+    for _ in 0..cap {
+        let mut socket = TcpStream::connect(&address).await.expect("connects");
+        assert_eq!(request(&mut socket, &address).await, Some(200));
+        open.push(socket);
+    }
+    let mut extra = TcpStream::connect(&address).await.expect("TCP accepts");
+    assert_eq!(
+        request(&mut extra, &address).await,
+        None,
+        "connection {} is refused",
+        cap + 1
+    );
+    for socket in &mut open {
+        assert_eq!(request(socket, &address).await, Some(200), "still served");
+    }
+    drop(open.pop());
+    // The server frees the slot when it sees the close: retried until it has.
+    let mut served = None;
+    for _ in 0..100 {
+        let mut socket = TcpStream::connect(&address).await.expect("connects");
+        served = request(&mut socket, &address).await;
+        if served.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served, Some(200), "a freed slot takes a new connection");
+    app.stop().await;
+}
+
+/// A connection that moves no byte for the idle timeout is closed.
+async fn idle_connections_are_closed(stack: Stack) {
+    let idle = Duration::from_millis(500);
+    let Some(app) = start(
+        stack,
+        Limits {
+            idle_timeout: idle,
+            ..Limits::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let address = app.app.address.to_string();
+    let mut socket = TcpStream::connect(&address).await.expect("connects");
+    // The server's last byte comes after this, so it may close no sooner than `idle` after it.
+    let sent = Instant::now();
+    assert_eq!(request(&mut socket, &address).await, Some(200));
+    let rest = tokio::time::timeout(Duration::from_secs(10), read_to_close(&mut socket))
+        .await
+        .expect("closed by the server");
+    assert!(rest.is_empty());
+    assert!(sent.elapsed() >= idle, "closed before it was idle long enough");
+    app.stop().await;
+}
+
+/// One live subscriber over the per-run cap gets 429 TOO_MANY_SUBSCRIBERS; once one leaves, a
+/// new one is let in.
+async fn subscribers_per_run_are_capped(stack: Stack) {
+    let Some(app) = support::start_with(
+        Backend::Sqlite,
+        support::Options {
+            stack,
+            max_subscribers_per_run: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let run_id = app.start_run(&crate::requests::seed_example()).await;
+    let url = format!("{}/runs/{run_id}/stream", app.base);
+    let first = app.http.get(&url).send().await.expect("first");
+    let second = app.http.get(&url).send().await.expect("second");
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let refused = app.http.get(&url).send().await.expect("third");
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.expect("error body");
+    assert_eq!(body["errorCode"], "TOO_MANY_SUBSCRIBERS");
+    drop(first);
+    // The server learns of the closed stream when it next writes to it or reads EOF.
+    let mut status = 429;
+    for _ in 0..200 {
+        let response = app.http.get(&url).send().await.expect("retry");
+        status = response.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "a freed place takes a new subscriber");
+    drop(second);
+    app.stop().await;
+}
+
+macro_rules! on_both_stacks {
+    ($($test:ident),+ $(,)?) => {
+        $(mod $test {
+            use macp_control_plane::stack::Stack;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn custom() {
+                super::$test(Stack::Custom).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn library() {
+                super::$test(Stack::Library).await;
+            }
+        })+
+    };
+}
+
+on_both_stacks!(
+    slow_headers_are_cut_off,
+    connections_over_the_cap_are_refused,
+    idle_connections_are_closed,
+    subscribers_per_run_are_capped,
+);
