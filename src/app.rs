@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::server::{Connections, Limits};
 use crate::api::edge::EdgeOptions;
+use crate::api::server::{Connections, Limits};
 use crate::config::ServeArgs;
 use crate::registry::{Registry, RegistryOptions};
 use crate::runs::RunService;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::api::server::Limits;
 use crate::api::edge::{self, EdgeOptions};
+use crate::api::server::Limits;
 use crate::registry::RegistryOptions;
 use crate::runtime::credentials::Credentials;
 use crate::stack::Stack;
@@ -59,12 +59,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_REQUEST_BODY_BYTES", default_value_t = edge::DEFAULT_MAX_REQUEST_BODY_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_request_body_bytes: u64,
 
-    /// Largest gRPC request message, in bytes; a larger one is refused with RESOURCE_EXHAUSTED.
+    /// Largest gRPC request message, in bytes; a larger one is refused with OUT_OF_RANGE.
     #[arg(long, env = "GRPC_MAX_DECODING_MESSAGE_BYTES", default_value_t = edge::DEFAULT_GRPC_MAX_DECODING_MESSAGE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub grpc_max_decoding_message_bytes: u64,
 
     /// Largest gRPC response message, in bytes (a page of events can be large); a larger one
-    /// fails with RESOURCE_EXHAUSTED.
+    /// fails with OUT_OF_RANGE.
     #[arg(long, env = "GRPC_MAX_ENCODING_MESSAGE_BYTES", default_value_t = edge::DEFAULT_GRPC_MAX_ENCODING_MESSAGE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub grpc_max_encoding_message_bytes: u64,
 

@@ -42,7 +42,8 @@ impl IntoResponse for HttpError {
 
 type Result<T> = std::result::Result<T, HttpError>;
 
-pub fn router(service: RunService, registry: Registry) -> Router {
+/// The REST routes; JSON bodies are read up to `max_body_bytes` (`extract::JsonBody`).
+pub fn router(service: RunService, registry: Registry, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/runs", post(start_run).get(list_runs))
         .route("/runs/validate", post(validate_run))
@@ -64,6 +65,7 @@ pub fn router(service: RunService, registry: Registry) -> Router {
         .with_state(service.clone())
         .merge(registry::router(registry, service))
         .fallback(not_found)
+        .layer(axum::Extension(extract::BodyLimit(max_body_bytes)))
 }
 
 /// Run ids are UUIDs; anything else is a bad request rather than an unknown run.
