@@ -342,6 +342,8 @@ impl Writers {
                 })
                 .await?;
             drop(persist);
+            // Counted before it is published: whoever sees the batch sees it counted.
+            count_committed(events.len(), new_status, &published);
             let _publish = tracing.child(&run_id, "events.publish", Vec::new());
             hub.publish(
                 &run_id,
@@ -369,16 +371,23 @@ impl Writers {
             writer.normalizer.participants = participants;
         }
         if let Some(status) = new_status {
-            crate::telemetry::metrics::record_transition(status);
-            // A run reaches a terminal status once, here, after the commit that records it.
-            if status.is_terminal() {
-                crate::telemetry::metrics::record_run_duration(status, ran_for(&state));
-            }
             writer.status = status;
         }
-        crate::telemetry::metrics::record_events(events.len());
         writer.state = state;
         Ok(events)
+    }
+}
+
+/// What a committed append adds to `/metrics`. A run reaches a terminal status once: in the
+/// commit that records it, so its duration is observed here and nowhere else.
+fn count_committed(events: usize, status: Option<RunStatus>, state: &RunState) {
+    use crate::telemetry::metrics;
+    metrics::record_events(events);
+    if let Some(status) = status {
+        metrics::record_transition(status);
+        if status.is_terminal() {
+            metrics::record_run_duration(status, ran_for(state));
+        }
     }
 }
 

@@ -1,86 +1,190 @@
-//! Process metrics in the Prometheus text format (`GET /metrics`).
+//! Process metrics (`GET /metrics`): a `prometheus-client` registry rendered in the Prometheus
+//! text format 0.0.4. Every label value comes from a bounded set the service chooses (route
+//! templates, RPC names, statuses, runtime methods), never from what a client sent.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::runs::status::RunStatus;
 
-#[derive(Default)]
-struct CallStats {
-    count: u64,
-    errors: u64,
-    seconds: f64,
-}
+/// The `Content-Type` of what `render` returns.
+pub use prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the request-duration histogram.
-const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const REQUEST_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// Upper bounds (seconds) of the run-duration histogram: a run refused at once ends in well under
+/// a second, one waiting on people can last hours.
+const RUN_BUCKETS: [f64; 16] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+    14400.0,
+];
+
+/// One HTTP or gRPC request's labels; `route` is a route template, an RPC path or `unmatched`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Request {
+    pub transport: &'static str,
+    pub method: &'static str,
+    pub route: Cow<'static, str>,
+    pub status: u16,
 }
 
-/// (transport, method, route, status)
-type RequestKey = (&'static str, String, String, u16);
-
-#[derive(Default)]
-struct Registry {
-    events_ingested: AtomicU64,
-    stream_reconnects: AtomicU64,
-    transitions: Mutex<BTreeMap<&'static str, u64>>,
-    runtime_calls: Mutex<BTreeMap<&'static str, CallStats>>,
-    requests: Mutex<BTreeMap<RequestKey, Histogram>>,
-    active_streams: Mutex<BTreeMap<&'static str, i64>>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: &'static str,
 }
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Method {
+    method: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<Request, Counter>,
+    request_seconds: Histograms<Request>,
+    active_streams: Family<Kind, Gauge>,
+    subscribers: Gauge,
+    stream_reconnects: Counter,
+    events_ingested: Counter,
+    transitions: Family<Status, Counter>,
+    run_seconds: Histograms<Status>,
+    runtime_calls: Family<Method, Counter>,
+    runtime_call_errors: Family<Method, Counter>,
+    runtime_call_seconds: Family<Method, Counter<f64, AtomicU64>>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS)),
+            active_streams: Family::default(),
+            subscribers: Gauge::default(),
+            stream_reconnects: Counter::default(),
+            events_ingested: Counter::default(),
+            transitions: Family::default(),
+            run_seconds: Family::new_with_constructor(|| Histogram::new(RUN_BUCKETS)),
+            runtime_calls: Family::default(),
+            runtime_call_errors: Family::default(),
+            runtime_call_seconds: Family::default(),
+        };
+        // Every status from the start, so a rate over them has a zero to start from.
+        for status in RunStatus::ALL {
+            let label = Status {
+                status: status.as_str(),
+            };
+            let _ = metrics.transitions.get_or_create(&label);
+            if status.is_terminal() {
+                let _ = metrics.run_seconds.get_or_create(&label);
+            }
+        }
+        // The library adds `_total` to counters and the unit to the name.
+        let registry = &mut metrics.registry;
+        registry.register(
+            "http_requests",
+            "HTTP and gRPC requests served",
+            metrics.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "HTTP and gRPC request durations",
+            Unit::Seconds,
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "macp_active_streams",
+            "Open live streams (SSE, gRPC WatchRun)",
+            metrics.active_streams.clone(),
+        );
+        registry.register(
+            "macp_stream_subscribers",
+            "Live subscribers of run hubs",
+            metrics.subscribers.clone(),
+        );
+        registry.register(
+            "macp_stream_reconnects",
+            "Runtime session streams resumed after a break",
+            metrics.stream_reconnects.clone(),
+        );
+        registry.register(
+            "macp_events_ingested",
+            "Canonical events persisted",
+            metrics.events_ingested.clone(),
+        );
+        registry.register(
+            "run_state_transitions",
+            "Run status transitions",
+            metrics.transitions.clone(),
+        );
+        registry.register_with_unit(
+            "macp_run_duration",
+            "Runs from start to end, by terminal status",
+            Unit::Seconds,
+            metrics.run_seconds.clone(),
+        );
+        registry.register(
+            "macp_runtime_calls",
+            "Runtime gRPC calls",
+            metrics.runtime_calls.clone(),
+        );
+        registry.register(
+            "macp_runtime_call_errors",
+            "Failed runtime gRPC calls",
+            metrics.runtime_call_errors.clone(),
+        );
+        registry.register_with_unit(
+            "macp_runtime_call",
+            "Time spent in runtime calls",
+            Unit::Seconds,
+            metrics.runtime_call_seconds.clone(),
+        );
+        metrics
+    }
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
 }
 
 pub fn record_events(count: usize) {
-    registry()
-        .events_ingested
-        .fetch_add(count as u64, Ordering::Relaxed);
+    metrics().events_ingested.inc_by(count as u64);
 }
 
 pub fn record_stream_reconnect() {
-    registry().stream_reconnects.fetch_add(1, Ordering::Relaxed);
+    metrics().stream_reconnects.inc();
 }
 
-/// One HTTP or gRPC request: `route` is the route template (`/runs/{id}`) or the gRPC method.
-pub fn record_request(
-    transport: &'static str,
-    method: &str,
-    route: &str,
-    status: u16,
-    elapsed: Duration,
-) {
-    let mut requests = registry()
-        .requests
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let histogram = requests
-        .entry((transport, method.to_owned(), route.to_owned(), status))
-        .or_default();
-    let seconds = elapsed.as_secs_f64();
-    histogram.count += 1;
-    histogram.sum += seconds;
-    for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
-        if seconds <= bound {
-            *bucket += 1;
-        }
-    }
+pub fn record_request(labels: Request, elapsed: Duration) {
+    let metrics = metrics();
+    metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+    metrics.requests.get_or_create(&labels).inc();
 }
 
 /// Counts an open live stream (`sse`, `grpc`) until the returned guard is dropped.
 pub fn open_stream(kind: &'static str) -> StreamGuard {
-    adjust_streams(kind, 1);
+    metrics().active_streams.get_or_create(&Kind { kind }).inc();
     StreamGuard(kind)
 }
 
@@ -88,182 +192,54 @@ pub struct StreamGuard(&'static str);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        adjust_streams(self.0, -1);
+        metrics()
+            .active_streams
+            .get_or_create(&Kind { kind: self.0 })
+            .dec();
     }
 }
 
-fn adjust_streams(kind: &'static str, delta: i64) {
-    let mut streams = registry()
-        .active_streams
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    *streams.entry(kind).or_default() += delta;
+pub fn record_transition(status: RunStatus) {
+    metrics()
+        .transitions
+        .get_or_create(&Status {
+            status: status.as_str(),
+        })
+        .inc();
 }
 
-pub fn record_transition(status: RunStatus) {
-    let mut transitions = registry()
-        .transitions
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    *transitions.entry(status.as_str()).or_default() += 1;
+/// A run that reached `status` (terminal) after running for `ran`.
+pub fn record_run_duration(status: RunStatus, ran: Duration) {
+    metrics()
+        .run_seconds
+        .get_or_create(&Status {
+            status: status.as_str(),
+        })
+        .observe(ran.as_secs_f64());
 }
 
 pub fn record_runtime_call(method: &'static str, elapsed: Duration, ok: bool) {
-    let mut calls = registry()
-        .runtime_calls
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let stats = calls.entry(method).or_default();
-    stats.count += 1;
-    stats.seconds += elapsed.as_secs_f64();
+    let metrics = metrics();
+    let label = Method { method };
+    metrics.runtime_calls.get_or_create(&label).inc();
+    metrics
+        .runtime_call_seconds
+        .get_or_create(&label)
+        .inc_by(elapsed.as_secs_f64());
+    // Created on every call, so a method's error count reads 0 rather than missing.
+    let errors = metrics.runtime_call_errors.get_or_create(&label);
     if !ok {
-        stats.errors += 1;
+        errors.inc();
     }
 }
 
 /// The current values as Prometheus text; `subscribers` is the hub's live subscriber count.
-pub fn render(subscribers: usize) -> String {
-    let registry = registry();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP http_requests_total HTTP and gRPC requests served."
-    );
-    let _ = writeln!(out, "# TYPE http_requests_total counter");
-    let requests = registry
-        .requests
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for ((transport, method, route, status), histogram) in requests.iter() {
-        let _ = writeln!(
-            out,
-            "http_requests_total{{transport=\"{transport}\",method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}",
-            histogram.count
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP http_request_duration_seconds HTTP and gRPC request durations."
-    );
-    let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
-    for ((transport, method, route, status), histogram) in requests.iter() {
-        let labels = format!(
-            "transport=\"{transport}\",method=\"{method}\",route=\"{route}\",status=\"{status}\""
-        );
-        for (bound, count) in BUCKETS.iter().zip(histogram.buckets) {
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-            histogram.count
-        );
-        let _ = writeln!(
-            out,
-            "http_request_duration_seconds_sum{{{labels}}} {:.6}",
-            histogram.sum
-        );
-        let _ = writeln!(
-            out,
-            "http_request_duration_seconds_count{{{labels}}} {}",
-            histogram.count
-        );
-    }
-    drop(requests);
-    let _ = writeln!(
-        out,
-        "# HELP macp_active_streams Open live streams (SSE, gRPC WatchRun)."
-    );
-    let _ = writeln!(out, "# TYPE macp_active_streams gauge");
-    for (kind, count) in registry
-        .active_streams
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-    {
-        let _ = writeln!(out, "macp_active_streams{{kind=\"{kind}\"}} {count}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP macp_stream_subscribers Live subscribers of run hubs."
-    );
-    let _ = writeln!(out, "# TYPE macp_stream_subscribers gauge");
-    let _ = writeln!(out, "macp_stream_subscribers {subscribers}");
-    let _ = writeln!(
-        out,
-        "# HELP macp_stream_reconnects_total Runtime session streams resumed after a break."
-    );
-    let _ = writeln!(out, "# TYPE macp_stream_reconnects_total counter");
-    let _ = writeln!(
-        out,
-        "macp_stream_reconnects_total {}",
-        registry.stream_reconnects.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP macp_events_ingested_total Canonical events persisted."
-    );
-    let _ = writeln!(out, "# TYPE macp_events_ingested_total counter");
-    let _ = writeln!(
-        out,
-        "macp_events_ingested_total {}",
-        registry.events_ingested.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP run_state_transitions_total Run status transitions."
-    );
-    let _ = writeln!(out, "# TYPE run_state_transitions_total counter");
-    for (status, count) in registry
-        .transitions
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-    {
-        let _ = writeln!(
-            out,
-            "run_state_transitions_total{{status=\"{status}\"}} {count}"
-        );
-    }
-    let _ = writeln!(out, "# HELP macp_runtime_calls_total Runtime gRPC calls.");
-    let _ = writeln!(out, "# TYPE macp_runtime_calls_total counter");
-    let calls = registry
-        .runtime_calls
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for (method, stats) in calls.iter() {
-        let _ = writeln!(
-            out,
-            "macp_runtime_calls_total{{method=\"{method}\"}} {}",
-            stats.count
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP macp_runtime_call_errors_total Failed runtime gRPC calls."
-    );
-    let _ = writeln!(out, "# TYPE macp_runtime_call_errors_total counter");
-    for (method, stats) in calls.iter() {
-        let _ = writeln!(
-            out,
-            "macp_runtime_call_errors_total{{method=\"{method}\"}} {}",
-            stats.errors
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP macp_runtime_call_seconds_total Time spent in runtime calls."
-    );
-    let _ = writeln!(out, "# TYPE macp_runtime_call_seconds_total counter");
-    for (method, stats) in calls.iter() {
-        let _ = writeln!(
-            out,
-            "macp_runtime_call_seconds_total{{method=\"{method}\"}} {:.6}",
-            stats.seconds
-        );
-    }
-    out
+pub fn render(subscribers: usize) -> Result<String, std::fmt::Error> {
+    let metrics = metrics();
+    metrics
+        .subscribers
+        .set(i64::try_from(subscribers).unwrap_or(i64::MAX));
+    let mut text = String::new();
+    prometheus_text::encode(&mut text, &metrics.registry)?;
+    Ok(text)
 }

@@ -202,15 +202,11 @@ async fn readyz(State(service): State<RunService>) -> Response {
     (status, Json(readiness)).into_response()
 }
 
-async fn metrics(State(service): State<RunService>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::telemetry::metrics::render(service.hub().total_subscribers()),
-    )
-        .into_response()
+async fn metrics(State(service): State<RunService>) -> Result<Response> {
+    use crate::telemetry::metrics;
+    let text = metrics::render(service.hub().total_subscribers())
+        .map_err(|error| ApiError::internal(format!("metrics could not be rendered: {error}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn not_found(uri: axum::http::Uri) -> HttpError {
