@@ -14,13 +14,14 @@ use crate::events::hub::Shared;
 use crate::projection::reducer;
 use crate::projection::state::RunState;
 use crate::runs::RunService;
+use crate::runs::model::MAX_UINT32;
 use crate::runs::writer::fold_forward;
 
 /// Longest pause between two replayed events, whatever the original gap.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
 const PAGE: u64 = 500;
-const MIN_SPEED: f64 = 0.1;
-const MAX_SPEED: f64 = 1000.0;
+pub const MIN_SPEED: f64 = 0.1;
+pub const MAX_SPEED: f64 = 1000.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,8 +88,11 @@ impl ReplayQuery {
             ));
         }
         for (field, value) in [("fromSeq", self.from_seq), ("toSeq", self.to_seq)] {
-            if value.is_some_and(|seq| seq < 1) {
-                errors.push(FieldError::new(field, "must be 1 or more"));
+            if value.is_some_and(|seq| !(1..=MAX_UINT32).contains(&seq)) {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must be between 1 and {MAX_UINT32}"),
+                ));
             }
         }
         if let (Some(from), Some(to)) = (self.from_seq, self.to_seq)
@@ -154,10 +158,10 @@ impl RunService {
     pub async fn state_at(&self, run_id: &str, seq: Option<i64>) -> Result<RunState, ApiError> {
         let run = self.get(run_id).await?;
         let target = seq.unwrap_or(run.last_event_seq);
-        if target < 0 {
+        if !(0..=MAX_UINT32).contains(&target) {
             return Err(ApiError::validation(vec![FieldError::new(
                 "seq",
-                "must be 0 or more",
+                format!("must be between 0 and {MAX_UINT32}"),
             )]));
         }
         let checkpoint = self

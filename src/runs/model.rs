@@ -150,6 +150,11 @@ pub struct RunQuery {
     pub sort_order: Option<String>,
 }
 
+/// The largest seq, offset or interval the API takes: the protos carry them as `uint32`, so REST
+/// takes no more than gRPC can (and never answers a value outside what it documents).
+pub const MAX_UINT32: i64 = u32::MAX as i64;
+/// Shortest heartbeat interval a live stream's client may ask for.
+pub const MIN_HEARTBEAT_MS: i64 = 100;
 pub const DEFAULT_RUN_LIMIT: u64 = 50;
 pub const MAX_RUN_LIMIT: u64 = 200;
 pub const DEFAULT_EVENT_LIMIT: u64 = 200;
@@ -191,9 +196,12 @@ impl RunQuery {
         };
         let offset = match self.offset {
             None => 0,
-            Some(offset) if offset >= 0 => offset as u64,
+            Some(offset) if (0..=MAX_UINT32).contains(&offset) => offset as u64,
             Some(_) => {
-                errors.push(FieldError::new("offset", "must be 0 or more"));
+                errors.push(FieldError::new(
+                    "offset",
+                    format!("must be between 0 and {MAX_UINT32}"),
+                ));
                 0
             }
         };
@@ -246,9 +254,12 @@ pub fn event_paging(
     let mut errors = Vec::new();
     let after = match after_seq {
         None => 0,
-        Some(seq) if seq >= 0 => seq,
+        Some(seq) if (0..=MAX_UINT32).contains(&seq) => seq,
         Some(_) => {
-            errors.push(FieldError::new("afterSeq", "must be 0 or more"));
+            errors.push(FieldError::new(
+                "afterSeq",
+                format!("must be between 0 and {MAX_UINT32}"),
+            ));
             0
         }
     };

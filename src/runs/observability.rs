@@ -16,7 +16,7 @@ use crate::time::{self, Timestamp};
 pub const ARTIFACT_KINDS: &[&str] = &["trace", "json", "report", "log", "bundle"];
 /// Largest inline artifact (its JSON text).
 pub const MAX_INLINE_BYTES: usize = 256 * 1024;
-const MAX_LABEL_LEN: usize = 255;
+pub const MAX_LABEL_LEN: usize = 255;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,7 +116,7 @@ impl RunService {
             let label = object.required_str("label", &mut problems);
             if label
                 .as_ref()
-                .is_some_and(|label| label.len() > MAX_LABEL_LEN)
+                .is_some_and(|label| label.chars().count() > MAX_LABEL_LEN)
             {
                 problems.push(
                     "label",

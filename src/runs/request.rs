@@ -12,7 +12,11 @@ use crate::runtime::codec;
 pub const MAX_TTL_MS: i64 = 86_400_000;
 /// The runtime refuses more participants than this.
 pub const MAX_PARTICIPANTS: usize = 1000;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// What `execution.requester.actorType` may be.
+pub const ACTOR_TYPES: &[&str] = &["user", "service", "system"];
+/// The payload envelope's encodings.
+pub const ENCODINGS: &[&str] = &["json", "text", "base64", "proto"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
@@ -230,7 +234,7 @@ fn parse_execution(
     let key = execution.optional_str("idempotencyKey", problems);
     if key
         .as_ref()
-        .is_some_and(|key| key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        .is_some_and(|key| key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN)
     {
         problems.push(
             execution.field("idempotencyKey"),
@@ -248,11 +252,11 @@ fn parse_execution(
             requester.warn_unknown(&["actorId", "actorType"], problems);
             let actor_type = requester.optional_str("actorType", problems);
             if let Some(kind) = &actor_type
-                && !["user", "service", "system"].contains(&kind.as_str())
+                && !ACTOR_TYPES.contains(&kind.as_str())
             {
                 problems.push(
                     requester.field("actorType"),
-                    format!("must be one of user, service, system; got '{kind}'"),
+                    format!("must be one of {}; got '{kind}'", ACTOR_TYPES.join(", ")),
                 );
             }
             Requester {
@@ -500,7 +504,7 @@ fn parse_commitments(session: &Obj<'_>, problems: &mut Problems) -> Vec<Commitme
     commitments
 }
 
-const KICKOFF_KINDS: &[&str] = &["request", "broadcast", "proposal", "context"];
+pub const KICKOFF_KINDS: &[&str] = &["request", "broadcast", "proposal", "context"];
 
 fn parse_kickoff(items: &[Value], roster: &Roster, problems: &mut Problems) -> Vec<KickoffMessage> {
     let mut messages = Vec::with_capacity(items.len());
@@ -583,7 +587,11 @@ pub(crate) fn message_payload(
     problems: &mut Problems,
 ) -> Option<Encoded> {
     match message.optional_object("payloadEnvelope", problems) {
-        Some(envelope) => encode_envelope(&envelope, problems),
+        Some(envelope) => {
+            // The envelope wins; a `payload` beside it is unused but must still be an object.
+            message.optional_map("payload", problems);
+            encode_envelope(&envelope, problems)
+        }
         None => {
             let payload = message
                 .optional_map("payload", problems)
@@ -634,6 +642,19 @@ fn encode_envelope(envelope: &Obj<'_>, problems: &mut Problems) -> Option<Encode
         problems,
     );
     let encoding = envelope.required_str("encoding", problems)?;
+    // Fields the encoding does not read are unused, but must still have their types.
+    envelope.optional_any_str("mediaType", problems);
+    for key in ["text", "base64"] {
+        if encoding != key {
+            envelope.optional_any_str(key, problems);
+        }
+    }
+    if encoding != "proto"
+        && let Some(proto) = envelope.optional_object("proto", problems)
+    {
+        proto.optional_any_str("typeName", problems);
+        proto.optional_map("value", problems);
+    }
     match encoding.as_str() {
         "json" => {
             let json = envelope
@@ -704,7 +725,7 @@ fn encode_envelope(envelope: &Obj<'_>, problems: &mut Problems) -> Option<Encode
         other => {
             problems.push(
                 envelope.field("encoding"),
-                format!("must be one of json, text, base64, proto; got '{other}'"),
+                format!("must be one of {}; got '{other}'", ENCODINGS.join(", ")),
             );
             None
         }

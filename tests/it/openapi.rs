@@ -355,3 +355,111 @@ async fn docs_page_shows_every_operation() {
     }
     app.stop().await;
 }
+
+/// The document states what the server enforces, and the server enforces what it states: run
+/// ids are UUIDs, the uint32 parameters stop at `u32::MAX` (one past it is a field error, not a
+/// value answered out of range), and every operation lists the refusals of its kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_states_what_the_server_enforces() {
+    let document = openapi::document().expect("the document is generated");
+    let parameter = |path: &str, method: &str, name: &str| -> Value {
+        document["paths"][path][method]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|parameter| parameter["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+    };
+    let mut id_routes = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let responses = &operation["responses"];
+            assert!(
+                responses["421"].is_object(),
+                "{method} {path}: no 421 for a foreign Host"
+            );
+            if operation["requestBody"].is_object() {
+                for status in ["400", "413", "415"] {
+                    assert!(
+                        responses[status].is_object(),
+                        "{method} {path} takes a body but documents no {status}"
+                    );
+                }
+            }
+            if path.contains("{id}") {
+                id_routes += 1;
+                assert_eq!(
+                    parameter(path, method, "id")["schema"]["format"],
+                    "uuid",
+                    "{method} {path}"
+                );
+                assert!(responses["404"].is_object(), "{method} {path}: no 404");
+            }
+        }
+    }
+    assert!(id_routes > 10, "{id_routes} routes with a run id");
+    let limits = [
+        ("/runs", "offset", 0),
+        ("/runs", "limit", 1),
+        ("/events", "afterSeq", 0),
+        ("/runs/{id}/events", "afterSeq", 0),
+        ("/runs/{id}/replay/state", "seq", 0),
+    ];
+    for (path, name, minimum) in limits {
+        let schema = &parameter(path, "get", name)["schema"];
+        assert_eq!(schema["minimum"], minimum, "{path} {name}");
+        assert!(
+            schema["maximum"].as_u64() <= Some(u64::from(u32::MAX)),
+            "{path} {name}"
+        );
+    }
+    let body = &document["components"]["schemas"]["SessionSpec"];
+    assert!(
+        body["required"]
+            .as_array()
+            .is_some_and(|names| names.contains(&json!("modeName"))),
+        "{body}"
+    );
+    assert_eq!(body["properties"]["modeName"]["minLength"], 1);
+
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let run_id = app.start_run(&requests::seed_example()).await;
+    let too_far = u64::from(u32::MAX) + 1;
+    for (url, field) in [
+        (format!("/runs?offset={too_far}"), "offset"),
+        (format!("/events?afterSeq={too_far}"), "afterSeq"),
+        (
+            format!("/runs/{run_id}/events?afterSeq={too_far}"),
+            "afterSeq",
+        ),
+        (format!("/runs/{run_id}/replay/state?seq={too_far}"), "seq"),
+        (
+            format!("/runs/{run_id}/replay/stream?fromSeq={too_far}"),
+            "fromSeq",
+        ),
+        (
+            format!("/runs/{run_id}/stream?heartbeatMs={too_far}"),
+            "heartbeatMs",
+        ),
+        (
+            format!("/runs/{run_id}/stream?includeSnapshot=1"),
+            "includeSnapshot",
+        ),
+    ] {
+        let (status, body) = app.get(&url).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["errorCode"], "VALIDATION_ERROR", "{url}");
+        assert_eq!(
+            body["details"]["errors"][0]["field"], field,
+            "{url}: {body}"
+        );
+    }
+    // The largest documented offset is taken and answered as it was asked.
+    let (status, page) = app.get(&format!("/runs?offset={}", u32::MAX)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["offset"], u32::MAX);
+    app.stop().await;
+}

@@ -15,7 +15,7 @@ use crate::events::canonical::CanonicalEvent;
 use crate::replay::{ReplayItem, ReplayQuery};
 use crate::runs::RunService;
 use crate::runs::model::{
-    DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery, Run, RunQuery,
+    DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery, MIN_HEARTBEAT_MS, Run, RunQuery,
 };
 use crate::runs::watch::{WatchItem, WatchOptions};
 use crate::runtime::info;
@@ -377,10 +377,10 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
         let heartbeat = match request.heartbeat_ms {
-            Some(ms) if ms < 100 => {
+            Some(ms) if i64::from(ms) < MIN_HEARTBEAT_MS => {
                 return Err(status(ApiError::validation(vec![FieldError::new(
                     "heartbeatMs",
-                    "must be at least 100",
+                    format!("must be at least {MIN_HEARTBEAT_MS}"),
                 )])));
             }
             Some(ms) => Duration::from_millis(u64::from(ms)),

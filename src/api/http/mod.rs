@@ -140,8 +140,9 @@ async fn cancel_run(
     body: Option<JsonBody>,
 ) -> Result<Response> {
     let id = run_id(&id)?;
+    // No body is no options; a body, when sent, is an object (as `POST /runs/{id}/replay`).
     let reason = match body.map(|JsonBody(body)| body) {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::Object(map)) => match map.get("reason") {
             None | Some(Value::Null) => None,
             Some(Value::String(reason)) => Some(reason.clone()),

@@ -25,11 +25,10 @@ use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::Shared;
 use crate::replay::{ReplayItem, ReplayQuery};
 use crate::runs::RunService;
-use crate::runs::model::{DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery};
+use crate::runs::model::{
+    DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery, MAX_UINT32, MIN_HEARTBEAT_MS,
+};
 use crate::runs::watch::{WatchItem, WatchOptions};
-
-/// Shortest heartbeat interval a client may ask for.
-const MIN_HEARTBEAT_MS: i64 = 100;
 
 pub fn router() -> Router<RunService> {
     Router::new()
@@ -40,11 +39,11 @@ pub fn router() -> Router<RunService> {
         .route("/events", get(list_events))
 }
 
-/// `true`/`1` and `false`/`0`; anything else is a field error.
+/// `true` or `false`; anything else is a field error.
 fn boolean(query: &QueryParams, key: &str, errors: &mut Vec<FieldError>) -> Option<bool> {
     match query.string(key)?.as_str() {
-        "true" | "1" => Some(true),
-        "false" | "0" => Some(false),
+        "true" => Some(true),
+        "false" => Some(false),
         other => {
             errors.push(FieldError::new(
                 key,
@@ -210,17 +209,22 @@ async fn stream_run(
             }
         },
     };
-    if after_seq.is_some_and(|seq| seq < 0) {
-        errors.push(FieldError::new("afterSeq", "must be 0 or more"));
+    if after_seq.is_some_and(|seq| !(0..=MAX_UINT32).contains(&seq)) {
+        errors.push(FieldError::new(
+            "afterSeq",
+            format!("must be between 0 and {MAX_UINT32}"),
+        ));
     }
     let include_snapshot = boolean(&query, "includeSnapshot", &mut errors).unwrap_or(true);
     let end_at_terminal = boolean(&query, "endAtTerminal", &mut errors).unwrap_or(false);
     let heartbeat = match query.int("heartbeatMs", &mut errors) {
-        Some(ms) if ms >= MIN_HEARTBEAT_MS => Duration::from_millis(ms as u64),
+        Some(ms) if (MIN_HEARTBEAT_MS..=MAX_UINT32).contains(&ms) => {
+            Duration::from_millis(ms as u64)
+        }
         Some(_) => {
             errors.push(FieldError::new(
                 "heartbeatMs",
-                format!("must be at least {MIN_HEARTBEAT_MS}"),
+                format!("must be between {MIN_HEARTBEAT_MS} and {MAX_UINT32}"),
             ));
             service.options().heartbeat
         }

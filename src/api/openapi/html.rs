@@ -232,33 +232,53 @@ fn render_object(page: &mut String, schema: &Value) {
     page.push_str("</table>");
 }
 
-/// A schema's type in a few words, with links to components.
+/// A schema's type in a few words, with links to components and the checks the server makes.
 fn type_label(schema: &Value) -> String {
     if let Some(reference) = schema["$ref"].as_str() {
         let name = escape(reference.rsplit('/').next().unwrap_or(reference));
         return format!("<a href=\"#schema-{name}\">{name}</a>");
     }
-    if let Some(options) = schema["oneOf"].as_array() {
+    let map = schema.as_object().cloned().unwrap_or_else(Map::new);
+    if let Some(options) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        // A branch without a type of its own (`anyOf` beside `type`) has the schema's type.
         return options
             .iter()
-            .map(type_label)
+            .map(|option| match (option.get("const"), option.get("type")) {
+                (Some(Value::String(text)), _) if text.is_empty() => "empty".to_owned(),
+                (_, None)
+                    if map.contains_key("type")
+                        && option.as_object().is_some_and(|o| !o.is_empty()) =>
+                {
+                    let mut merged = option.clone();
+                    merged["type"] = map["type"].clone();
+                    type_label(&merged)
+                }
+                _ => type_label(option),
+            })
             .collect::<Vec<_>>()
             .join(" or ");
     }
-    let map = schema.as_object().cloned().unwrap_or_else(Map::new);
-    match map.get("type").and_then(Value::as_str) {
+    let types: Vec<&str> = match map.get("type") {
+        Some(Value::String(kind)) => vec![kind.as_str()],
+        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let nullable = types.contains(&"null");
+    let base = match types.iter().find(|kind| **kind != "null").copied() {
         Some("array") => format!("array of {}", type_label(&schema["items"])),
         Some("object") if map.contains_key("additionalProperties") => {
             format!("map of {}", type_label(&schema["additionalProperties"]))
         }
-        Some("object") => "object".to_owned(),
         Some("string") if map.contains_key("enum") => {
             let values: Vec<String> = schema["enum"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
-                .map(|value| format!("<code>{}</code>", escape(value)))
+                .map(|value| match value {
+                    "" => "<code>\"\"</code>".to_owned(),
+                    value => format!("<code>{}</code>", escape(value)),
+                })
                 .collect();
             format!("string, one of {}", values.join(" "))
         }
@@ -266,8 +286,45 @@ fn type_label(schema: &Value) -> String {
             Some(format) => format!("{} ({})", escape(kind), escape(format)),
             None => escape(kind),
         },
+        None if nullable => "null".to_owned(),
         None => "any JSON".to_owned(),
+    };
+    let mut label = base;
+    for check in checks(&map) {
+        label.push_str(", ");
+        label.push_str(&check);
     }
+    if nullable && !types.iter().all(|kind| *kind == "null") {
+        label.push_str(" or null");
+    }
+    label
+}
+
+/// What the keywords beside a schema's type require, in words.
+fn checks(map: &Map<String, Value>) -> Vec<String> {
+    let number = |key: &str| map.get(key).filter(|value| value.is_number());
+    let mut checks = Vec::new();
+    match (number("minimum"), number("maximum")) {
+        (Some(min), Some(max)) => checks.push(format!("{min} to {max}")),
+        (Some(min), None) => checks.push(format!("at least {min}")),
+        (None, Some(max)) => checks.push(format!("at most {max}")),
+        (None, None) => {}
+    }
+    match (number("minItems"), number("maxItems")) {
+        (Some(min), Some(max)) => checks.push(format!("{min} to {max} items")),
+        (Some(min), None) => checks.push(format!("at least {min} items")),
+        _ => {}
+    }
+    // The generator sets `minLength` only with its non-blank pattern.
+    if map.contains_key("minLength") {
+        checks.push("not blank".to_owned());
+    } else if let Some(pattern) = map.get("pattern").and_then(Value::as_str) {
+        checks.push(format!("matching <code>{}</code>", escape(pattern)));
+    }
+    if let Some(max) = number("maxLength") {
+        checks.push(format!("at most {max} characters"));
+    }
+    checks
 }
 
 fn yes(flag: bool) -> &'static str {

@@ -14,7 +14,7 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value, json};
 
-use self::shapes::{Body, Reply, Shape};
+use self::shapes::{Body, Reply, Rule, Shape};
 use super::proto::FILE_DESCRIPTOR_SET;
 use super::routes::{ALIAS_ROUTES, OPS_ROUTES, RPC_ROUTES};
 use crate::error::ErrorCode;
@@ -59,6 +59,12 @@ pub fn document() -> Result<Value, Error> {
             .all(|message| message.fields().all(|field| field.full_name() != **name))
     }) {
         return fail(format!("SOMETIMES_ABSENT names {stale}, which is no field"));
+    }
+    if let Some((stale, _)) = shapes::RULES.iter().find(|(name, _)| {
+        pool.all_messages()
+            .all(|message| message.fields().all(|field| !rule_applies(name, &field)))
+    }) {
+        return fail(format!("RULES names {stale}, which is no field"));
     }
     let mut generator = Generator::new(&pool);
     let mut paths = Map::new();
@@ -275,7 +281,7 @@ impl<'a> Generator<'a> {
                 }
             }
             "POST" => {
-                if let Some(body) = self.request_body(&input, &bound, &shape.body)? {
+                if let Some(body) = self.request_body(&input, &bound, shape)? {
                     operation.insert("requestBody".to_owned(), body);
                 }
             }
@@ -306,10 +312,19 @@ impl<'a> Generator<'a> {
         operation.insert("summary".to_owned(), json!(summary));
         operation.insert("description".to_owned(), json!(description));
         operation.insert("tags".to_owned(), json!([method.parent_service().name()]));
+        let refusals = refusals(
+            path,
+            &parameters,
+            operation.contains_key("requestBody"),
+            shape,
+        );
         if !parameters.is_empty() {
             operation.insert("parameters".to_owned(), Value::Array(parameters));
         }
-        operation.insert("responses".to_owned(), self.responses(&method, shape)?);
+        operation.insert(
+            "responses".to_owned(),
+            self.responses(&method, shape, &refusals)?,
+        );
         Ok(Value::Object(operation))
     }
 
@@ -333,17 +348,27 @@ impl<'a> Generator<'a> {
         &mut self,
         input: &MessageDescriptor,
         bound: &[String],
-        body: &Body,
+        shape: &Shape,
     ) -> Result<Option<Value>, Error> {
+        let body = &shape.body;
         let (schema, required) = match body {
-            Body::Field(name) => {
+            Body::Field(name) | Body::Checked(name) => {
                 let Some(field) = input.get_field_by_name(name) else {
                     return fail(format!("{}: no body field {name}", input.full_name()));
                 };
-                (
-                    with_description(self.field_schema(&field), field_doc(&field)),
-                    true,
-                )
+                let schema = self.field_schema(&field);
+                let schema = match body {
+                    Body::Checked(_) => json!({
+                        "anyOf": [schema, {}],
+                        "description": format!(
+                            "{}: any JSON is taken; what does not fit it is reported in the \
+                             answer (`valid: false`, `errors`), not refused.",
+                            label(&schema)
+                        ),
+                    }),
+                    _ => with_description(schema, field_doc(&field)),
+                };
+                (schema, true)
             }
             Body::Message { optional } => {
                 if input
@@ -360,13 +385,23 @@ impl<'a> Generator<'a> {
                 (schema, !optional)
             }
         };
+        let mut media_type = json!({"schema": schema});
+        if let Some(example) = shape.example {
+            media_type["example"] = serde_json::from_str(example)
+                .map_err(|error| Error(format!("{}: example: {error}", shape.rpc)))?;
+        }
         Ok(Some(json!({
             "required": required,
-            "content": {"application/json": {"schema": schema}},
+            "content": {"application/json": media_type},
         })))
     }
 
-    fn responses(&mut self, method: &MethodDescriptor, shape: &Shape) -> Result<Value, Error> {
+    fn responses(
+        &mut self,
+        method: &MethodDescriptor,
+        shape: &Shape,
+        refusals: &[ErrorCode],
+    ) -> Result<Value, Error> {
         let mut responses = Map::new();
         if method.is_server_streaming() {
             responses.insert("200".to_owned(), self.sse_response(&method.output())?);
@@ -386,9 +421,7 @@ impl<'a> Generator<'a> {
                 );
             }
         }
-        for range in ["4XX", "5XX"] {
-            responses.insert(range.to_owned(), json!({"$ref": ERROR_RESPONSE}));
-        }
+        responses.extend(error_responses(refusals));
         Ok(Value::Object(responses))
     }
 
@@ -487,6 +520,7 @@ impl<'a> Generator<'a> {
         lines.push(format!(
             "`error`: {ERROR_SCHEMA}, for a failure after the stream opened (the stream ends after it)"
         ));
+        let events: Vec<Value> = frames.iter().map(event_schema).collect();
         Ok(json!({
             "description": format!(
                 "Server-Sent Events; each frame's `data` is one JSON object. Frames: {}. Bad \
@@ -494,7 +528,13 @@ impl<'a> Generator<'a> {
                 lines.join("; ")
             ),
             "content": {"text/event-stream": {
-                "schema": {"type": "string"},
+                // OpenAPI 3.1 has no schema for a stream: as tools read it (and as 3.2's
+                // `itemSchema` says), this schema is one event's.
+                "schema": {
+                    "description": "One event of the stream: its `event:`, `id:` and `data:` \
+                                    lines.",
+                    "oneOf": events,
+                },
                 "x-sse-events": frames,
             }},
         }))
@@ -531,16 +571,25 @@ impl<'a> Generator<'a> {
                 continue;
             }
             // Scalars without presence are always written in answers; `optional`, message and
-            // oneof fields may be absent, and requests get proto3 defaults for anything missing.
-            if response_only
-                && !field.is_list()
-                && !field.is_map()
-                && !field.supports_presence()
-                && !shapes::SOMETIMES_ABSENT.contains(&field.full_name())
-            {
+            // oneof fields may be absent, and requests get proto3 defaults for anything missing
+            // (or `null`, proto3 JSON's absent), except the fields the server requires.
+            let schema = self.field_schema(&field);
+            let schema = if response_only {
+                if !field.is_list()
+                    && !field.is_map()
+                    && !field.supports_presence()
+                    && !shapes::SOMETIMES_ABSENT.contains(&field.full_name())
+                {
+                    required.push(json!(field.json_name()));
+                }
+                schema
+            } else if rules(&field).any(|rule| matches!(rule, Rule::Required)) {
                 required.push(json!(field.json_name()));
-            }
-            let schema = with_description(self.field_schema(&field), field_doc(&field));
+                schema
+            } else {
+                nullable(schema)
+            };
+            let schema = with_description(schema, field_doc(&field));
             properties.insert(field.json_name().to_owned(), schema);
         }
         let mut description = comments(&message.parent_file(), message.path());
@@ -565,6 +614,15 @@ impl<'a> Generator<'a> {
     /// A field's schema (without its description): proto3 JSON, with 64-bit integers as numbers
     /// as the REST routes write them.
     fn field_schema(&mut self, field: &FieldDescriptor) -> Value {
+        let mut schema = self.type_schema(field);
+        for rule in rules(field) {
+            apply(&mut schema, rule, field.is_list());
+        }
+        schema
+    }
+
+    /// A field's schema from its proto type alone.
+    fn type_schema(&mut self, field: &FieldDescriptor) -> Value {
         if field.is_map() {
             let value = match field.kind() {
                 Kind::Message(entry) => self.kind_schema(&entry.map_entry_value_field().kind()),
@@ -652,6 +710,30 @@ fn reachable(roots: impl Iterator<Item = MessageDescriptor>) -> HashSet<String> 
     seen
 }
 
+/// One kind of SSE frame (from its `x-sse-events` entry) as the schema of a parsed event: its
+/// name, its `id:` (a decimal seq) when it has one, and its `data:` line holding the JSON.
+fn event_schema(frame: &Value) -> Value {
+    let mut properties = Map::new();
+    let mut required = vec![json!("event"), json!("data")];
+    properties.insert("event".to_owned(), json!({"const": frame["event"]}));
+    if let Some(id) = frame["id"].as_str() {
+        properties.insert(
+            "id".to_owned(),
+            json!({"type": "string", "pattern": "^[0-9]+$", "description": id}),
+        );
+        required.push(json!("id"));
+    }
+    properties.insert(
+        "data".to_owned(),
+        json!({
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": frame["data"],
+        }),
+    );
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
 /// An operational route, from the ops table (or a bare entry for one not described there yet).
 fn ops_operation(method: &str, path: &str) -> Result<Value, Error> {
     let Some(ops) = shapes::OPS.iter().find(|ops| ops.path == path) else {
@@ -664,7 +746,7 @@ fn ops_operation(method: &str, path: &str) -> Result<Value, Error> {
     };
     let schema: Value = serde_json::from_str(ops.schema)
         .map_err(|error| Error(format!("ops table, {path}: {error}")))?;
-    let responses: Map<String, Value> = ops
+    let mut responses: Map<String, Value> = ops
         .statuses
         .iter()
         .map(|(status, meaning)| {
@@ -677,12 +759,176 @@ fn ops_operation(method: &str, path: &str) -> Result<Value, Error> {
             )
         })
         .collect();
+    for (status, response) in error_responses(&[]) {
+        responses.entry(status).or_insert(response);
+    }
     Ok(json!({
         "operationId": ops.operation_id,
         "summary": ops.summary,
         "tags": [OPS_TAG],
         "responses": responses,
     }))
+}
+
+/// The refusals an RPC's route can answer: bad input where something is checked, an unknown run
+/// for `{id}` routes, a body too large or not JSON where there is a body, the shape's own, and
+/// the foreign `Host` every route refuses.
+fn refusals(path: &str, parameters: &[Value], body: bool, shape: &Shape) -> Vec<ErrorCode> {
+    // A plain string parameter (a name looked up, a free text) is never refused as malformed.
+    let checked = |parameter: &Value| {
+        let schema = &parameter["schema"];
+        schema["type"] != "string"
+            || schema
+                .as_object()
+                .is_some_and(|map| map.keys().any(|key| key != "type" && key != "description"))
+    };
+    let mut codes = Vec::new();
+    if body || parameters.iter().any(checked) {
+        codes.push(ErrorCode::ValidationError);
+    }
+    if template_parameters(path).contains(&"id") {
+        codes.push(ErrorCode::RunNotFound);
+    }
+    if body {
+        codes.extend([ErrorCode::PayloadTooLarge, ErrorCode::UnsupportedMediaType]);
+    }
+    codes.extend(shape.refusals.iter().copied());
+    codes.push(ErrorCode::MisdirectedRequest);
+    codes
+}
+
+/// One response per 4xx status among `refusals` (plus the foreign `Host`), naming its codes, and
+/// `5XX` for failures of the service or the runtime.
+fn error_responses(refusals: &[ErrorCode]) -> Map<String, Value> {
+    let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    for code in refusals
+        .iter()
+        .chain([&ErrorCode::MisdirectedRequest])
+        .filter(|code| code.http_status() < 500)
+    {
+        let codes = by_status.entry(code.http_status()).or_default();
+        if !codes.contains(&code.as_str()) {
+            codes.push(code.as_str());
+        }
+    }
+    let mut responses: Map<String, Value> = by_status
+        .into_iter()
+        .map(|(status, codes)| {
+            let codes: Vec<String> = codes.iter().map(|code| format!("`{code}`")).collect();
+            (
+                status.to_string(),
+                json!({
+                    "description": format!("{ERROR_SCHEMA} with `errorCode` {}.", codes.join(", ")),
+                    "content": {"application/json": {"schema": {
+                        "$ref": format!("#/components/schemas/{ERROR_SCHEMA}"),
+                    }}},
+                }),
+            )
+        })
+        .collect();
+    responses.insert("5XX".to_owned(), json!({"$ref": ERROR_RESPONSE}));
+    responses
+}
+
+/// Whether a [`shapes::RULES`] entry names `field`.
+fn rule_applies(name: &str, field: &FieldDescriptor) -> bool {
+    match name.strip_prefix("*.") {
+        Some(short) => field.name() == short,
+        None => field.full_name() == name,
+    }
+}
+
+/// The rules of a field, [`Rule::OrEmpty`] last (it wraps what the others set).
+fn rules(field: &FieldDescriptor) -> impl Iterator<Item = &'static Rule> + '_ {
+    let all = move || {
+        shapes::RULES
+            .iter()
+            .filter(move |(name, _)| rule_applies(name, field))
+            .flat_map(|(_, rules)| rules.iter())
+    };
+    all()
+        .filter(|rule| !matches!(rule, Rule::OrEmpty))
+        .chain(all().filter(|rule| matches!(rule, Rule::OrEmpty)))
+}
+
+/// A character the server's non-blank check keeps: anything but what Rust's
+/// `char::is_whitespace` (Unicode `White_Space`) trims. Spelled out, as `\s` differs between
+/// regex dialects.
+const NON_BLANK: &str =
+    r"[^\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+
+/// Adds one rule's keywords to a field's schema (to its items for a repeated field).
+fn apply(schema: &mut Value, rule: &Rule, list: bool) {
+    if let (Rule::Count(min, max), Some(map)) = (rule, schema.as_object_mut()) {
+        map.insert("minItems".to_owned(), json!(min));
+        map.insert("maxItems".to_owned(), json!(max));
+        return;
+    }
+    let target = if list {
+        schema.get_mut("items")
+    } else {
+        Some(schema)
+    };
+    let Some(map) = target.and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut set = |key: &str, value: Value| {
+        map.insert(key.to_owned(), value);
+    };
+    match rule {
+        Rule::Required | Rule::Count(..) => {}
+        Rule::Uuid => set("format", json!("uuid")),
+        Rule::DateTime => set("format", json!("date-time")),
+        Rule::NonBlank => {
+            set("minLength", json!(1));
+            set("pattern", json!(NON_BLANK));
+        }
+        Rule::MaxLength(max) => set("maxLength", json!(max)),
+        Rule::Pattern(pattern) => set("pattern", json!(pattern)),
+        Rule::OneOf(values) => set("enum", json!(values)),
+        Rule::OneOfFn(values) => set("enum", json!(values())),
+        Rule::Range(min, max) => {
+            set("minimum", json!(min));
+            set("maximum", json!(max));
+        }
+        Rule::Between(min, max) => {
+            set("minimum", json!(min));
+            set("maximum", json!(max));
+        }
+        Rule::OrEmpty => {
+            if let Some(Value::Array(values)) = map.get_mut("enum") {
+                values.push(json!(""));
+            } else {
+                let checks: Map<String, Value> = map
+                    .iter()
+                    .filter(|(key, _)| *key != "type" && *key != "description")
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect();
+                map.retain(|key, _| key == "type" || key == "description");
+                map.insert(
+                    "anyOf".to_owned(),
+                    json!([Value::Object(checks), {"const": ""}]),
+                );
+            }
+        }
+    }
+}
+
+/// A request field's schema that also takes `null` (proto3 JSON: the field is absent).
+fn nullable(schema: Value) -> Value {
+    if schema.get("$ref").is_some() {
+        return json!({"anyOf": [schema, {"type": "null"}]});
+    }
+    let mut schema = schema;
+    if let Some(map) = schema.as_object_mut() {
+        if let Some(kind) = map.get("type").and_then(Value::as_str).map(str::to_owned) {
+            map.insert("type".to_owned(), json!([kind, "null"]));
+        }
+        if let Some(Value::Array(values)) = map.get_mut("enum") {
+            values.push(Value::Null);
+        }
+    }
+    schema
 }
 
 /// `{statusCode, errorCode, message, details?}`, with every code and its status.

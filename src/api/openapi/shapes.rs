@@ -3,7 +3,18 @@
 //! descriptions come from the protos (`api::proto`) and the route table (`api::routes`). An RPC
 //! that is not listed here gets the defaults — the request message (minus the fields bound to path
 //! parameters) as query parameters or JSON body, and `200` with the response message — so a new
-//! RPC shows up in the document as soon as it has a route.
+//! RPC shows up in the document as soon as it has a route. What the server enforces beyond the
+//! protos' types (formats, ranges, enums, required and non-blank fields) is [`RULES`]; the
+//! refusals an operation can answer are derived from its route plus its [`Shape::refusals`].
+
+use crate::error::ErrorCode;
+use crate::replay::{MAX_SPEED, MIN_SPEED};
+use crate::runs::model::{MAX_EVENT_LIMIT, MAX_RUN_LIMIT, MAX_UINT32, MIN_HEARTBEAT_MS};
+use crate::runs::observability::{ARTIFACT_KINDS, MAX_LABEL_LEN};
+use crate::runs::request::{
+    ACTOR_TYPES, ENCODINGS, KICKOFF_KINDS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PARTICIPANTS, MAX_TTL_MS,
+};
+use crate::runs::status::RunStatus;
 
 /// How one RPC's REST route departs from the defaults.
 pub struct Shape {
@@ -14,6 +25,11 @@ pub struct Shape {
     pub reply: Reply,
     /// Parameters that set a request field under another name or in a header.
     pub aliases: &'static [Alias],
+    /// Error codes of refusals beyond those every route of its kind can answer (bad input, an
+    /// unknown run, a body too large or not JSON, a foreign `Host`).
+    pub refusals: &'static [ErrorCode],
+    /// A request body the route takes (JSON text), shown as the body's example.
+    pub example: Option<&'static str>,
 }
 
 /// What a POST route's JSON body is.
@@ -22,6 +38,9 @@ pub enum Body {
     Message { optional: bool },
     /// One field of the request message is the whole body (google.api.http's `body: "field"`).
     Field(&'static str),
+    /// As `Field`, for a route that checks the body and answers what it found: any JSON is
+    /// taken, and what does not fit the field's schema is reported in the answer, not refused.
+    Checked(&'static str),
 }
 
 /// What a route answers on success.
@@ -51,6 +70,8 @@ const DEFAULT: Shape = Shape {
     success: OK,
     reply: Reply::Message,
     aliases: &[],
+    refusals: &[],
+    example: None,
 };
 
 const OK: &[(u16, &str)] = &[(200, "Success.")];
@@ -64,6 +85,50 @@ const STARTED: &[(u16, &str)] = &[
         "The idempotency key matched an existing run: that run, and nothing was started.",
     ),
 ];
+/// What a call the runtime answers synchronously can be refused with (`runtime::client`).
+const RUNTIME_REFUSALS: &[ErrorCode] = &[
+    ErrorCode::InvalidSessionId,
+    ErrorCode::ModeNotSupported,
+    ErrorCode::UnknownPolicyVersion,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::PolicyDenied,
+    ErrorCode::NotFound,
+    ErrorCode::SessionAlreadyExists,
+    ErrorCode::SessionNotOpen,
+    ErrorCode::SessionExpired,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::RateLimited,
+];
+/// Sending for an agent: the run must take messages and the sender be one of its own, then the
+/// runtime decides.
+const SEND_REFUSALS: &[ErrorCode] = &[
+    ErrorCode::RunNotActive,
+    ErrorCode::NotAParticipant,
+    ErrorCode::InvalidSessionId,
+    ErrorCode::ModeNotSupported,
+    ErrorCode::UnknownPolicyVersion,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::PolicyDenied,
+    ErrorCode::NotFound,
+    ErrorCode::SessionAlreadyExists,
+    ErrorCode::SessionNotOpen,
+    ErrorCode::SessionExpired,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::RateLimited,
+];
+/// Looking a scenario up in the packs tree.
+const SCENARIO_REFUSALS: &[ErrorCode] = &[
+    ErrorCode::InvalidScenarioRef,
+    ErrorCode::PackNotFound,
+    ErrorCode::ScenarioNotFound,
+    ErrorCode::VersionNotFound,
+    ErrorCode::TemplateNotFound,
+    ErrorCode::AgentNotFound,
+    ErrorCode::CompilationError,
+];
+
 /// The event filters accept `type` as well as `types`.
 const TYPE_ALIAS: &[Alias] = &[Alias {
     location: "query",
@@ -76,12 +141,13 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         rpc: "RunStart",
         body: Body::Field("request"),
+        example: Some(include_str!("../../../examples/seed-decision.json")),
         success: STARTED,
         ..DEFAULT
     },
     Shape {
         rpc: "ValidateRun",
-        body: Body::Field("request"),
+        body: Body::Checked("request"),
         ..DEFAULT
     },
     Shape {
@@ -93,11 +159,14 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         rpc: "ListEvents",
         aliases: TYPE_ALIAS,
+        // `runId` names a run that must exist.
+        refusals: &[ErrorCode::RunNotFound],
         ..DEFAULT
     },
     Shape {
         rpc: "CancelRun",
         body: Body::Message { optional: true },
+        refusals: RUNTIME_REFUSALS,
         ..DEFAULT
     },
     Shape {
@@ -109,6 +178,7 @@ pub const SHAPES: &[Shape] = &[
             description: "Same as `afterSeq` (an EventSource sends it when it reconnects); \
                           the query parameter wins.",
         }],
+        refusals: &[ErrorCode::TooManySubscribers],
         ..DEFAULT
     },
     Shape {
@@ -120,16 +190,19 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         rpc: "SendRunMessage",
         success: SENT,
+        refusals: SEND_REFUSALS,
         ..DEFAULT
     },
     Shape {
         rpc: "SendRunSignal",
         success: SENT,
+        refusals: SEND_REFUSALS,
         ..DEFAULT
     },
     Shape {
         rpc: "UpdateRunContext",
         success: SENT,
+        refusals: SEND_REFUSALS,
         ..DEFAULT
     },
     Shape {
@@ -150,11 +223,13 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         rpc: "ListRuntimeModes",
         reply: Reply::BareList,
+        refusals: RUNTIME_REFUSALS,
         ..DEFAULT
     },
     Shape {
         rpc: "ListRuntimeRoots",
         reply: Reply::BareList,
+        refusals: RUNTIME_REFUSALS,
         ..DEFAULT
     },
     Shape {
@@ -165,6 +240,7 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         rpc: "ListScenarios",
         reply: Reply::BareList,
+        refusals: &[ErrorCode::PackNotFound],
         ..DEFAULT
     },
     Shape {
@@ -175,16 +251,39 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         rpc: "CompileLaunch",
         success: CREATED,
+        refusals: SCENARIO_REFUSALS,
         ..DEFAULT
     },
     Shape {
         rpc: "Launch",
         success: STARTED,
+        refusals: SCENARIO_REFUSALS,
         ..DEFAULT
     },
     Shape {
         rpc: "ListAgents",
         reply: Reply::BareList,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "GetAgent",
+        refusals: &[ErrorCode::AgentNotFound],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "GetLaunchSchema",
+        refusals: &[
+            ErrorCode::PackNotFound,
+            ErrorCode::ScenarioNotFound,
+            ErrorCode::VersionNotFound,
+            ErrorCode::TemplateNotFound,
+            ErrorCode::AgentNotFound,
+        ],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "GetRuntimeManifest",
+        refusals: RUNTIME_REFUSALS,
         ..DEFAULT
     },
 ];
@@ -200,6 +299,415 @@ pub fn shape(rpc: &str) -> &'static Shape {
 /// Path parameters whose name is not the request field's (proto name); others bind to the field
 /// of their own name.
 pub const PATH_FIELDS: &[(&str, &str)] = &[("id", "run_id"), ("ref", "agent_ref")];
+
+/// What the server enforces on a field beyond its proto type. Each rule holds for the field's
+/// value, or for each item of a repeated field, except [`Rule::Count`].
+pub enum Rule {
+    /// Requests must carry it (not absent, not `null`). Other fields of a request body may be
+    /// `null`, which proto3 JSON reads as absent.
+    Required,
+    /// A UUID, as run ids are (`format: uuid`).
+    Uuid,
+    /// An RFC 3339 time (`format: date-time`).
+    DateTime,
+    /// Holds a character that is not white space (the server trims before it checks).
+    NonBlank,
+    /// At most this many characters.
+    MaxLength(u64),
+    /// Matches this ECMA-262 pattern.
+    Pattern(&'static str),
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// One of the strings this function lists (for lists the server keeps as an enum).
+    OneOfFn(fn() -> Vec<&'static str>),
+    /// An integer in this range, bounds included.
+    Range(i64, i64),
+    /// A number in this range, bounds included.
+    Between(f64, f64),
+    /// A repeated field's number of items, bounds included.
+    Count(u64, u64),
+    /// The empty string is taken too, as if the parameter were absent (HTML forms send it).
+    OrEmpty,
+}
+
+/// The run statuses, as the API writes them.
+fn statuses() -> Vec<&'static str> {
+    RunStatus::ALL
+        .iter()
+        .map(|status| status.as_str())
+        .collect()
+}
+
+const MODES: &[&str] = &["live", "sandbox"];
+const REPLAY_MODES: &[&str] = &["instant", "timed", "step"];
+/// `pack/scenario@version`: the pack up to the first `/`, the version after the last `@`.
+const SCENARIO_REF: &str = "^[^/]+/[\\s\\S]+@[^@]+$";
+
+/// Rules by field: a full field name, or `*.name` for the fields of that name in every message.
+pub const RULES: &[(&str, &[Rule])] = &[
+    // Ids and times.
+    ("*.run_id", &[Rule::Uuid]),
+    ("macp.control_plane.v1.Run.id", &[Rule::Uuid]),
+    (
+        "macp.control_plane.v1.LaunchResponse.session_id",
+        &[Rule::Uuid],
+    ),
+    ("macp.control_plane.v1.Run.created_at", &[Rule::DateTime]),
+    ("macp.control_plane.v1.Run.updated_at", &[Rule::DateTime]),
+    ("macp.control_plane.v1.Run.started_at", &[Rule::DateTime]),
+    ("macp.control_plane.v1.Run.ended_at", &[Rule::DateTime]),
+    ("macp.control_plane.v1.CanonicalEvent.ts", &[Rule::DateTime]),
+    ("macp.control_plane.v1.Heartbeat.ts", &[Rule::DateTime]),
+    (
+        "macp.control_plane.v1.Artifact.created_at",
+        &[Rule::DateTime],
+    ),
+    // Enums the answers keep to.
+    (
+        "macp.control_plane.v1.Run.status",
+        &[Rule::OneOfFn(statuses)],
+    ),
+    ("macp.control_plane.v1.Run.mode", &[Rule::OneOf(MODES)]),
+    (
+        "macp.control_plane.v1.RunStartResponse.status",
+        &[Rule::OneOfFn(statuses)],
+    ),
+    (
+        "macp.control_plane.v1.TraceSummary.run_status",
+        &[Rule::OneOfFn(statuses)],
+    ),
+    (
+        "macp.control_plane.v1.Artifact.kind",
+        &[Rule::OneOf(ARTIFACT_KINDS)],
+    ),
+    (
+        "macp.control_plane.v1.ReplayDescriptor.mode",
+        &[Rule::OneOf(REPLAY_MODES)],
+    ),
+    // ExecutionRequest (`runs::request`).
+    (
+        "macp.control_plane.v1.ExecutionRequest.mode",
+        &[Rule::OneOf(MODES)],
+    ),
+    (
+        "macp.control_plane.v1.ExecutionRequest.runtime",
+        &[Rule::Required],
+    ),
+    (
+        "macp.control_plane.v1.ExecutionRequest.session",
+        &[Rule::Required],
+    ),
+    (
+        "macp.control_plane.v1.RuntimeSelector.kind",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.RuntimeSelector.version",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SessionSpec.mode_name",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SessionSpec.mode_version",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SessionSpec.configuration_version",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SessionSpec.ttl_ms",
+        &[Rule::Required, Rule::Range(1, MAX_TTL_MS)],
+    ),
+    (
+        "macp.control_plane.v1.SessionSpec.initiator_participant_id",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SessionSpec.participants",
+        &[Rule::Required, Rule::Count(1, MAX_PARTICIPANTS as u64)],
+    ),
+    (
+        "macp.control_plane.v1.SessionSpec.context_id",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.ParticipantRef.id",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.ParticipantRef.role",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.ParticipantRef.transport_identity",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.Root.uri",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    ("macp.control_plane.v1.Root.name", &[Rule::NonBlank]),
+    (
+        "macp.control_plane.v1.CommitmentSpec.id",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.CommitmentSpec.title",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.CommitmentSpec.description",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.CommitmentSpec.required_roles",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.CommitmentSpec.policy_ref",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.KickoffMessage.from",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    ("macp.control_plane.v1.KickoffMessage.to", &[Rule::NonBlank]),
+    (
+        "macp.control_plane.v1.KickoffMessage.kind",
+        &[Rule::OneOf(KICKOFF_KINDS)],
+    ),
+    (
+        "macp.control_plane.v1.KickoffMessage.message_type",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.PayloadEnvelope.encoding",
+        &[Rule::Required, Rule::OneOf(ENCODINGS)],
+    ),
+    (
+        "macp.control_plane.v1.ExecutionOptions.idempotency_key",
+        &[
+            Rule::NonBlank,
+            Rule::MaxLength(MAX_IDEMPOTENCY_KEY_LEN as u64),
+        ],
+    ),
+    (
+        "macp.control_plane.v1.ExecutionOptions.tags",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.Requester.actor_id",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.Requester.actor_type",
+        &[Rule::OneOf(ACTOR_TYPES)],
+    ),
+    // Run queries (`runs::model`).
+    (
+        "macp.control_plane.v1.ListRunsRequest.status",
+        &[Rule::OneOfFn(statuses), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListRunsRequest.created_after",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListRunsRequest.created_before",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListRunsRequest.limit",
+        &[Rule::Range(1, MAX_RUN_LIMIT as i64)],
+    ),
+    (
+        "macp.control_plane.v1.ListRunsRequest.offset",
+        &[Rule::Range(0, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.ListRunsRequest.sort_by",
+        &[Rule::OneOf(&["createdAt", "updatedAt"]), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListRunsRequest.sort_order",
+        &[Rule::OneOf(&["asc", "desc"]), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListRunEventsRequest.after_seq",
+        &[Rule::Range(0, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.ListRunEventsRequest.limit",
+        &[Rule::Range(1, MAX_EVENT_LIMIT as i64)],
+    ),
+    (
+        "macp.control_plane.v1.ListRunEventsRequest.after_ts",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListRunEventsRequest.before_ts",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListEventsRequest.after_seq",
+        &[Rule::Range(0, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.ListEventsRequest.limit",
+        &[Rule::Range(1, MAX_EVENT_LIMIT as i64)],
+    ),
+    (
+        "macp.control_plane.v1.ListEventsRequest.after_ts",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListEventsRequest.before_ts",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    // Streams and replay (`api::http::streams`, `replay`).
+    (
+        "macp.control_plane.v1.WatchRunRequest.after_seq",
+        &[Rule::Range(0, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.WatchRunRequest.heartbeat_ms",
+        &[Rule::Range(MIN_HEARTBEAT_MS, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.CreateReplayRequest.mode",
+        &[Rule::OneOf(REPLAY_MODES), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.CreateReplayRequest.speed",
+        &[Rule::Between(MIN_SPEED, MAX_SPEED)],
+    ),
+    (
+        "macp.control_plane.v1.CreateReplayRequest.from_seq",
+        &[Rule::Range(1, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.CreateReplayRequest.to_seq",
+        &[Rule::Range(1, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.ReplayRunRequest.mode",
+        &[Rule::OneOf(REPLAY_MODES), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ReplayRunRequest.speed",
+        &[Rule::Between(MIN_SPEED, MAX_SPEED)],
+    ),
+    (
+        "macp.control_plane.v1.ReplayRunRequest.from_seq",
+        &[Rule::Range(1, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.ReplayRunRequest.to_seq",
+        &[Rule::Range(1, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.GetReplayStateRequest.seq",
+        &[Rule::Range(0, MAX_UINT32)],
+    ),
+    // Messages (`runs::messages`).
+    (
+        "macp.control_plane.v1.SendRunMessageRequest.from",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunMessageRequest.to",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunMessageRequest.message_type",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunMessageRequest.message_id",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunSignalRequest.from",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunSignalRequest.to",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunSignalRequest.signal_type",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunSignalRequest.confidence",
+        &[Rule::Between(0.0, 1.0)],
+    ),
+    (
+        "macp.control_plane.v1.SendRunSignalRequest.severity",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.SendRunSignalRequest.message_id",
+        &[Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.UpdateRunContextRequest.from",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.UpdateRunContextRequest.context",
+        &[Rule::Required],
+    ),
+    (
+        "macp.control_plane.v1.UpdateRunContextRequest.message_id",
+        &[Rule::NonBlank],
+    ),
+    // Artifacts (`runs::observability`).
+    (
+        "macp.control_plane.v1.CreateRunArtifactRequest.kind",
+        &[Rule::Required, Rule::OneOf(ARTIFACT_KINDS)],
+    ),
+    (
+        "macp.control_plane.v1.CreateRunArtifactRequest.label",
+        &[
+            Rule::Required,
+            Rule::NonBlank,
+            Rule::MaxLength(MAX_LABEL_LEN as u64),
+        ],
+    ),
+    (
+        "macp.control_plane.v1.CreateRunArtifactRequest.uri",
+        &[Rule::NonBlank],
+    ),
+    // Compile and launch (`registry::compiler`, `launch`).
+    (
+        "macp.control_plane.v1.CompileLaunchRequest.scenario_ref",
+        &[Rule::Required, Rule::Pattern(SCENARIO_REF)],
+    ),
+    (
+        "macp.control_plane.v1.CompileLaunchRequest.mode",
+        &[Rule::OneOf(MODES)],
+    ),
+    (
+        "macp.control_plane.v1.CompileLaunchRequest.inputs",
+        &[Rule::Required],
+    ),
+    (
+        "macp.control_plane.v1.LaunchRequest.scenario_ref",
+        &[Rule::Required, Rule::Pattern(SCENARIO_REF)],
+    ),
+    (
+        "macp.control_plane.v1.LaunchRequest.mode",
+        &[Rule::OneOf(MODES)],
+    ),
+    (
+        "macp.control_plane.v1.LaunchRequest.inputs",
+        &[Rule::Required],
+    ),
+];
 
 /// Answer fields without proto3 presence that an answer still leaves out (full field names; the
 /// proto's comments say when). Other such fields of messages only ever returned are `required`.
