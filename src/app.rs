@@ -105,7 +105,7 @@ impl AppConfig {
             },
             registry: args.registry.options(),
             cors_origins: args.cors_origins.clone(),
-            edge: args.edge(),
+            edge: args.edge()?,
             otlp_endpoint: args.otlp_endpoint.clone(),
             limits: args.connections.limits(),
         })

@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// `127.x.x.x` and `[::1]`, comma separated. Listening on loopback, a request addressed to
     /// any other name is refused with 421 (DNS rebinding); listening elsewhere, the names are
     /// checked only when set.
-    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',', value_parser = edge::host_name)]
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
     /// Largest REST request body, in bytes; a larger one is refused with 413.
@@ -207,13 +207,23 @@ pub struct RegistryArgs {
 }
 
 impl ServeArgs {
-    pub fn edge(&self) -> EdgeOptions {
-        EdgeOptions {
+    /// The edge's settings; empty `ALLOWED_HOSTS` entries (`ALLOWED_HOSTS=`) are none.
+    pub fn edge(&self) -> Result<EdgeOptions, Error> {
+        let allowed_hosts = self
+            .allowed_hosts
+            .iter()
+            .filter(|entry| !entry.trim().is_empty())
+            .map(|entry| {
+                edge::host_name(entry)
+                    .map_err(|reason| Error::Invalid(format!("ALLOWED_HOSTS: {reason}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(EdgeOptions {
             max_request_body_bytes: bytes(self.max_request_body_bytes),
             grpc_max_decoding_message_bytes: bytes(self.grpc_max_decoding_message_bytes),
             grpc_max_encoding_message_bytes: bytes(self.grpc_max_encoding_message_bytes),
-            allowed_hosts: self.allowed_hosts.clone(),
-        }
+            allowed_hosts,
+        })
     }
 }
 
@@ -457,6 +467,43 @@ mod tests {
         assert!(error.contains("unknown setting 'prot'"), "{error}");
         std::fs::write(&file, "port = [1]\n").expect("write");
         assert!(parse(&["cp", "serve", "--config", &file.display().to_string()]).is_err());
+    }
+
+    #[test]
+    fn edge_settings_from_flags_and_file() {
+        let defaults = parse(&["cp", "serve"])
+            .expect("parses")
+            .edge()
+            .expect("valid");
+        assert!(defaults.allowed_hosts.is_empty());
+        assert_eq!(defaults.max_request_body_bytes, 1024 * 1024);
+        let args = parse(&[
+            "cp",
+            "serve",
+            "--allowed-hosts",
+            "CP.example.com,cp.local",
+            "--max-request-body-bytes",
+            "2048",
+        ])
+        .expect("parses")
+        .edge()
+        .expect("valid");
+        assert_eq!(args.allowed_hosts, ["cp.example.com", "cp.local"]);
+        assert_eq!(args.max_request_body_bytes, 2048);
+        let with_port = parse(&["cp", "serve", "--allowed-hosts", "cp.example.com:8080"]);
+        assert!(with_port.expect("parses").edge().is_err());
+        let empty = parse(&["cp", "serve", "--allowed-hosts", ""]).expect("parses");
+        assert!(empty.edge().expect("valid").allowed_hosts.is_empty());
+        assert!(parse(&["cp", "serve", "--max-request-body-bytes", "0"]).is_err());
+
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("cp.toml");
+        std::fs::write(&file, "allowed_hosts = \"a.example,b.example\"\n").expect("write");
+        let from_file = parse(&["cp", "serve", "--config", &file.display().to_string()])
+            .expect("parses")
+            .edge()
+            .expect("valid");
+        assert_eq!(from_file.allowed_hosts, ["a.example", "b.example"]);
     }
 
     #[test]
