@@ -978,11 +978,17 @@ fn error_schema() -> Value {
     })
 }
 
+/// The `5XX` answer: the service or the runtime failed.
 fn error_response() -> Value {
+    let codes: Vec<String> = ErrorCode::ALL
+        .iter()
+        .filter(|code| code.http_status() >= 500)
+        .map(|code| format!("`{}`", code.as_str()))
+        .collect();
     json!({
         "description": format!(
-            "An error ({ERROR_SCHEMA}): 4XX for bad input and refusals, 5XX when the service or \
-             the runtime failed."
+            "{ERROR_SCHEMA}: the service or the runtime failed ({}).",
+            codes.join(", ")
         ),
         "content": {"application/json": {"schema": {
             "$ref": format!("#/components/schemas/{ERROR_SCHEMA}"),
