@@ -155,9 +155,9 @@ impl ErrorCode {
             | ErrorCode::SessionNotOpen
             | ErrorCode::SessionExpired
             | ErrorCode::RunNotActive => FAILED_PRECONDITION,
-            ErrorCode::PayloadTooLarge
-            | ErrorCode::RateLimited
-            | ErrorCode::TooManySubscribers => RESOURCE_EXHAUSTED,
+            ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::TooManySubscribers => {
+                RESOURCE_EXHAUSTED
+            }
             ErrorCode::KickoffFailed
             | ErrorCode::MessageSendFailed
             | ErrorCode::RuntimeRejected

@@ -429,7 +429,11 @@ mod tests {
             )
             .await
             .expect("created");
-        let writers = Writers::new(store.clone(), Hub::new(crate::stack::Stack::Custom, 8), Tracing::disabled());
+        let writers = Writers::new(
+            store.clone(),
+            Hub::new(crate::stack::Stack::Custom, 8),
+            Tracing::disabled(),
+        );
         let append = |count: usize| {
             let writers = writers.clone();
             async move {

@@ -170,7 +170,10 @@ async fn idle_connections_are_closed(stack: Stack) {
         .await
         .expect("closed by the server");
     assert!(rest.is_empty());
-    assert!(sent.elapsed() >= idle, "closed before it was idle long enough");
+    assert!(
+        sent.elapsed() >= idle,
+        "closed before it was idle long enough"
+    );
     app.stop().await;
 }
 
@@ -193,7 +196,10 @@ async fn subscribers_per_run_are_capped(stack: Stack) {
     let url = format!("{}/runs/{run_id}/stream", app.base);
     let first = app.http.get(&url).send().await.expect("first");
     let second = app.http.get(&url).send().await.expect("second");
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     let refused = app.http.get(&url).send().await.expect("third");
     assert_eq!(refused.status(), 429);
     let body: serde_json::Value = refused.json().await.expect("error body");

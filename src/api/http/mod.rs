@@ -207,7 +207,11 @@ async fn metrics(State(service): State<RunService>) -> Result<Response> {
     use crate::telemetry::metrics;
     let text = metrics::render(service.hub().total_subscribers())
         .map_err(|error| ApiError::internal(format!("metrics could not be rendered: {error}")))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
 
 async fn not_found(uri: axum::http::Uri) -> HttpError {

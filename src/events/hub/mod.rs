@@ -138,7 +138,6 @@ pub enum TryRecvError {
     Recv(#[from] RecvError),
 }
 
-
 /// The hub: a channel per run with subscribers.
 #[derive(Clone)]
 pub struct Hub {
@@ -311,8 +310,6 @@ mod tests {
         }
     }
 
-
-
     #[tokio::test]
     async fn subscribers_learn_that_the_hub_is_gone() {
         for stack in STACKS {
@@ -330,7 +327,6 @@ mod tests {
             assert_eq!(then, Err(RecvError::Closed));
         }
     }
-
 
     #[tokio::test]
     async fn a_subscriber_that_comes_after_close_learns_it_at_once() {
