@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use macp_control_plane::app::{App, AppConfig, RuntimeTarget};
 use macp_control_plane::events::normalizer::RuntimeItem;
 use macp_control_plane::runs::service::RunOptions;
-use macp_control_plane::runs::writer::Change;
 use macp_control_plane::runtime::codec::encode_proto;
 use macp_control_plane::runtime::credentials::Credentials;
 use macp_runtime::pb::Envelope;
@@ -144,7 +143,7 @@ async fn open_run(app: &App) -> (String, String) {
         },
     });
     let run_id = app.service.start(request).await.expect("start").run_id;
-    let mut batches = app.service.hub().subscribe(&run_id);
+    let mut batches = app.service.subscribe(&run_id);
     loop {
         let state = app.service.state(&run_id).await.expect("state");
         if state.run.status == "running" && state.timeline.total_events >= 10 {
@@ -183,10 +182,8 @@ async fn bench_ingest(backend: &str, dir: &tempfile::TempDir) {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(64usize);
-    let writers = app.service.writers();
-    let mut guard = writers.lock(&run_id).await.expect("writer");
-    let writer = guard.as_mut().expect("run");
-    let first_ordinal = writer.last_ordinal() as u64;
+    let session = app.service.session(&run_id).await.expect("session");
+    let first_ordinal = session.expect("a bound session").last_ordinal as u64;
     let mut latencies = Vec::with_capacity(total / batch + 1);
     let started = Instant::now();
     let mut sent = 0;
@@ -203,21 +200,14 @@ async fn bench_ingest(backend: &str, dir: &tempfile::TempDir) {
             .collect();
         let count = items.len();
         let batch_started = Instant::now();
-        writers
-            .ingest(
-                writer,
-                &items,
-                macp_control_plane::time::now(),
-                Vec::new(),
-                Change::default(),
-            )
+        app.service
+            .ingest(&run_id, &items, Vec::new())
             .await
             .expect("ingest");
         latencies.push(batch_started.elapsed().as_secs_f64() * 1000.0);
         sent += count;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    drop(guard);
     let rate = total as f64 / elapsed;
     let p = percentiles(latencies);
     println!(
@@ -271,7 +261,7 @@ async fn bench_end_to_end(backend: &str, dir: &tempfile::TempDir, paced_rate: Op
     let persisted: Arc<Mutex<HashMap<String, Stored>>> = Arc::default();
     let mut collectors = Vec::with_capacity(RUNS);
     for (run, (run_id, _)) in sessions.iter().enumerate() {
-        let mut batches = app.service.hub().subscribe(run_id);
+        let mut batches = app.service.subscribe(run_id);
         let persisted = persisted.clone();
         let expected = (0..total).filter(|index| index % RUNS == run).count();
         collectors.push(tokio::spawn(async move {

@@ -174,7 +174,7 @@ impl App {
         let stopped = stop.clone();
         // The ring hub says when a publication is waking subscribers, which connection turns
         // wait for; with the broadcast channel, connections are served the stock way.
-        let connections = match service.hub().deliveries() {
+        let connections = match service.deliveries() {
             Some(deliveries) => Connections::Turns(deliveries),
             None => Connections::Stock,
         };

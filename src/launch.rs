@@ -9,10 +9,10 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::domain::status::RunStatus;
 use crate::error::{ApiError, FieldError};
 use crate::registry::{self, CompileRequest, Compiled, Registry};
 use crate::runs::RunService;
-use crate::runs::status::RunStatus;
 
 /// Runs a registry call on a blocking thread: registry calls read and parse files, which must
 /// not stall the async executor.

@@ -545,7 +545,6 @@ async fn many_runs(
 async fn state_at_seq(dir: &tempfile::TempDir) {
     use macp_control_plane::app::{App, AppConfig, RuntimeTarget};
     use macp_control_plane::events::normalizer::RuntimeItem;
-    use macp_control_plane::runs::writer::Change;
     let app = App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: format!("sqlite://{}?mode=rwc", dir.path().join("long.db").display()),
@@ -574,17 +573,16 @@ async fn state_at_seq(dir: &tempfile::TempDir) {
         },
     });
     let run_id = app.service.start(request).await.expect("start").run_id;
-    let mut batches = app.service.hub().subscribe(&run_id);
+    let mut batches = app.service.subscribe(&run_id);
     while app.service.state(&run_id).await.expect("state").run.status != "running" {
         let _ = tokio::time::timeout(Duration::from_secs(5), batches.recv()).await;
     }
     let filled = Instant::now();
-    let writers = app.service.writers();
-    let mut guard = writers.lock(&run_id).await.expect("writer");
-    let writer = guard.as_mut().expect("run");
-    let mut ordinal = writer.last_ordinal() as u64;
+    let session = app.service.session(&run_id).await.expect("session");
+    let mut ordinal = session.expect("a bound session").last_ordinal as u64;
     let mut index = 0;
-    while writer.state().timeline.latest_seq < 100_000 {
+    let mut last = 0;
+    while last < 100_000 {
         let items: Vec<RuntimeItem> = (0..200)
             .map(|_| {
                 index += 1;
@@ -594,19 +592,13 @@ async fn state_at_seq(dir: &tempfile::TempDir) {
                 RuntimeItem::Envelope { envelope, ordinal }
             })
             .collect();
-        writers
-            .ingest(
-                writer,
-                &items,
-                macp_control_plane::time::now(),
-                Vec::new(),
-                Change::default(),
-            )
+        let appended = app
+            .service
+            .ingest(&run_id, &items, Vec::new())
             .await
             .expect("ingest");
+        last = appended.last().map_or(last, |event| event.seq);
     }
-    let last = writer.state().timeline.latest_seq;
-    drop(guard);
     let fill_seconds = filled.elapsed().as_secs_f64();
     let mut samples = Vec::new();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;

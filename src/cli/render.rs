@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::api::proto;
-use crate::runs::status::RunStatus;
+use crate::domain::status::RunStatus;
 
 /// Summaries are cut here so one event stays on one line of a normal terminal.
 const SUMMARY_WIDTH: usize = 100;

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use super::render::{self, Failure, StreamView};
 use super::{Client, Connection, Screen, Spinner, print_line, print_lines, report};
 use crate::api::proto;
-use crate::runs::status::RunStatus;
+use crate::domain::status::RunStatus;
 
 /// `watch` of a run that ended cancelled: distinct from a failure, so scripts can tell.
 const EXIT_CANCELLED: u8 = 3;

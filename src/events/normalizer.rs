@@ -7,6 +7,7 @@ use macp_runtime::pb::{Envelope, MacpError, SessionMetadata, SessionState};
 use serde_json::{Map, Value, json};
 
 use super::canonical::{EventDraft, Source, Subject, types};
+use crate::domain::signals::LLM_CALL_SIGNAL_TYPE;
 use crate::runtime::codec;
 use crate::time::Timestamp;
 
@@ -480,7 +481,7 @@ fn as_u64(value: Option<&Value>) -> u64 {
 /// of a Signal of type `llm.call.completed`), in one normalized shape.
 fn llm_call(message_type: &str, payload: &Value) -> Option<Value> {
     let signal_usage = (message_type == "Signal"
-        && first_str(Some(payload), &["signalType"]) == Some("llm.call.completed"))
+        && first_str(Some(payload), &["signalType"]) == Some(LLM_CALL_SIGNAL_TYPE))
     .then(|| {
         first_str(Some(payload), &["data"])
             .and_then(|bytes| codec::decode_base64(bytes).ok())

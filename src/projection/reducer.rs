@@ -5,8 +5,10 @@
 use serde_json::Value;
 
 use super::state::*;
+use crate::domain::commitment::CommitmentSpec;
+use crate::domain::signals::CONTEXT_SIGNAL_TYPE;
+use crate::domain::status::RunStatus;
 use crate::events::canonical::{CanonicalEvent, types};
-use crate::runs::status::RunStatus;
 use crate::time;
 
 /// Applies one event. Events are applied in `seq` order; an event at or below the projection's
@@ -262,8 +264,7 @@ fn apply_session_bound(state: &mut RunState, data: &Value, ts: &str) {
         state.policy.policy_version = policy.to_owned();
     }
     if let Some(commitments) = data.get("expectedCommitments")
-        && let Ok(commitments) =
-            serde_json::from_value::<Vec<crate::runs::request::CommitmentSpec>>(commitments.clone())
+        && let Ok(commitments) = serde_json::from_value::<Vec<CommitmentSpec>>(commitments.clone())
         && !commitments.is_empty()
     {
         state.policy.expected_commitments = commitments;
@@ -447,7 +448,7 @@ fn apply_signal(state: &mut RunState, event: &CanonicalEvent, ts: &str) {
         .to_owned();
     let signal_data = data.get("signalData");
     // A context update travels as a `session.context` signal carrying the new context.
-    if name == crate::runs::messages::CONTEXT_SIGNAL_TYPE
+    if name == CONTEXT_SIGNAL_TYPE
         && let Some(context) = signal_data.filter(|value| value.is_object())
     {
         state.run.context = Some(context.clone());

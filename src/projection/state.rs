@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::runs::request::CommitmentSpec;
+use crate::domain::commitment::CommitmentSpec;
 
 /// Caps that keep the projection bounded on long runs.
 pub const RECENT_EVENTS: usize = 50;

@@ -9,11 +9,11 @@ use prost::Message as _;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::model::BoundSession;
 use super::request::ExecutionRequest;
 use super::service::RunService;
-use super::status::RunStatus;
 use super::writer::Change;
+use crate::domain::run::BoundSession;
+use crate::domain::status::RunStatus;
 use crate::error::{ApiError, ErrorCode};
 use crate::events::canonical::{EventDraft, Source, Subject, types};
 use crate::events::normalizer::{policy_denied_event, state_name};
@@ -85,7 +85,7 @@ async fn run(service: &RunService, plan: &Plan) -> Result<(), ApiError> {
     let runtime = service.runtime();
     let now = crate::time::now();
 
-    let existing = service.store().session(run_id).await?;
+    let existing = service.session(run_id).await?;
     if existing.is_none() {
         let started = emit(
             service,
@@ -225,7 +225,7 @@ async fn bind_and_kickoff(
     let now = crate::time::now();
     let participant_ids: Vec<String> = session.participants.iter().map(|p| p.id.clone()).collect();
 
-    if service.store().session(run_id).await?.is_none() {
+    if service.session(run_id).await?.is_none() {
         let mut drafts = vec![EventDraft::new(
             types::SESSION_BOUND,
             now,

@@ -9,17 +9,15 @@ use serde_json::{Value, json};
 use super::json_fields::{Obj, Problems};
 use super::request;
 use super::service::RunService;
-use super::status::RunStatus;
 use super::writer::Change;
+use crate::domain::query::{EventQuery, MAX_EVENT_LIMIT};
+use crate::domain::signals::CONTEXT_SIGNAL_TYPE;
+use crate::domain::status::RunStatus;
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::events::canonical::{CanonicalEvent, EventDraft, Source, Subject, types};
 use crate::events::normalizer::{policy_denied_event, state_name};
 use crate::runtime::client::{Error as RuntimeError, envelope};
 use crate::runtime::codec;
-use crate::store::EventQuery;
-
-/// The `signal_type` a context update travels as (the UI console reads it back as inputs).
-pub const CONTEXT_SIGNAL_TYPE: &str = "session.context";
 
 /// The runtime's answer to a message sent through the control plane.
 #[derive(Debug, Clone, Serialize)]
@@ -106,7 +104,7 @@ impl RunService {
                 format!("run {run_id} is {} and takes no messages", run.status),
             ));
         }
-        let session = self.store().session(run_id).await?.ok_or_else(|| {
+        let session = self.session(run_id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::RunNotActive,
                 format!("run {run_id} has no runtime session yet"),
@@ -513,18 +511,20 @@ impl RunService {
 
     /// Messages the control plane sent for a run (kickoff and this API), oldest first.
     pub async fn messages(&self, run_id: &str) -> Result<Vec<SentMessage>, ApiError> {
-        let page = self
-            .query_events(EventQuery {
+        self.get(run_id).await?;
+        let events = self
+            .store()
+            .query_events(&EventQuery {
                 run_id: Some(run_id.to_owned()),
                 types: vec![
                     types::MESSAGE_SENT.to_owned(),
                     types::MESSAGE_SEND_FAILED.to_owned(),
                 ],
-                limit: super::model::MAX_EVENT_LIMIT,
+                limit: MAX_EVENT_LIMIT,
                 ..EventQuery::default()
             })
             .await?;
-        Ok(page.data.into_iter().map(sent_message).collect())
+        Ok(events.into_iter().map(sent_message).collect())
     }
 }
 

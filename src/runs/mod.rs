@@ -1,15 +1,15 @@
-//! Runs: the ExecutionRequest, the run service (domain API), and the background work that takes
-//! a run from `queued` to a terminal status.
+//! Runs: the ExecutionRequest, the run service (the API both transports call), replay, and the
+//! background work that takes a run from `queued` to a terminal status. Its vocabulary (statuses,
+//! records, queries) is in `domain`.
 
 mod executor;
 pub mod json_fields;
 pub mod messages;
-pub mod model;
 pub mod observability;
 mod observer;
+pub mod replay;
 pub mod request;
 pub mod service;
-pub mod status;
 pub mod watch;
 mod watcher;
 pub mod writer;

@@ -8,30 +8,11 @@ use serde_json::{Value, json};
 use super::json_fields::{Obj, Problems};
 use super::service::RunService;
 use super::writer::Change;
+use crate::domain::artifact::{ARTIFACT_KINDS, Artifact, MAX_INLINE_BYTES, MAX_LABEL_LEN};
+use crate::domain::query::{EventQuery, MAX_EVENT_LIMIT};
 use crate::error::{ApiError, ErrorCode};
 use crate::events::canonical::{EventDraft, Source, Subject, types};
-use crate::store::EventQuery;
-use crate::time::{self, Timestamp};
-
-pub const ARTIFACT_KINDS: &[&str] = &["trace", "json", "report", "log", "bundle"];
-/// Largest inline artifact (its JSON text).
-pub const MAX_INLINE_BYTES: usize = 256 * 1024;
-pub const MAX_LABEL_LEN: usize = 255;
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Artifact {
-    pub id: String,
-    pub run_id: String,
-    pub kind: String,
-    pub label: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uri: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inline: Option<Value>,
-    #[serde(with = "time::rfc3339")]
-    pub created_at: Timestamp,
-}
+use crate::time;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -198,14 +179,14 @@ impl RunService {
                 .sum()
         };
         let reconnects = self
-            .query_events(EventQuery {
+            .store()
+            .query_events(&EventQuery {
                 run_id: Some(run_id.to_owned()),
                 types: vec![types::SESSION_STREAM_OPENED.to_owned()],
-                limit: super::model::MAX_EVENT_LIMIT,
+                limit: MAX_EVENT_LIMIT,
                 ..EventQuery::default()
             })
             .await?
-            .data
             .iter()
             .filter(|event| event.data["status"] == "resumed")
             .count() as i64;

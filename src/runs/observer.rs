@@ -11,10 +11,10 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 
-use super::model::Run;
 use super::service::{RunService, SessionSignal};
-use super::status::RunStatus;
 use super::writer::Change;
+use crate::domain::run::Run;
+use crate::domain::status::RunStatus;
 use crate::error::ApiError;
 use crate::events::canonical::{EventDraft, Source, Subject, types};
 use crate::events::normalizer::RuntimeItem;
@@ -78,7 +78,7 @@ pub async fn recover(service: RunService, run: Run) -> Result<(), ApiError> {
     tracing::info!(run_id = %run.id, status = %run.status, "resuming run after restart");
     match run.status {
         RunStatus::Running | RunStatus::Suspended => {
-            let bound = service.store().session(&run.id).await?;
+            let bound = service.session(&run.id).await?;
             let reader = bound
                 .map(|session| session.initiator)
                 .unwrap_or_else(|| parsed.session.initiator.clone());

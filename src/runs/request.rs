@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::json_fields::{Obj, Problems, index};
+use crate::domain::commitment::CommitmentSpec;
 use crate::runtime::codec;
 
 /// The runtime's TTL bound (24 h).
@@ -44,22 +45,6 @@ pub struct Participant {
 pub struct Root {
     pub uri: String,
     pub name: Option<String>,
-}
-
-/// A commitment the session is expected to produce (shown on the projection before it happens).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommitmentSpec {
-    #[serde(rename = "commitmentId")]
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub required_roles: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_ref: Option<String>,
 }
 
 #[derive(Debug, Clone)]

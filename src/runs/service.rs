@@ -13,14 +13,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::model::{EventPage, Run, RunFilter, RunPage};
 use super::request::{self, ExecutionRequest};
-use super::status::RunStatus;
 use super::writer::{Change, Writers};
 use super::{executor, observer, watcher};
+use crate::domain::query::{EventQuery, RunFilter, RunPage};
+use crate::domain::run::{BoundSession, Run};
+use crate::domain::status::RunStatus;
 use crate::error::{ApiError, ErrorCode, FieldError};
-use crate::events::canonical::{EventDraft, Source, Subject, types};
-use crate::events::hub::Hub;
+use crate::events::canonical::{CanonicalEvent, EventDraft, Source, Subject, types};
+use crate::events::hub::{Deliveries, Hub, Subscription};
 use crate::events::normalizer::RuntimeItem;
 use crate::projection::state::RunState;
 use crate::runtime::{RuntimeClient, info};
@@ -69,24 +70,37 @@ pub struct Readiness {
     pub runtime: info::Health,
 }
 
+/// A page of canonical events (`GET /events`, filtered `GET /runs/{id}/events`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    pub data: Vec<CanonicalEvent>,
+    pub total: u64,
+    pub limit: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<i64>,
+}
+
 /// A terminal (or suspend/resume) transition the runtime reported for a session.
 pub type SessionSignal = SessionMetadata;
 
-pub(crate) struct Inner {
-    pub store: Store,
-    pub runtime: RuntimeClient,
-    pub hub: Hub,
-    pub writers: Writers,
+/// The service's parts, private to `runs`: the store, the hub and the writers are reached from
+/// outside only through the service's methods.
+pub(super) struct Inner {
+    store: Store,
+    runtime: RuntimeClient,
+    hub: Hub,
+    pub(super) writers: Writers,
     /// Run id → the reason of a cancel requested through this process: it goes on
     /// `run.cancelled` whichever task writes that event.
     cancel_reasons: Mutex<HashMap<String, String>>,
     /// Runtime session id → the observer of its run.
-    pub observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
+    observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
     modes: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
-    pub tasks: TaskTracker,
-    pub shutdown: CancellationToken,
-    pub tracing: Tracing,
-    pub options: RunOptions,
+    pub(super) tasks: TaskTracker,
+    pub(super) shutdown: CancellationToken,
+    tracing: Tracing,
+    pub(super) options: RunOptions,
 }
 
 /// Tunables of the background work.
@@ -118,7 +132,7 @@ impl Default for RunOptions {
 
 #[derive(Clone)]
 pub struct RunService {
-    pub(crate) inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 fn not_found(run_id: &str) -> ApiError {
@@ -158,17 +172,60 @@ impl RunService {
         &self.inner.tracing
     }
 
-    pub fn hub(&self) -> &Hub {
+    pub(super) fn hub(&self) -> &Hub {
         &self.inner.hub
     }
 
-    /// The write path (benchmarks drive it directly).
-    pub fn writers(&self) -> &Writers {
+    pub(super) fn writers(&self) -> &Writers {
         &self.inner.writers
     }
 
-    pub fn store(&self) -> &Store {
+    pub(super) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Whether the database answers (liveness).
+    pub async fn ping_store(&self) -> Result<(), ApiError> {
+        Ok(self.inner.store.ping().await?)
+    }
+
+    /// Live-stream subscribers of every run, now.
+    pub fn live_subscribers(&self) -> usize {
+        self.inner.hub.total_subscribers()
+    }
+
+    /// When a publication is waking subscribers, for the server's connection turns; `None` when
+    /// the live-stream channel does not say (the broadcast stack).
+    pub fn deliveries(&self) -> Option<Arc<Deliveries>> {
+        self.inner.hub.deliveries()
+    }
+
+    /// The batches committed for a run from now on, as they are published (each with the
+    /// projection after it): what waits on a run's progress subscribes here.
+    pub fn subscribe(&self, run_id: &str) -> Subscription {
+        self.inner.hub.subscribe(run_id)
+    }
+
+    /// Appends runtime items (normalized, with their raw records) and control-plane events to
+    /// a run through its writer, in one transaction, then publishes them: what the observer
+    /// does with a batch. Tests and benchmarks drive the write path with it.
+    pub async fn ingest(
+        &self,
+        run_id: &str,
+        items: &[RuntimeItem],
+        extra: Vec<EventDraft>,
+    ) -> Result<Vec<CanonicalEvent>, ApiError> {
+        let writers = &self.inner.writers;
+        let mut guard = writers.lock(run_id).await?;
+        let writer = guard.as_mut().ok_or_else(|| not_found(run_id))?;
+        Ok(writers
+            .ingest(writer, items, crate::time::now(), extra, Change::default())
+            .await?)
+    }
+
+    /// The runtime session bound to a run, once the executor has bound one.
+    pub async fn session(&self, run_id: &str) -> Result<Option<BoundSession>, ApiError> {
+        Ok(self.inner.store.session(run_id).await?)
     }
 
     pub fn runtime(&self) -> &RuntimeClient {
@@ -430,14 +487,12 @@ impl RunService {
     }
 
     /// Events matching a query, as a page (`nextCursor` = the last seq when the page is full).
-    pub async fn query_events(
-        &self,
-        query: crate::store::EventQuery,
-    ) -> Result<EventPage, ApiError> {
+    pub async fn query_events(&self, query: EventQuery) -> Result<EventPage, ApiError> {
         if let Some(run_id) = &query.run_id {
             self.get(run_id).await?;
         }
-        let (data, total) = self.inner.store.query_events(&query).await?;
+        let total = self.inner.store.count_events(&query).await?;
+        let data = self.inner.store.query_events(&query).await?;
         let next_cursor = (data.len() as u64 == query.limit)
             .then(|| data.last().map(|event| event.seq))
             .flatten();
@@ -457,7 +512,7 @@ impl RunService {
             return Ok(run);
         }
         let reason = reason.unwrap_or_else(|| "cancelled by control plane".to_owned());
-        match self.inner.store.session(run_id).await? {
+        match self.session(run_id).await? {
             Some(session) => {
                 // Set before asking: the observer may write `run.cancelled` as soon as the
                 // runtime has cancelled.

@@ -141,11 +141,10 @@ impl Watch {
     fn backfill(&self) -> Phase {
         let (service, run_id, after) = (self.service.clone(), self.run_id.clone(), self.cursor);
         Phase::Backfill(Box::pin(async move {
-            let (events, _) = service
+            Ok(service
                 .store()
-                .events(&run_id, after, BACKFILL_PAGE)
-                .await?;
-            Ok(events)
+                .events_between(&run_id, after, None, BACKFILL_PAGE)
+                .await?)
         }))
     }
 

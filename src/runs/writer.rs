@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::status::RunStatus;
+use crate::domain::status::RunStatus;
 use crate::events::canonical::{CanonicalEvent, EventDraft, TraceRef};
 use crate::events::hub::{Hub, Published, Shared};
 use crate::events::normalizer::{self, NormalizerContext, RuntimeItem};
@@ -155,7 +155,7 @@ pub struct Change {
     pub run: RunChange,
     pub session: Option<SessionChange>,
     /// An artifact row written with the events.
-    pub artifact: Option<crate::runs::observability::Artifact>,
+    pub artifact: Option<crate::domain::artifact::Artifact>,
 }
 
 /// All writers of this process, loaded on first use.
@@ -458,7 +458,10 @@ mod tests {
                     .await
                     .expect("reads")
                     .expect("a row");
-                let (events, _) = store.events("run-a", 0, 1_000).await.expect("events");
+                let events = store
+                    .events_between("run-a", 0, None, 1_000)
+                    .await
+                    .expect("events");
                 assert_eq!(current.timeline.latest_seq, last);
                 assert_eq!(current, reducer::fold("run-a", events.iter()));
             }
@@ -513,7 +516,10 @@ mod tests {
             .emit(writer, opened(), Change::default())
             .await
             .expect("the next append builds on what was committed");
-        let (events, _) = store.events("run-a", 0, 10).await.expect("events");
+        let events = store
+            .events_between("run-a", 0, None, 10)
+            .await
+            .expect("events");
         let seqs: Vec<i64> = events.iter().map(|event| event.seq).collect();
         assert_eq!(seqs, vec![1, 2]);
     }

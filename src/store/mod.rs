@@ -24,11 +24,13 @@ use entities::{
     artifact, canonical_event, checkpoint, projection, raw_event, run, runtime_session,
 };
 
+use crate::domain::artifact::Artifact;
+use crate::domain::query::{EventQuery, RunFilter, RunPage};
+use crate::domain::run::{BoundSession, Run};
+use crate::domain::status::RunStatus;
 use crate::error::ApiError;
 use crate::events::canonical::{CanonicalEvent, SCHEMA_VERSION, Source, Subject, TraceRef};
 use crate::projection::state::RunState;
-use crate::runs::model::{BoundSession, Run, RunFilter, RunPage};
-use crate::runs::status::RunStatus;
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +120,7 @@ pub struct Append<'a> {
     pub projection: Option<ProjectionRow<'a>>,
     pub run: RunChange,
     pub session: Option<SessionChange>,
-    pub artifact: Option<crate::runs::observability::Artifact>,
+    pub artifact: Option<Artifact>,
 }
 
 /// The projection after an append's events, for the run's projection row.
@@ -129,19 +131,6 @@ pub struct ProjectionRow<'a> {
     pub seq: i64,
     /// Also keep it as a checkpoint at that seq.
     pub checkpoint: bool,
-}
-
-/// Filters of the event queries (`GET /events`, `GET /runs/{id}/events`).
-#[derive(Debug, Clone, Default)]
-pub struct EventQuery {
-    pub run_id: Option<String>,
-    pub types: Vec<String>,
-    pub after_seq: i64,
-    /// Inclusive.
-    pub after_ts: Option<Timestamp>,
-    /// Exclusive.
-    pub before_ts: Option<Timestamp>,
-    pub limit: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -547,25 +536,6 @@ impl Store {
         }))
     }
 
-    /// Canonical events with `seq > after_seq`, oldest first, and how many there are in all.
-    pub async fn events(
-        &self,
-        run_id: &str,
-        after_seq: i64,
-        limit: u64,
-    ) -> Result<(Vec<CanonicalEvent>, u64), Error> {
-        let base = canonical_event::Entity::find()
-            .filter(canonical_event::Column::RunId.eq(run_id))
-            .filter(canonical_event::Column::Seq.gt(after_seq));
-        let total = base.clone().count(&self.db).await?;
-        let rows = base
-            .order_by_asc(canonical_event::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        Ok((rows.into_iter().map(event_from_row).collect(), total))
-    }
-
     /// Events with `after < seq <= up_to`, oldest first, at most `limit`.
     pub async fn events_between(
         &self,
@@ -588,28 +558,9 @@ impl Store {
         Ok(rows.into_iter().map(event_from_row).collect())
     }
 
-    /// Events matching `query` and how many match in all.
-    pub async fn query_events(
-        &self,
-        query: &EventQuery,
-    ) -> Result<(Vec<CanonicalEvent>, u64), Error> {
-        let mut select = canonical_event::Entity::find();
-        if let Some(run_id) = &query.run_id {
-            select = select.filter(canonical_event::Column::RunId.eq(run_id.clone()));
-        }
-        if query.after_seq > 0 {
-            select = select.filter(canonical_event::Column::Seq.gt(query.after_seq));
-        }
-        if !query.types.is_empty() {
-            select = select.filter(canonical_event::Column::EventType.is_in(query.types.clone()));
-        }
-        if let Some(after) = query.after_ts {
-            select = select.filter(canonical_event::Column::Ts.gte(after));
-        }
-        if let Some(before) = query.before_ts {
-            select = select.filter(canonical_event::Column::Ts.lt(before));
-        }
-        let total = select.clone().count(&self.db).await?;
+    /// Events matching `query`, at most `query.limit` of them.
+    pub async fn query_events(&self, query: &EventQuery) -> Result<Vec<CanonicalEvent>, Error> {
+        let mut select = event_filter(query);
         // One run's events are in seq order (times from different writers may tie or cross);
         // across runs, time order is the only meaningful one.
         if query.run_id.is_none() {
@@ -622,13 +573,15 @@ impl Store {
             .limit(query.limit)
             .all(&self.db)
             .await?;
-        Ok((rows.into_iter().map(event_from_row).collect(), total))
+        Ok(rows.into_iter().map(event_from_row).collect())
     }
 
-    pub async fn artifacts(
-        &self,
-        run_id: &str,
-    ) -> Result<Vec<crate::runs::observability::Artifact>, Error> {
+    /// How many events match `query`, whatever its limit (the `total` of a listed page).
+    pub async fn count_events(&self, query: &EventQuery) -> Result<u64, Error> {
+        Ok(event_filter(query).count(&self.db).await?)
+    }
+
+    pub async fn artifacts(&self, run_id: &str) -> Result<Vec<Artifact>, Error> {
         let rows = artifact::Entity::find()
             .filter(artifact::Column::RunId.eq(run_id))
             .order_by_asc(artifact::Column::CreatedAt)
@@ -637,7 +590,7 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|row| crate::runs::observability::Artifact {
+            .map(|row| Artifact {
                 id: row.id,
                 run_id: row.run_id,
                 kind: row.kind,
@@ -732,6 +685,27 @@ impl Store {
             + artifact::Entity::find().count(&self.db).await?
             + runtime_session::Entity::find().count(&self.db).await?)
     }
+}
+
+/// The rows `query` selects, unordered and unlimited.
+fn event_filter(query: &EventQuery) -> sea_orm::Select<canonical_event::Entity> {
+    let mut select = canonical_event::Entity::find();
+    if let Some(run_id) = &query.run_id {
+        select = select.filter(canonical_event::Column::RunId.eq(run_id.clone()));
+    }
+    if query.after_seq > 0 {
+        select = select.filter(canonical_event::Column::Seq.gt(query.after_seq));
+    }
+    if !query.types.is_empty() {
+        select = select.filter(canonical_event::Column::EventType.is_in(query.types.clone()));
+    }
+    if let Some(after) = query.after_ts {
+        select = select.filter(canonical_event::Column::Ts.gte(after));
+    }
+    if let Some(before) = query.before_ts {
+        select = select.filter(canonical_event::Column::Ts.lt(before));
+    }
+    select
 }
 
 fn escape_like(text: &str) -> String {

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::runs::status::RunStatus;
+use crate::domain::status::RunStatus;
 
 /// The `Content-Type` of what `render` returns.
 pub use prometheus_text::CONTENT_TYPE;

@@ -1,5 +1,6 @@
 //! The run pipeline against the real reference runtime, on SQLite and PostgreSQL.
 
+use macp_control_plane::events::canonical::EventDraft;
 use macp_control_plane::projection::reducer;
 use macp_runtime::pb::macp_runtime_service_client::MacpRuntimeServiceClient;
 use macp_runtime::pb::{GetSessionRequest, ListSessionsRequest, SessionMetadata, SessionState};
@@ -38,11 +39,10 @@ async fn runtime_session(app: &TestApp, session_id: &str, reader: &str) -> Sessi
 
 /// Invariant 5: folding the stored events gives exactly the stored projection.
 async fn assert_rebuild_matches(app: &TestApp, run_id: &str) {
-    let (events, _) = app
-        .app
-        .service
+    let events = app
         .store()
-        .events(run_id, 0, 100_000)
+        .await
+        .events_between(run_id, 0, None, 100_000)
         .await
         .expect("events");
     let stored = app.app.service.state(run_id).await.expect("state");
@@ -315,7 +315,7 @@ async fn invalid_requests_are_refused_and_write_nothing(backend: Backend) {
     let Some(app) = support::start(backend).await else {
         return;
     };
-    let store = app.app.service.store();
+    let store = app.store().await;
     let before = store.count_rows().await.expect("count");
     let base = requests::scripted_decision();
     let mut cases: Vec<(&str, Value, Vec<&str>)> = Vec::new();
@@ -710,9 +710,8 @@ async fn hostile_text_is_stored_as_sent(backend: Backend) {
     assert!(found.iter().all(|text| *text == hostile), "{found:?}");
 
     let raw = app
-        .app
-        .service
         .store()
+        .await
         .raw_events(&run_id)
         .await
         .expect("raw events");
@@ -746,22 +745,24 @@ async fn hostile_text_is_stored_as_sent(backend: Backend) {
 }
 on_both_backends!(hostile_text_is_stored_as_sent);
 
-/// Appends one control-plane event to a run through its writer; returns its seq.
-async fn append_one(app: &TestApp, run_id: &str) -> i64 {
-    use macp_control_plane::events::canonical::{EventDraft, Source, types};
-    use macp_control_plane::runs::writer::Change;
-    let writers = app.app.service.writers();
-    let mut guard = writers.lock(run_id).await.expect("writer");
-    let writer = guard.as_mut().expect("the run exists");
-    let draft = EventDraft::new(
+/// A control-plane event that changes nothing but the log.
+fn stream_opened() -> EventDraft {
+    use macp_control_plane::events::canonical::{Source, types};
+    EventDraft::new(
         types::SESSION_STREAM_OPENED,
         macp_control_plane::time::now(),
         None,
         Source::control_plane("test"),
         json!({"status": "opened"}),
-    );
-    let appended = writers
-        .emit(writer, vec![draft], Change::default())
+    )
+}
+
+/// Appends one control-plane event to a run through its writer; returns its seq.
+async fn append_one(app: &TestApp, run_id: &str) -> i64 {
+    let appended = app
+        .app
+        .service
+        .ingest(run_id, &[], vec![stream_opened()])
         .await
         .expect("the append commits");
     appended.first().map(|event| event.seq).expect("one event")
@@ -787,8 +788,10 @@ async fn appends_survive_lost_postgres_connections() {
 }
 
 /// A stale append (its compare-and-set fails) is refused, and its lane's transaction is ended:
-/// the next append of the run commits.
+/// the next append of the run, through the same store, commits. The appends come from a store
+/// of the test's own, as another process's would.
 async fn a_stale_append_is_refused_and_the_next_commits(backend: Backend) {
+    use macp_control_plane::events::canonical::CanonicalEvent;
     use macp_control_plane::store::{Append, Error, RunChange};
     let Some(app) = support::start(backend).await else {
         return;
@@ -796,27 +799,31 @@ async fn a_stale_append_is_refused_and_the_next_commits(backend: Backend) {
     let run_id = app.start_run(&requests::scripted_decision()).await;
     app.wait_terminal(&run_id).await;
     let before = app.events(&run_id).await.len() as i64;
-    let stale = app
-        .app
-        .service
-        .store()
-        .append(Append {
-            run_id: &run_id,
-            expected_last_seq: before - 1,
-            events: &[],
-            raw: &[],
-            projection: None,
-            run: RunChange::default(),
-            session: None,
-            artifact: None,
-        })
-        .await;
+    let store = app.store().await;
+    let append = |expected_last_seq, events| Append {
+        run_id: &run_id,
+        expected_last_seq,
+        events,
+        raw: &[],
+        projection: None,
+        run: RunChange::default(),
+        session: None,
+        artifact: None,
+    };
+    let stale = store.append(append(before - 1, &[])).await;
     assert!(
         matches!(&stale, Err(Error::Concurrent(run)) if *run == run_id),
         "{stale:?}"
     );
     assert_eq!(app.events(&run_id).await.len() as i64, before);
-    assert_eq!(append_one(&app, &run_id).await, before + 1);
+    let next = CanonicalEvent::from_draft(stream_opened(), &run_id, before + 1, None);
+    store
+        .append(append(before, std::slice::from_ref(&next)))
+        .await
+        .expect("the next append commits");
+    let events = app.events(&run_id).await;
+    assert_dense_seqs(&events);
+    assert_eq!(events.len() as i64, before + 1);
     app.stop().await;
 }
 on_both_backends!(a_stale_append_is_refused_and_the_next_commits);

@@ -432,7 +432,7 @@ async fn replay_matches_the_live_run(backend: Backend) {
         return;
     };
     let run_id = app.start_run(&requests::scripted_decision()).await;
-    let mut live = app.app.service.hub().subscribe(&run_id);
+    let mut live = app.app.service.subscribe(&run_id);
     let mut live_states = Vec::new();
     let final_state = app.wait_terminal(&run_id).await;
     while let Ok(batch) = live.try_recv() {

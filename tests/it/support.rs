@@ -13,6 +13,7 @@ use macp_control_plane::registry::RegistryOptions;
 use macp_control_plane::runs::service::RunOptions;
 use macp_control_plane::runtime::credentials::Credentials;
 use macp_control_plane::stack::Stack;
+use macp_control_plane::store::Store;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -172,6 +173,14 @@ impl TestApp {
         }
     }
 
+    /// A store of the test's own on the app's database: what a test reads (or writes, as
+    /// another process would) beside the service.
+    pub async fn store(&self) -> Store {
+        Store::connect(self.app.database_url())
+            .await
+            .expect("the test's store connects")
+    }
+
     /// Ends every server process connected to this app's PostgreSQL database (what a server
     /// restart does to its clients). Nothing on SQLite.
     pub async fn cut_database_connections(&self) {
@@ -238,7 +247,7 @@ impl TestApp {
     /// the stored state, then each batch the hub publishes.
     pub async fn wait_for(&self, run_id: &str, done: impl Fn(&RunState) -> bool) -> RunState {
         let service = &self.app.service;
-        let mut batches = service.hub().subscribe(run_id);
+        let mut batches = service.subscribe(run_id);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut state = service.state(run_id).await.expect("state");
         while !done(&state) {

@@ -10,13 +10,15 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::proto;
+use crate::domain::artifact::Artifact;
+use crate::domain::query::{
+    DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery, MIN_HEARTBEAT_MS, RunQuery,
+};
+use crate::domain::run::Run;
 use crate::error::{ApiError, FieldError};
 use crate::events::canonical::CanonicalEvent;
-use crate::replay::{ReplayItem, ReplayQuery};
 use crate::runs::RunService;
-use crate::runs::model::{
-    DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery, MIN_HEARTBEAT_MS, Run, RunQuery,
-};
+use crate::runs::replay::{ReplayItem, ReplayQuery};
 use crate::runs::watch::{WatchItem, WatchOptions};
 use crate::runtime::info;
 
@@ -152,9 +154,7 @@ fn receipt_message(
     }
 }
 
-fn artifact_message(
-    artifact: crate::runs::observability::Artifact,
-) -> Result<proto::Artifact, Status> {
+fn artifact_message(artifact: Artifact) -> Result<proto::Artifact, Status> {
     Ok(proto::Artifact {
         id: artifact.id,
         run_id: artifact.run_id,

@@ -15,10 +15,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use self::extract::{JsonBody, QueryParams};
+use crate::domain::query::RunQuery;
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::registry::Registry;
 use crate::runs::RunService;
-use crate::runs::model::RunQuery;
 
 /// An error answered as `{statusCode, errorCode, message, details?}` with the matching status.
 pub struct HttpError(pub ApiError);
@@ -180,7 +180,7 @@ async fn runtime_health(State(service): State<RunService>) -> Response {
 }
 
 async fn healthz(State(service): State<RunService>) -> Response {
-    let ok = service.store().ping().await.is_ok();
+    let ok = service.ping_store().await.is_ok();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -205,7 +205,7 @@ async fn readyz(State(service): State<RunService>) -> Response {
 
 async fn metrics(State(service): State<RunService>) -> Result<Response> {
     use crate::telemetry::metrics;
-    let text = metrics::render(service.hub().total_subscribers())
+    let text = metrics::render(service.live_subscribers())
         .map_err(|error| ApiError::internal(format!("metrics could not be rendered: {error}")))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

@@ -20,14 +20,14 @@ use futures::{Stream, StreamExt};
 
 use super::extract::{JsonBody, QueryParams};
 use super::{HttpError, Result, run_id};
+use crate::domain::query::{
+    DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery, MAX_UINT32, MIN_HEARTBEAT_MS,
+};
 use crate::error::{ApiError, FieldError};
 use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::Shared;
-use crate::replay::{ReplayItem, ReplayQuery};
 use crate::runs::RunService;
-use crate::runs::model::{
-    DEFAULT_CROSS_RUN_LIMIT, DEFAULT_EVENT_LIMIT, EventsQuery, MAX_UINT32, MIN_HEARTBEAT_MS,
-};
+use crate::runs::replay::{ReplayItem, ReplayQuery};
 use crate::runs::watch::{WatchItem, WatchOptions};
 
 pub fn router() -> Router<RunService> {

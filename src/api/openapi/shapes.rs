@@ -7,14 +7,14 @@
 //! protos' types (formats, ranges, enums, required and non-blank fields) is [`RULES`]; the
 //! refusals an operation can answer are derived from its route plus its [`Shape::refusals`].
 
+use crate::domain::artifact::{ARTIFACT_KINDS, MAX_LABEL_LEN};
+use crate::domain::query::{MAX_EVENT_LIMIT, MAX_RUN_LIMIT, MAX_UINT32, MIN_HEARTBEAT_MS};
+use crate::domain::status::RunStatus;
 use crate::error::ErrorCode;
-use crate::replay::{MAX_SPEED, MIN_SPEED};
-use crate::runs::model::{MAX_EVENT_LIMIT, MAX_RUN_LIMIT, MAX_UINT32, MIN_HEARTBEAT_MS};
-use crate::runs::observability::{ARTIFACT_KINDS, MAX_LABEL_LEN};
+use crate::runs::replay::{MAX_SPEED, MIN_SPEED};
 use crate::runs::request::{
     ACTOR_TYPES, ENCODINGS, KICKOFF_KINDS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PARTICIPANTS, MAX_TTL_MS,
 };
-use crate::runs::status::RunStatus;
 
 /// How one RPC's REST route departs from the defaults.
 pub struct Shape {
@@ -506,7 +506,7 @@ pub const RULES: &[(&str, &[Rule])] = &[
         "macp.control_plane.v1.Requester.actor_type",
         &[Rule::OneOf(ACTOR_TYPES)],
     ),
-    // Run queries (`runs::model`).
+    // Run queries (`domain::query`).
     (
         "macp.control_plane.v1.ListRunsRequest.status",
         &[Rule::OneOfFn(statuses), Rule::OrEmpty],

@@ -1,91 +1,12 @@
-//! Domain records of the run service (serializable: their JSON is the REST shape).
+//! Run and event queries: the parameters either transport receives, their validation (every
+//! problem reported by field), the filters the store runs, and the limits the API takes.
 
 use serde::Serialize;
-use serde_json::Value;
 
+use super::run::Run;
 use super::status::RunStatus;
+use crate::error::{ApiError, FieldError};
 use crate::time::{self, Timestamp};
-
-impl Serialize for RunStatus {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-mod optional_time {
-    use serde::Serializer;
-
-    use crate::time::Timestamp;
-
-    pub fn serialize<S: Serializer>(
-        time: &Option<Timestamp>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match time {
-            Some(time) => serializer.serialize_str(&crate::time::format(time)),
-            None => serializer.serialize_none(),
-        }
-    }
-}
-
-/// A run record (what `GET /runs/{id}` returns).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Run {
-    pub id: String,
-    pub status: RunStatus,
-    pub mode: String,
-    pub runtime_kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime_session_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-    pub last_event_seq: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_kind: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_ref: Option<String>,
-    pub tags: Vec<String>,
-    pub metadata: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_message: Option<String>,
-    #[serde(with = "time::rfc3339")]
-    pub created_at: Timestamp,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "optional_time::serialize"
-    )]
-    pub started_at: Option<Timestamp>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "optional_time::serialize"
-    )]
-    pub ended_at: Option<Timestamp>,
-    #[serde(with = "time::rfc3339")]
-    pub updated_at: Timestamp,
-}
-
-/// The runtime session bound to a run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BoundSession {
-    pub run_id: String,
-    pub session_id: String,
-    pub mode_name: String,
-    pub mode_version: String,
-    pub configuration_version: String,
-    pub policy_version: Option<String>,
-    pub initiator: String,
-    pub session_state: String,
-    /// The runtime ordinal persisted so far (resubscriptions resume after it).
-    pub last_ordinal: i64,
-    pub participants: Vec<String>,
-}
 
 /// Filters of `GET /runs`.
 #[derive(Debug, Clone, Default)]
@@ -109,30 +30,16 @@ pub struct RunPage {
     pub offset: u64,
 }
 
-/// A page of canonical events.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EventPage {
-    pub data: Vec<crate::events::canonical::CanonicalEvent>,
-    pub total: u64,
-    pub limit: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<i64>,
-}
-
 /// An optional RFC 3339 query parameter; anything else is a field error.
 fn optional_time(
     field: &str,
     value: Option<String>,
-    errors: &mut Vec<crate::error::FieldError>,
+    errors: &mut Vec<FieldError>,
 ) -> Option<Timestamp> {
     let text = value.filter(|text| !text.is_empty())?;
     let parsed = time::parse(&text);
     if parsed.is_none() {
-        errors.push(crate::error::FieldError::new(
-            field,
-            "must be an RFC 3339 time",
-        ));
+        errors.push(FieldError::new(field, "must be an RFC 3339 time"));
     }
     parsed
 }
@@ -162,8 +69,7 @@ pub const MAX_EVENT_LIMIT: u64 = 10_000;
 
 impl RunQuery {
     /// Validates every parameter, reporting all problems at once.
-    pub fn into_filter(self) -> Result<RunFilter, crate::error::ApiError> {
-        use crate::error::{ApiError, FieldError};
+    pub fn into_filter(self) -> Result<RunFilter, ApiError> {
         let mut errors = Vec::new();
         let status = match self.status.as_deref() {
             None | Some("") => None,
@@ -246,11 +152,7 @@ impl RunQuery {
 }
 
 /// Validates `ListRunEvents` paging: `(after_seq, limit)`.
-pub fn event_paging(
-    after_seq: Option<i64>,
-    limit: Option<i64>,
-) -> Result<(i64, u64), crate::error::ApiError> {
-    use crate::error::{ApiError, FieldError};
+pub fn event_paging(after_seq: Option<i64>, limit: Option<i64>) -> Result<(i64, u64), ApiError> {
     let mut errors = Vec::new();
     let after = match after_seq {
         None => 0,
@@ -293,6 +195,19 @@ pub struct EventsQuery {
     pub limit: Option<i64>,
 }
 
+/// Filters of the event queries (`GET /events`, `GET /runs/{id}/events`), validated.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub run_id: Option<String>,
+    pub types: Vec<String>,
+    pub after_seq: i64,
+    /// Inclusive.
+    pub after_ts: Option<Timestamp>,
+    /// Exclusive.
+    pub before_ts: Option<Timestamp>,
+    pub limit: u64,
+}
+
 /// Default page of `GET /events`.
 pub const DEFAULT_CROSS_RUN_LIMIT: u64 = 500;
 
@@ -302,11 +217,7 @@ impl EventsQuery {
         !self.types.is_empty() || self.after_ts.is_some() || self.before_ts.is_some()
     }
 
-    pub fn validate(
-        self,
-        default_limit: u64,
-    ) -> Result<crate::store::EventQuery, crate::error::ApiError> {
-        use crate::error::{ApiError, FieldError};
+    pub fn validate(self, default_limit: u64) -> Result<EventQuery, ApiError> {
         let mut errors = Vec::new();
         let (after_seq, limit) = match event_paging(self.after_seq, self.limit) {
             Ok((after, limit)) => (
@@ -337,7 +248,7 @@ impl EventsQuery {
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
         }
-        Ok(crate::store::EventQuery {
+        Ok(EventQuery {
             run_id: self.run_id,
             types,
             after_seq,

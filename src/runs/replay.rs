@@ -8,14 +8,14 @@ use std::time::Duration;
 use futures::Stream;
 use serde::Serialize;
 
+use super::service::RunService;
+use super::writer::fold_forward;
+use crate::domain::query::MAX_UINT32;
 use crate::error::{ApiError, FieldError};
 use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::Shared;
 use crate::projection::reducer;
 use crate::projection::state::RunState;
-use crate::runs::RunService;
-use crate::runs::model::MAX_UINT32;
-use crate::runs::writer::fold_forward;
 
 /// Longest pause between two replayed events, whatever the original gap.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);

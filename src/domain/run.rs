@@ -1,0 +1,83 @@
+//! The run and its bound runtime session, as records (serializable: a run's JSON is its REST
+//! shape).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::status::RunStatus;
+use crate::time::{self, Timestamp};
+
+mod optional_time {
+    use serde::Serializer;
+
+    use crate::time::Timestamp;
+
+    pub fn serialize<S: Serializer>(
+        time: &Option<Timestamp>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => serializer.serialize_str(&crate::time::format(time)),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+/// A run record (what `GET /runs/{id}` returns).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub id: String,
+    pub status: RunStatus,
+    pub mode: String,
+    pub runtime_kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub last_event_seq: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(with = "time::rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_time::serialize"
+    )]
+    pub started_at: Option<Timestamp>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_time::serialize"
+    )]
+    pub ended_at: Option<Timestamp>,
+    #[serde(with = "time::rfc3339")]
+    pub updated_at: Timestamp,
+}
+
+/// The runtime session bound to a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundSession {
+    pub run_id: String,
+    pub session_id: String,
+    pub mode_name: String,
+    pub mode_version: String,
+    pub configuration_version: String,
+    pub policy_version: Option<String>,
+    pub initiator: String,
+    pub session_state: String,
+    /// The runtime ordinal persisted so far (resubscriptions resume after it).
+    pub last_ordinal: i64,
+    pub participants: Vec<String>,
+}
