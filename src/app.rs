@@ -101,6 +101,8 @@ impl AppConfig {
                 heartbeat: Duration::from_millis(args.stream_heartbeat_ms),
                 stack: args.connections.stack,
                 max_subscribers_per_run: args.connections.max_subscribers_per_run as usize,
+                hub_max_bytes: usize::try_from(args.connections.hub_max_bytes_per_run)
+                    .unwrap_or(usize::MAX),
                 ..RunOptions::default()
             },
             registry: args.registry.options(),

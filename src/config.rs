@@ -175,6 +175,12 @@ pub struct ConnectionArgs {
     #[arg(long, env = "MAX_SUBSCRIBERS_PER_RUN", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscribers_per_run: u32,
 
+    /// About the memory (bytes) a run's live-stream channel keeps for its slowest subscriber;
+    /// past it, the oldest batches go and a subscriber that had yet to read them catches up
+    /// from the database.
+    #[arg(long, env = "HUB_MAX_BYTES_PER_RUN", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub hub_max_bytes_per_run: u64,
+
     /// The live-stream transport: `custom` (connection turns with batched writes, the ring hub
     /// channel) or `library` (hyper-util's stock executor, tokio's broadcast channel). Both
     /// are kept for the streams benchmark's A/B; see ARCHITECTURE.md.

@@ -1,13 +1,13 @@
 //! What the edge enforces before any handler runs, for both transports: the host names the
-//! service answers to (a browser tricked by DNS rebinding sends the attacker's name), and the
-//! size limits of requests.
+//! service answers to (a browser tricked by DNS rebinding sends the attacker's name), the
+//! origins whose pages may change things, and the size limits of requests.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::http::uri::Authority;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -128,6 +128,84 @@ pub async fn check_host(
             ),
         ))
         .into_response(),
+    }
+}
+
+/// The browser origins whose pages may change things here: the CORS allow-list, and the
+/// service's own pages. CORS alone lets a page send a "simple" request (a POST without a body or
+/// with a form body) and only hides the answer; this refuses the request itself.
+#[derive(Debug, Clone)]
+pub struct OriginCheck {
+    /// `None`: any origin (`CORS_ORIGINS=*`).
+    allowed: Option<Arc<[String]>>,
+}
+
+impl OriginCheck {
+    pub fn new(cors_origins: &[String]) -> Self {
+        let any = cors_origins.iter().any(|origin| origin.trim() == "*");
+        OriginCheck {
+            allowed: (!any).then(|| {
+                cors_origins
+                    .iter()
+                    .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .collect()
+            }),
+        }
+    }
+
+    fn accepts(&self, origin: &str, request: &Request) -> bool {
+        let Some(allowed) = &self.allowed else {
+            return true;
+        };
+        let origin = origin.to_ascii_lowercase();
+        allowed.contains(&origin) || same_origin(&origin, request)
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host and port the request was sent to.
+fn same_origin(origin: &str, request: &Request) -> bool {
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let addressed = request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        });
+    addressed.is_some_and(|addressed| addressed.eq_ignore_ascii_case(authority))
+}
+
+/// Refuses, with 403, a request that changes things (any method but GET, HEAD and OPTIONS)
+/// sent by a page of an origin that is neither allowed nor ours. Clients other than browsers
+/// send no `Origin` and are not concerned.
+pub async fn check_origin(
+    State(check): State<OriginCheck>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let reads = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .map(|value| value.to_str().unwrap_or("?").to_owned());
+    match origin {
+        Some(origin) if !reads && !check.accepts(&origin, &request) => HttpError(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "a page of origin '{origin}' may not change anything here; add it to CORS_ORIGINS"
+            ),
+        ))
+        .into_response(),
+        _ => next.run(request).await,
     }
 }
 

@@ -83,6 +83,10 @@ pub fn router(
         )
         // Inside `observe_request`, so refused requests are logged and counted too.
         .layer(axum::middleware::from_fn_with_state(
+            edge::OriginCheck::new(cors_origins),
+            edge::check_origin,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             host_check,
             edge::check_host,
         ))

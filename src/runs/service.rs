@@ -112,6 +112,8 @@ pub struct RunOptions {
     pub heartbeat: Duration,
     /// Committed batches a live subscriber may fall behind before it re-reads from the store.
     pub hub_capacity: usize,
+    /// About the memory a run's channel keeps for its slowest live subscriber.
+    pub hub_max_bytes: usize,
     /// The live-stream channel implementation (`--stack`).
     pub stack: crate::stack::Stack,
     /// Live-stream subscribers (SSE, WatchRun) one run may have at once.
@@ -124,6 +126,7 @@ impl Default for RunOptions {
             reconcile_interval: Duration::from_secs(15),
             heartbeat: Duration::from_secs(15),
             hub_capacity: 1024,
+            hub_max_bytes: 64 * 1024 * 1024,
             stack: crate::stack::Stack::default(),
             max_subscribers_per_run: 20_000,
         }
@@ -146,7 +149,13 @@ impl RunService {
         options: RunOptions,
         tracing: Tracing,
     ) -> Self {
-        let hub = Hub::new(options.stack, options.hub_capacity);
+        let hub = Hub::new(
+            options.stack,
+            crate::events::hub::Bounds {
+                batches: options.hub_capacity,
+                bytes: options.hub_max_bytes,
+            },
+        );
         RunService {
             inner: Arc::new(Inner {
                 writers: Writers::new(store.clone(), hub.clone(), tracing.clone()),

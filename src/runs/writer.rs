@@ -431,7 +431,13 @@ mod tests {
             .expect("created");
         let writers = Writers::new(
             store.clone(),
-            Hub::new(crate::stack::Stack::Custom, 8),
+            Hub::new(
+                crate::stack::Stack::Custom,
+                crate::events::hub::Bounds {
+                    batches: 8,
+                    bytes: usize::MAX,
+                },
+            ),
             Tracing::disabled(),
         );
         let append = |count: usize| {
@@ -495,7 +501,13 @@ mod tests {
             .create_run(store::tests::new_run("run-a"), &[], &state)
             .await
             .expect("created");
-        let hub = Hub::new(crate::stack::Stack::Custom, 8);
+        let hub = Hub::new(
+            crate::stack::Stack::Custom,
+            crate::events::hub::Bounds {
+                batches: 8,
+                bytes: usize::MAX,
+            },
+        );
         let mut live = hub.subscribe("run-a");
         let writers = Writers::new(store.clone(), hub, Tracing::disabled());
         {

@@ -371,3 +371,75 @@ async fn grpc_messages_over_the_limit_are_refused() {
     assert_eq!(started.status, "queued");
     app.stop().await;
 }
+
+/// A page of another origin can send a browser's "simple" requests without a preflight (a
+/// bodyless POST among them); whatever would change something is refused before any work, while
+/// reads (whose answers CORS hides), allowed origins and the service's own pages go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_other_origins_cannot_change_anything() {
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let run_id = app.start_run(&idle_run()).await;
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    let before = written(&app, &run_id).await;
+    let cancel = format!("{}/runs/{run_id}/cancel", app.base);
+    for origin in ["http://evil.example", "null", "http://localhost:3001"] {
+        let response = app
+            .http
+            .post(&cancel)
+            .header("origin", origin)
+            .send()
+            .await
+            .expect("request");
+        let (status, answer) = answer(response).await;
+        assert_eq!(
+            (status, answer["errorCode"].as_str()),
+            (403, Some("FORBIDDEN")),
+            "cancel from {origin}: {answer}"
+        );
+        let response = app
+            .http
+            .post(format!("{}/runs", app.base))
+            .header("origin", origin)
+            .json(&idle_run())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 403, "start from {origin}");
+    }
+    assert_eq!(
+        written(&app, &run_id).await,
+        before,
+        "a refused request wrote"
+    );
+    let response = app
+        .http
+        .get(format!("{}/runs/{run_id}", app.base))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200, "reads are not refused");
+    // The service's own pages (`/docs`) are of its own origin.
+    let response = app
+        .http
+        .post(format!("{}/runs/validate", app.base))
+        .header("origin", &app.base)
+        .json(&idle_run())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200, "same origin");
+    let response = app
+        .http
+        .post(&cancel)
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .expect("request");
+    let (status, cancelled) = answer(response).await;
+    assert_eq!(status, 200, "an allowed origin: {cancelled}");
+    app.stop().await;
+}

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-pub use ring::Deliveries;
+pub use ring::{Bounds, Deliveries};
 
 use super::canonical::CanonicalEvent;
 use crate::projection::state::RunState;
@@ -101,6 +101,22 @@ impl Published {
         }
     }
 
+    /// About the memory the batch holds once its subscribers have rendered it: each event's
+    /// JSON, its SSE frame and the batch's frames are three copies of about the same bytes (the
+    /// events' JSON is rendered here, as the first subscriber would); and the projection's size
+    /// when its JSON is rendered already (`None` otherwise: rendering a projection nobody may
+    /// ask for would cost more than the estimate is worth).
+    pub(crate) fn weight(&self) -> (usize, Option<usize>) {
+        /// The event's and its frame's own allocations and headers.
+        const PER_EVENT: usize = 256;
+        let events = self
+            .events
+            .iter()
+            .map(|event| 3 * event.json().len() + PER_EVENT)
+            .sum();
+        (events, self.state.json.get().map(|json| json.len()))
+    }
+
     /// Every event's frame (`frame` renders one), back to back in one buffer, rendered by the
     /// first subscriber that asks: a batch of several events reaches each subscriber without a
     /// buffer of its own.
@@ -151,11 +167,12 @@ enum Channels {
 }
 
 impl Hub {
-    /// A hub of `stack`'s channels, each keeping at most `capacity` batches for its readers.
-    pub fn new(stack: Stack, capacity: usize) -> Self {
+    /// A hub of `stack`'s channels, each keeping at most `bounds` for its readers (tokio's
+    /// broadcast channel bounds batches only).
+    pub fn new(stack: Stack, bounds: Bounds) -> Self {
         let channels = match stack {
-            Stack::Custom => Channels::Ring(ring::Hub::with_capacity(capacity)),
-            Stack::Library => Channels::Broadcast(Arc::new(broadcast::Hub::new(capacity))),
+            Stack::Custom => Channels::Ring(ring::Hub::new(bounds)),
+            Stack::Library => Channels::Broadcast(Arc::new(broadcast::Hub::new(bounds.batches))),
         };
         Hub { channels }
     }
@@ -248,14 +265,26 @@ mod tests {
 
     const STACKS: [Stack; 2] = [Stack::Custom, Stack::Library];
 
+    pub(super) fn bounds(batches: usize) -> Bounds {
+        Bounds {
+            batches,
+            bytes: usize::MAX,
+        }
+    }
+
     /// A batch of one event with this seq.
     pub(super) fn batch(seq: i64) -> Published {
+        sized_batch(seq, 0)
+    }
+
+    /// A batch of one event with this seq and a `blob` of this many bytes.
+    pub(super) fn sized_batch(seq: i64, blob: usize) -> Published {
         let draft = EventDraft::new(
             "run.created",
             crate::time::now(),
             None,
             Source::control_plane("test"),
-            serde_json::json!({}),
+            serde_json::json!({"blob": "x".repeat(blob)}),
         );
         Published::new(
             vec![Shared::new(CanonicalEvent::from_draft(
@@ -272,7 +301,7 @@ mod tests {
     #[test]
     fn each_subscriber_reads_every_batch_in_order() {
         for stack in STACKS {
-            let hub = Hub::new(stack, 8);
+            let hub = Hub::new(stack, bounds(8));
             let mut early = hub.subscribe("run");
             hub.publish("run", batch(1));
             let mut late = hub.subscribe("run");
@@ -295,7 +324,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_falls_behind_is_told_how_far_and_reads_on_from_the_oldest_kept() {
         for stack in STACKS {
-            let hub = Hub::new(stack, 2);
+            let hub = Hub::new(stack, bounds(2));
             let mut slow = hub.subscribe("run");
             let _other = hub.subscribe("run");
             for seq in 1..=5 {
@@ -313,7 +342,7 @@ mod tests {
     #[tokio::test]
     async fn subscribers_learn_that_the_hub_is_gone() {
         for stack in STACKS {
-            let hub = Hub::new(stack, 8);
+            let hub = Hub::new(stack, bounds(8));
             let mut subscription = hub.subscribe("run");
             hub.publish("run", batch(1));
             let waiting = tokio::spawn(async move {
@@ -331,7 +360,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_comes_after_close_learns_it_at_once() {
         for stack in STACKS {
-            let hub = Hub::new(stack, 8);
+            let hub = Hub::new(stack, bounds(8));
             hub.close();
             let mut late = hub.subscribe("run");
             assert_eq!(late.recv().await.err(), Some(RecvError::Closed));
@@ -341,7 +370,7 @@ mod tests {
     #[test]
     fn a_run_channel_goes_with_its_last_subscriber() {
         for stack in STACKS {
-            let hub = Hub::new(stack, 8);
+            let hub = Hub::new(stack, bounds(8));
             let subscription = hub.subscribe("run");
             assert_eq!(hub.total_subscribers(), 1);
             drop(subscription);

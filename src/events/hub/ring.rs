@@ -4,10 +4,24 @@
 //! lock (an event reaches each subscriber with one lock, where a broadcast channel takes two or
 //! three).
 
+#[cfg(all(test, feature = "shuttle"))]
+mod model;
+
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
+
+// The model tests run the locks and atomics on shuttle's scheduler.
+#[cfg(feature = "shuttle")]
+use shuttle::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+};
+#[cfg(not(feature = "shuttle"))]
+use std::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+};
 
 use super::{Published, RecvError, TryRecvError};
 
@@ -22,8 +36,8 @@ struct HubInner {
     /// Set (under the `channels` lock) by `close`: a channel made after it is closed too.
     closed: AtomicBool,
     deliveries: Arc<Deliveries>,
-    /// Batches per run a reader may fall behind before it catches up from the store.
-    capacity: usize,
+    /// What a run's channel keeps for readers that have yet to read it.
+    bounds: Bounds,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -35,13 +49,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub fn new(bounds: Bounds) -> Self {
         Hub {
             inner: Arc::new(HubInner {
                 channels: Mutex::default(),
                 closed: AtomicBool::new(false),
                 deliveries: Arc::default(),
-                capacity: capacity.max(1),
+                bounds: Bounds {
+                    batches: bounds.batches.max(1),
+                    bytes: bounds.bytes,
+                },
             }),
         }
     }
@@ -52,8 +69,7 @@ impl Hub {
         let channel = channels
             .entry(run_id.to_owned())
             .or_insert_with(|| {
-                let channel =
-                    Channel::new(run_id, Arc::downgrade(&self.inner), self.inner.capacity);
+                let channel = Channel::new(run_id, Arc::downgrade(&self.inner), self.inner.bounds);
                 if self.inner.closed.load(Ordering::Acquire) {
                     // No subscriber of a new channel is waiting yet: nothing to wake.
                     drop(channel.close());
@@ -198,6 +214,16 @@ struct Channel {
     published: AtomicU64,
 }
 
+/// How much a run's channel keeps for its slowest reader: the oldest batches go past either
+/// bound, and a reader that had yet to read them catches up from the store. The newest batch
+/// is always kept, however large.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub batches: usize,
+    /// About the memory the kept batches hold once rendered ([`Published::weight`]).
+    pub bytes: usize,
+}
+
 struct Ring {
     /// The batches at positions `first ..`, each with how many subscribers have yet to read
     /// it; a batch every subscriber has read is dropped (its slot stays until it is oldest).
@@ -205,7 +231,11 @@ struct Ring {
     first: u64,
     /// Position of the next batch published.
     next: u64,
-    capacity: usize,
+    bounds: Bounds,
+    /// The weight of the batches kept.
+    bytes: usize,
+    /// The size of the last projection seen rendered: the estimate for those that are not.
+    state_bytes: usize,
     subscribers: usize,
     /// Subscribers waiting for batch `next`; emptied when it is published.
     wakers: Vec<Option<Waker>>,
@@ -220,6 +250,8 @@ struct Ring {
 struct Slot {
     batch: Option<Arc<Published>>,
     unread: usize,
+    /// Counted in `Ring::bytes` while the batch is kept.
+    weight: usize,
 }
 
 impl Ring {
@@ -230,6 +262,7 @@ impl Ring {
         let slot = &mut self.slots[(position - self.first) as usize];
         slot.unread = slot.unread.saturating_sub(1);
         let batch = if slot.unread == 0 {
+            self.bytes -= std::mem::take(&mut slot.weight);
             slot.batch.take()
         } else {
             slot.batch.clone()
@@ -253,7 +286,7 @@ impl Channel {
         ring.wakers.iter_mut().filter_map(Option::take).collect()
     }
 
-    fn new(run_id: &str, hub: Weak<HubInner>, capacity: usize) -> Self {
+    fn new(run_id: &str, hub: Weak<HubInner>, bounds: Bounds) -> Self {
         Channel {
             run_id: run_id.to_owned(),
             hub,
@@ -261,7 +294,9 @@ impl Channel {
                 slots: VecDeque::new(),
                 first: 0,
                 next: 0,
-                capacity,
+                bounds,
+                bytes: 0,
+                state_bytes: 0,
                 subscribers: 0,
                 wakers: Vec::new(),
                 free: Vec::new(),
@@ -274,22 +309,35 @@ impl Channel {
 
     /// Appends a batch and wakes the waiting subscribers; `false` when there are none at all.
     fn publish(&self, batch: Arc<Published>) -> bool {
+        // Rendered here, before the subscribers that would render them are woken.
+        let (events_weight, state_bytes) = batch.weight();
         let (wakers, evicted) = {
             let mut ring = lock(&self.ring);
             if ring.subscribers == 0 {
                 return false;
             }
-            let evicted = if ring.slots.len() == ring.capacity {
-                ring.first += 1;
-                ring.slots.pop_front()
-            } else {
-                None
-            };
+            if let Some(rendered) = state_bytes {
+                ring.state_bytes = rendered;
+            }
+            let weight = events_weight + ring.state_bytes;
             let unread = ring.subscribers;
             ring.slots.push_back(Slot {
                 batch: Some(batch),
                 unread,
+                weight,
             });
+            ring.bytes += weight;
+            let mut evicted = Vec::new();
+            while ring.slots.len() > 1
+                && (ring.slots.len() > ring.bounds.batches || ring.bytes > ring.bounds.bytes)
+            {
+                let Some(oldest) = ring.slots.pop_front() else {
+                    break;
+                };
+                ring.first += 1;
+                ring.bytes -= oldest.weight;
+                evicted.extend(oldest.batch);
+            }
             ring.next += 1;
             self.published.store(ring.next, Ordering::Release);
             let spare = std::mem::take(&mut ring.spare);
@@ -426,12 +474,12 @@ mod tests {
     use std::sync::Weak;
 
     use super::*;
-    use crate::events::hub::tests::{WakeCount, batch, seq};
+    use crate::events::hub::tests::{WakeCount, batch, bounds, seq, sized_batch};
 
     /// A published batch is kept while a subscriber has yet to read it, and no longer.
     #[test]
     fn a_batch_goes_once_every_subscriber_has_read_it_or_left() {
-        let hub = Hub::with_capacity(8);
+        let hub = Hub::new(bounds(8));
         let mut first = hub.subscribe("run", usize::MAX).expect("subscribed");
         let mut second = hub.subscribe("run", usize::MAX).expect("subscribed");
         let leaving = hub.subscribe("run", usize::MAX).expect("subscribed");
@@ -454,7 +502,7 @@ mod tests {
     /// again before that, it answers at once that nothing came.
     #[test]
     fn a_waiting_subscriber_is_woken_by_the_next_batch() {
-        let hub = Hub::with_capacity(8);
+        let hub = Hub::new(bounds(8));
         let mut subscription = hub.subscribe("run", usize::MAX).expect("subscribed");
         let woken = Arc::new(WakeCount::default());
         let waker = Waker::from(woken.clone());
@@ -490,9 +538,45 @@ mod tests {
         assert_eq!(woken.count(), 2);
     }
 
+    /// A reader that reads nothing holds at most about `bytes` of batches (the newest is kept
+    /// whatever its size); it is told how far it fell behind and reads on.
+    #[test]
+    fn a_slow_reader_holds_at_most_the_byte_bound() {
+        let bound = 40 * 1024;
+        let hub = Hub::new(Bounds {
+            batches: 1024,
+            bytes: bound,
+        });
+        let mut slow = hub.subscribe("run", usize::MAX).expect("subscribed");
+        let channel = lock(&hub.inner.channels)["run"].clone();
+        let held = || {
+            let ring = lock(&channel.ring);
+            (ring.bytes, ring.slots.len())
+        };
+        for seq in 1..=100 {
+            hub.publish("run", sized_batch(seq, 4 * 1024));
+            let (bytes, slots) = held();
+            assert!(bytes <= bound, "{bytes} bytes held in {slots} batches");
+        }
+        let (_, slots) = held();
+        assert!(slots >= 2, "the bound keeps what fits ({slots} batches)");
+        match slow.try_recv() {
+            Err(TryRecvError::Recv(RecvError::Lagged(missed))) => {
+                assert_eq!(missed as usize, 100 - slots)
+            }
+            other => panic!("expected Lagged, got {other:?}"),
+        }
+        let read: Vec<i64> = std::iter::from_fn(|| slow.try_recv().ok().map(|b| seq(&b))).collect();
+        assert_eq!(read, ((100 - slots as i64 + 1)..=100).collect::<Vec<_>>());
+        assert_eq!(held(), (0, 0), "read by all: nothing held");
+        // One batch over the bound on its own is still delivered.
+        hub.publish("run", sized_batch(101, 2 * bound));
+        assert_eq!(slow.try_recv().map(|b| seq(&b)), Ok(101));
+    }
+
     #[test]
     fn subscribers_that_come_and_go_between_batches_reuse_their_slots() {
-        let hub = Hub::with_capacity(8);
+        let hub = Hub::new(bounds(8));
         let _staying = hub.subscribe("run", usize::MAX).expect("subscribed");
         let noop = futures::task::noop_waker();
         for _ in 0..100 {
