@@ -18,6 +18,8 @@
 //! `BENCH_SUBSCRIBERS` overrides the one-run list (comma separated), `BENCH_MESSAGES` the
 //! messages per one-run point (100), `BENCH_RUNS` the live runs of the many-runs point (1,000)
 //! and `BENCH_ROUNDS` its messages per run (10); `BENCH_STACKS` picks stacks (`custom,library`).
+//! Each workload runs `BENCH_REPEATS` times per stack (2), the stacks' order reversed every other
+//! time (custom, library, library, custom), and the table merges each stack's runs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -292,9 +294,25 @@ struct Point {
     server_us: f64,
     bench_us: f64,
     stolen_ms: f64,
+    /// Runs merged into this one.
+    runs: usize,
 }
 
 impl Point {
+    /// This point and `other` as one: every delivery, and the mean of the rest.
+    fn merge(&mut self, other: Point) {
+        let (n, total) = (self.runs as f64, (self.runs + other.runs) as f64);
+        let mean = |mine: f64, theirs: f64| (mine * n + theirs * other.runs as f64) / total;
+        self.samples.extend(other.samples);
+        self.expected += other.expected;
+        self.idle_kb = mean(self.idle_kb, other.idle_kb);
+        self.baseline_kb = mean(self.baseline_kb, other.baseline_kb);
+        self.server_us = mean(self.server_us, other.server_us);
+        self.bench_us = mean(self.bench_us, other.bench_us);
+        self.stolen_ms += other.stolen_ms;
+        self.runs += other.runs;
+    }
+
     fn latencies(&self) -> Vec<f64> {
         let mut latencies: Vec<f64> = self.samples.iter().map(|(_, latency)| *latency).collect();
         latencies.sort_by(|a, b| a.total_cmp(b));
@@ -392,6 +410,42 @@ struct Unary {
     grpc: Vec<f64>,
 }
 
+impl Unary {
+    fn merge(&mut self, other: Unary) {
+        self.rest.extend(other.rest);
+        self.grpc.extend(other.grpc);
+        self.rest.sort_by(|a, b| a.total_cmp(b));
+        self.grpc.sort_by(|a, b| a.total_cmp(b));
+    }
+}
+
+/// The stacks in the order of `repeat`: reversed every other time (ABBA), so that a machine
+/// that drifts during the run favours neither.
+fn order(stacks: &[Stack], repeat: usize) -> Vec<Stack> {
+    let mut order = stacks.to_vec();
+    if repeat % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// Per stack, the merged measurement of a workload.
+type Merged = Vec<(Stack, Point, Option<Unary>)>;
+
+fn merge_into(merged: &mut Merged, stack: Stack, point: Point, unary: Option<Unary>) {
+    match merged.iter_mut().find(|(kept, _, _)| *kept == stack) {
+        Some((_, kept, kept_unary)) => {
+            kept.merge(point);
+            match (kept_unary.as_mut(), unary) {
+                (Some(kept), Some(unary)) => kept.merge(unary),
+                (None, unary) => *kept_unary = unary,
+                (Some(_), None) => {}
+            }
+        }
+        None => merged.push((stack, point, unary)),
+    }
+}
+
 fn probe_unary(
     server: &Server,
     run_id: &str,
@@ -484,6 +538,7 @@ async fn fan_out(
         server_us,
         bench_us,
         stolen_ms,
+        runs: 1,
     };
     (point, unary)
 }
@@ -538,6 +593,7 @@ async fn many_runs(
         server_us,
         bench_us,
         stolen_ms,
+        runs: 1,
     }
 }
 
@@ -691,11 +747,21 @@ fn main() {
             }
         };
         let largest = counts.iter().copied().max().unwrap_or(0);
+        let repeats = env_number("BENCH_REPEATS", 2).max(1);
         for &count in &counts {
-            for &stack in &stacks {
-                let probe = count == largest;
-                let (point, unary) = fan_out(&embedded, &dir, stack, count, probe).await;
-                point.print(&format!("{:7} {count:6} subscribers", stack_name(stack)));
+            let mut merged = Merged::new();
+            for repeat in 0..repeats {
+                for stack in order(&stacks, repeat) {
+                    let probe = count == largest;
+                    let (point, unary) = fan_out(&embedded, &dir, stack, count, probe).await;
+                    point.print(&format!("{:7} {count:6} subscribers", stack_name(stack)));
+                    if let Some(unary) = &unary {
+                        print_unary(stack, count, unary);
+                    }
+                    merge_into(&mut merged, stack, point, unary);
+                }
+            }
+            for (stack, point, unary) in merged {
                 let workload = format!("{count} subscribers, one run");
                 record(workload.clone(), "delivery p99 ms", true, stack, point.p99());
                 // With a handful of subscribers, per-delivery CPU and memory are the process's
@@ -705,18 +771,6 @@ fn main() {
                     record(workload, "KB per subscriber", false, stack, point.kb_per_subscriber());
                 }
                 if let Some(unary) = unary {
-                    println!(
-                        "{:7} unary during the {count}-subscriber fan-out: GET /runs/{{id}} p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} calls); GetRun p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} calls)",
-                        stack_name(stack),
-                        percentile(&unary.rest, 0.5),
-                        percentile(&unary.rest, 0.99),
-                        percentile(&unary.rest, 1.0),
-                        unary.rest.len(),
-                        percentile(&unary.grpc, 0.5),
-                        percentile(&unary.grpc, 0.99),
-                        percentile(&unary.grpc, 1.0),
-                        unary.grpc.len(),
-                    );
                     let workload = format!("unary during {count}-subscriber fan-out");
                     record(workload.clone(), "GET /runs/{id} p99 ms", true, stack, percentile(&unary.rest, 0.99));
                     record(workload, "GetRun p99 ms", true, stack, percentile(&unary.grpc, 0.99));
@@ -724,9 +778,15 @@ fn main() {
             }
         }
         if runs > 0 {
-            for &stack in &stacks {
-                let point = many_runs(&embedded, &dir, stack, runs, 5).await;
-                point.print(&format!("{:7} {runs} runs × 5 subscribers", stack_name(stack)));
+            let mut merged = Merged::new();
+            for repeat in 0..repeats {
+                for stack in order(&stacks, repeat) {
+                    let point = many_runs(&embedded, &dir, stack, runs, 5).await;
+                    point.print(&format!("{:7} {runs} runs × 5 subscribers", stack_name(stack)));
+                    merge_into(&mut merged, stack, point, None);
+                }
+            }
+            for (stack, point, _) in merged {
                 let workload = format!("{runs} runs × 5 subscribers");
                 record(workload.clone(), "delivery p99 ms", true, stack, point.p99());
                 record(workload.clone(), "server CPU µs/delivery", false, stack, point.server_us);
@@ -738,7 +798,22 @@ fn main() {
     });
 }
 
-/// The side-by-side table, and what the keep/remove rule (ARCHITECTURE.md) reads from it: the
+fn print_unary(stack: Stack, count: usize, unary: &Unary) {
+    println!(
+        "{:7} unary during the {count}-subscriber fan-out: GET /runs/{{id}} p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} calls); GetRun p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} calls)",
+        stack_name(stack),
+        percentile(&unary.rest, 0.5),
+        percentile(&unary.rest, 0.99),
+        percentile(&unary.rest, 1.0),
+        unary.rest.len(),
+        percentile(&unary.grpc, 0.5),
+        percentile(&unary.grpc, 0.99),
+        percentile(&unary.grpc, 1.0),
+        unary.grpc.len(),
+    );
+}
+
+/// The side-by-side table (each stack's runs merged), and what the keep/remove rule (ARCHITECTURE.md) reads from it: the
 /// hand-written stack stays if it is 1.5× better on some latency and more than 10 % worse on none.
 fn print_comparison(rows: &[Row]) {
     println!();

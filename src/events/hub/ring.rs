@@ -97,9 +97,7 @@ impl Hub {
         let Some(channel) = lock(&self.inner.channels).get(run_id).cloned() else {
             return;
         };
-        let delivering = self.inner.deliveries.begin();
-        let subscribed = channel.publish(Arc::new(batch));
-        drop(delivering);
+        let subscribed = channel.publish(Arc::new(batch), &self.inner.deliveries);
         if !subscribed {
             self.inner.forget_if_unused(run_id, &channel);
         }
@@ -124,6 +122,9 @@ impl Hub {
             .sum()
     }
 }
+
+/// Waiting subscribers from which a publication holds connection turns ([`Deliveries`]).
+const WIDE_FAN_OUT: usize = 64;
 
 /// Whether a publication is waking its subscribers right now. Waking ten thousand of them
 /// takes a few milliseconds, during which the transport would otherwise write each
@@ -308,7 +309,7 @@ impl Channel {
     }
 
     /// Appends a batch and wakes the waiting subscribers; `false` when there are none at all.
-    fn publish(&self, batch: Arc<Published>) -> bool {
+    fn publish(&self, batch: Arc<Published>, deliveries: &Deliveries) -> bool {
         // Rendered here, before the subscribers that would render them are woken.
         let (events_weight, state_bytes) = batch.weight();
         let (wakers, evicted) = {
@@ -347,7 +348,11 @@ impl Channel {
         // Woken and dropped outside the lock: the woken subscribers take it right away.
         drop(evicted);
         let mut wakers = wakers;
+        // Only a wide fan-out is worth holding connection turns for: a few wake-ups are over
+        // before a turn could start (and other runs' streams need not wait for them).
+        let delivering = (wakers.len() >= WIDE_FAN_OUT).then(|| deliveries.begin());
         wakers.drain(..).flatten().for_each(Waker::wake);
+        drop(delivering);
         let mut ring = lock(&self.ring);
         if ring.spare.capacity() < wakers.capacity() {
             ring.spare = wakers;
