@@ -1,5 +1,6 @@
 //! What a client may hold of the server (`api::server::Limits`), over real sockets: slow headers,
-//! the connection cap, idle connections, and live subscribers per run. Each on both stacks.
+//! the connection cap, idle connections, HTTP/2 streams and keepalive, and live subscribers per
+//! run. Each on both stacks.
 
 use std::time::{Duration, Instant};
 
@@ -220,6 +221,95 @@ async fn subscribers_per_run_are_capped(stack: Stack) {
     app.stop().await;
 }
 
+/// A raw HTTP/2 connection: the client preface and empty SETTINGS sent, nothing answered.
+async fn h2_connect(address: &str) -> TcpStream {
+    let mut socket = TcpStream::connect(address).await.expect("connects");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // An empty SETTINGS frame: length 0, type 0x4, no flags, stream 0.
+    hello.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    socket.write_all(&hello).await.expect("preface");
+    socket
+}
+
+/// The next HTTP/2 frame: (type, flags, payload); `None` once the connection is closed.
+async fn h2_frame(socket: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    let mut header = [0u8; 9];
+    socket.read_exact(&mut header).await.ok()?;
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    socket.read_exact(&mut payload).await.ok()?;
+    Some((header[3], header[4], payload))
+}
+
+/// The server announces its concurrent-stream limit in its first SETTINGS frame.
+async fn http2_streams_per_connection_are_announced(stack: Stack) {
+    let Some(app) = start(
+        stack,
+        Limits {
+            http2_max_concurrent_streams: 7,
+            ..Limits::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let mut socket = h2_connect(&app.app.address.to_string()).await;
+    let (kind, flags, payload) = h2_frame(&mut socket).await.expect("server SETTINGS");
+    assert_eq!(
+        (kind, flags & 0x1),
+        (0x4, 0),
+        "the server's own SETTINGS first"
+    );
+    let settings: Vec<(u16, u32)> = payload
+        .chunks(6)
+        .map(|entry| {
+            (
+                u16::from_be_bytes([entry[0], entry[1]]),
+                u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]),
+            )
+        })
+        .collect();
+    // SETTINGS_MAX_CONCURRENT_STREAMS is 0x3.
+    assert!(settings.contains(&(0x3, 7)), "{settings:?}");
+    app.stop().await;
+}
+
+/// An HTTP/2 peer is pinged once the keepalive interval passes, and dropped when it does not
+/// answer within as long.
+async fn silent_http2_peers_are_dropped(stack: Stack) {
+    let keepalive = Duration::from_millis(300);
+    let Some(app) = start(
+        stack,
+        Limits {
+            http2_keepalive: keepalive,
+            ..Limits::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let mut socket = h2_connect(&app.app.address.to_string()).await;
+    let started = Instant::now();
+    let mut pinged = false;
+    // Frames until the server closes: its SETTINGS, the ACK of ours, then a PING (0x6) that
+    // this peer leaves unanswered.
+    while let Ok(Some((kind, flags, _))) =
+        tokio::time::timeout(Duration::from_secs(10), h2_frame(&mut socket)).await
+    {
+        if kind == 0x6 && flags & 0x1 == 0 {
+            pinged = true;
+        }
+    }
+    assert!(pinged, "no PING came");
+    assert!(
+        started.elapsed() >= keepalive,
+        "closed before a keepalive interval passed"
+    );
+    app.stop().await;
+}
+
 macro_rules! on_both_stacks {
     ($($test:ident),+ $(,)?) => {
         $(mod $test {
@@ -243,4 +333,6 @@ on_both_stacks!(
     connections_over_the_cap_are_refused,
     idle_connections_are_closed,
     subscribers_per_run_are_capped,
+    http2_streams_per_connection_are_announced,
+    silent_http2_peers_are_dropped,
 );
