@@ -310,25 +310,7 @@ async fn silent_http2_peers_are_dropped(stack: Stack) {
     app.stop().await;
 }
 
-macro_rules! on_both_stacks {
-    ($($test:ident),+ $(,)?) => {
-        $(mod $test {
-            use macp_control_plane::stack::Stack;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn custom() {
-                super::$test(Stack::Custom).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn library() {
-                super::$test(Stack::Library).await;
-            }
-        })+
-    };
-}
-
-on_both_stacks!(
+crate::on_both_stacks!(
     slow_headers_are_cut_off,
     connections_over_the_cap_are_refused,
     idle_connections_are_closed,

@@ -257,25 +257,6 @@ async fn resumed_subscribers_see_every_event_once(backend: Backend) {
 }
 crate::on_both_backends!(resumed_subscribers_see_every_event_once);
 
-/// Each live-stream transport (`--stack`) runs the fan-out and shutdown tests.
-macro_rules! on_both_stacks {
-    ($test:ident) => {
-        mod $test {
-            use macp_control_plane::stack::Stack;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn custom() {
-                super::$test(Stack::Custom).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn library() {
-                super::$test(Stack::Library).await;
-            }
-        }
-    };
-}
-
 async fn a_thousand_subscribers_and_a_slow_one_see_every_event_in_order(stack: Stack) {
     let Some(app) = support::start_with(
         Backend::Sqlite,
@@ -346,7 +327,7 @@ async fn a_thousand_subscribers_and_a_slow_one_see_every_event_in_order(stack: S
     assert_eq!(slow.await.expect("slow subscriber"), expected);
     app.stop().await;
 }
-on_both_stacks!(a_thousand_subscribers_and_a_slow_one_see_every_event_in_order);
+crate::on_both_stacks!(a_thousand_subscribers_and_a_slow_one_see_every_event_in_order);
 
 /// Stopping the service ends the live streams it serves (HTTP/1.1, HTTP/2 and gRPC) after what
 /// was published, so its graceful stop does not wait on them, and it stops listening.
@@ -423,7 +404,7 @@ async fn stopping_the_service_ends_open_streams(stack: Stack) {
         "the service no longer listens"
     );
 }
-on_both_stacks!(stopping_the_service_ends_open_streams);
+crate::on_both_stacks!(stopping_the_service_ends_open_streams);
 
 /// Replay state at every seq equals the projection folded live, and the instant replay stream
 /// equals the stored events.

@@ -310,3 +310,23 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Runs `async fn name(stack: Stack)` scenarios on each live-stream transport (`--stack`).
+#[macro_export]
+macro_rules! on_both_stacks {
+    ($($scenario:ident),+ $(,)?) => {
+        $(mod $scenario {
+            use macp_control_plane::stack::Stack;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn custom() {
+                super::$scenario(Stack::Custom).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn library() {
+                super::$scenario(Stack::Library).await;
+            }
+        })+
+    };
+}
