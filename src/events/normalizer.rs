@@ -513,7 +513,11 @@ fn llm_call(message_type: &str, payload: &Value) -> Option<Value> {
     let mut call = Map::new();
     call.insert("promptTokens".into(), json!(prompt));
     call.insert("completionTokens".into(), json!(completion));
-    call.insert("totalTokens".into(), json!(prompt + completion));
+    // Agent-written numbers: saturated rather than overflowed.
+    call.insert(
+        "totalTokens".into(),
+        json!(prompt.saturating_add(completion)),
+    );
     if let Some(model) = model {
         call.insert("model".into(), json!(model));
     }
@@ -578,6 +582,16 @@ mod tests {
             let unique: HashSet<_> = kinds.iter().collect();
             assert_eq!(unique.len(), kinds.len(), "{message_type}: {kinds:?}");
         }
+    }
+
+    #[test]
+    fn token_counts_at_the_limit_saturate() {
+        let call = llm_call(
+            "Custom",
+            &json!({"tokenUsage": {"promptTokens": u64::MAX, "completionTokens": u64::MAX}}),
+        )
+        .expect("a call");
+        assert_eq!(call["totalTokens"], json!(u64::MAX));
     }
 
     #[test]

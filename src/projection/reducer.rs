@@ -796,7 +796,13 @@ fn apply_commitment_evaluation(state: &mut RunState, data: &Value, ts: &str) {
 
 fn apply_llm_call(state: &mut RunState, event: &CanonicalEvent, ts: &str) {
     let data = &event.data;
-    let number = |key: &str| data.get(key).and_then(Value::as_i64).unwrap_or(0);
+    // Counts are agent-written: negative ones count as none, beyond i64 as the most.
+    let number = |key: &str| {
+        data.get(key)
+            .and_then(|value| value.as_i64().or_else(|| value.as_u64().map(|_| i64::MAX)))
+            .unwrap_or(0)
+            .max(0)
+    };
     let call = LlmCall {
         participant_id: str_at(data, "participantId")
             .map(str::to_owned)
@@ -821,11 +827,56 @@ fn apply_llm_call(state: &mut RunState, event: &CanonicalEvent, ts: &str) {
     };
     let totals = &mut state.llm.totals;
     totals.call_count += 1;
-    totals.prompt_tokens += call.prompt_tokens;
-    totals.completion_tokens += call.completion_tokens;
-    totals.total_tokens += call.total_tokens;
+    totals.prompt_tokens = totals.prompt_tokens.saturating_add(call.prompt_tokens);
+    totals.completion_tokens = totals
+        .completion_tokens
+        .saturating_add(call.completion_tokens);
+    totals.total_tokens = totals.total_tokens.saturating_add(call.total_tokens);
     totals.estimated_cost_usd += call.estimated_cost_usd;
     state.llm.calls.push(call);
     let overflow = state.llm.calls.len().saturating_sub(MAX_LLM_CALLS);
     state.llm.calls.drain(..overflow);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::events::canonical::{EventDraft, Source};
+
+    fn llm_call(seq: i64, data: Value) -> CanonicalEvent {
+        let draft = EventDraft::new(
+            types::LLM_CALL_COMPLETED,
+            time::now(),
+            None,
+            Source::control_plane("test"),
+            data,
+        );
+        CanonicalEvent::from_draft(draft, "run", seq, None)
+    }
+
+    /// Token counts are agent input: huge ones saturate the totals, negative ones count as none.
+    #[test]
+    fn token_totals_saturate_instead_of_overflowing() {
+        let mut state = RunState::empty("run");
+        let huge = json!({"promptTokens": u64::MAX, "completionTokens": i64::MAX, "totalTokens": i64::MAX});
+        apply(&mut state, &llm_call(1, huge.clone()));
+        apply(&mut state, &llm_call(2, huge));
+        apply(
+            &mut state,
+            &llm_call(3, json!({"promptTokens": -5, "totalTokens": -5})),
+        );
+        let totals = &state.llm.totals;
+        assert_eq!(totals.call_count, 3);
+        assert_eq!(
+            (
+                totals.prompt_tokens,
+                totals.completion_tokens,
+                totals.total_tokens
+            ),
+            (i64::MAX, i64::MAX, i64::MAX)
+        );
+        assert!(totals.estimated_cost_usd.is_finite());
+    }
 }
