@@ -98,7 +98,10 @@ async fn migrate(args: DatabaseArgs) -> Result<(), String> {
         .await
         .map_err(|error| error.to_string())?;
     store.migrate().await.map_err(|error| error.to_string())?;
-    println!("migrations applied to {}", args.database_url);
+    println!(
+        "migrations applied to {}",
+        macp_control_plane::store::redacted_url(&args.database_url)
+    );
     Ok(())
 }
 

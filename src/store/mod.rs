@@ -188,6 +188,22 @@ impl SqliteWriter {
     }
 }
 
+/// A database URL fit to print: the password of its user, if any, replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 impl Store {
     /// Connects; a SQLite file is created on first use and run in WAL mode.
     pub async fn connect(url: &str) -> Result<Store, Error> {
@@ -932,6 +948,22 @@ fn event_from_row(row: canonical_event::Model) -> CanonicalEvent {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn printed_database_urls_hide_the_password() {
+        for (url, printed) in [
+            (
+                "postgres://app:s3cr:et@db.example:5432/cp?sslmode=require",
+                "postgres://app:***@db.example:5432/cp?sslmode=require",
+            ),
+            ("postgres://app@db/cp", "postgres://app@db/cp"),
+            ("postgres://db/cp?user=a", "postgres://db/cp?user=a"),
+            ("sqlite://cp.db?mode=rwc", "sqlite://cp.db?mode=rwc"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redacted_url(url), printed);
+        }
+    }
 
     #[tokio::test]
     async fn sqlite_leaves_wal_checkpoints_to_the_store() {
