@@ -179,7 +179,7 @@ impl Screen {
     fn line(&self, line: &str) -> std::io::Result<()> {
         match self {
             Screen::Live(bar) => {
-                bar.println(line);
+                bar.println(render::printable(line));
                 Ok(())
             }
             Screen::Plain => print_line(line),
@@ -189,7 +189,7 @@ impl Screen {
     fn status(&self, line: String) -> std::io::Result<()> {
         match self {
             Screen::Live(bar) => {
-                bar.set_message(line);
+                bar.set_message(render::printable(&line).into_owned());
                 Ok(())
             }
             Screen::Plain => print_line(&format!("-- {line}")),
@@ -204,10 +204,11 @@ impl Screen {
     }
 }
 
-/// One line on stdout; a closed stdout (`… | head`) is an error to stop on, not a panic.
+/// One line on stdout, agent-written control characters escaped; a closed stdout (`… | head`)
+/// is an error to stop on, not a panic.
 fn print_line(line: &str) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")?;
+    writeln!(stdout, "{}", render::printable(line))?;
     stdout.flush()
 }
 
@@ -218,10 +219,10 @@ fn print_lines(lines: &[String]) -> std::io::Result<()> {
 /// Prints a failure the way the output mode asks: `error: CODE: message` lines, or JSON.
 fn report(failure: &Failure, json: bool) {
     if json {
-        eprintln!("{}", failure.json());
+        eprintln!("{}", render::printable_json(&failure.json().to_string()));
     } else {
         for line in failure.lines() {
-            eprintln!("{line}");
+            eprintln!("{}", render::printable(&line));
         }
     }
 }

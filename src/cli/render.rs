@@ -1,6 +1,8 @@
 //! What the operator CLI prints, kept free of I/O and transport so it can be tested on its own:
 //! event lines, the live status line, runs as tables and records, and errors.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use crate::api::proto;
@@ -471,6 +473,39 @@ pub fn events_page(page: &proto::ListRunEventsResponse) -> Vec<String> {
     lines
 }
 
+/// `text` safe to put on a terminal: control characters (escape sequences that could move the
+/// cursor, rewrite the title or hide text, line breaks inside one line) and bidirectional
+/// overrides in agent-written strings are shown escaped (`\u{1b}`, `\n`) instead of acted on.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    escape_unsafe(text, |c, escaped| escaped.extend(c.escape_default()))
+}
+
+/// JSON text with the same characters escaped the JSON way (`\u001b`): serde_json leaves DEL,
+/// the C1 controls and bidirectional overrides as they are, and these only occur inside
+/// strings, so the result is the same JSON.
+pub fn printable_json(json: &str) -> Cow<'_, str> {
+    escape_unsafe(json, |c, escaped| {
+        escaped.push_str(&format!("\\u{:04x}", u32::from(c)))
+    })
+}
+
+fn escape_unsafe(text: &str, escape: impl Fn(char, &mut String)) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            escape(c, &mut escaped);
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +535,21 @@ mod tests {
             trace: None,
             data: structure(data),
         }
+    }
+
+    #[test]
+    fn agent_written_control_characters_are_shown_escaped() {
+        assert_eq!(printable("plain: ok ✓"), "plain: ok ✓");
+        assert_eq!(
+            printable("reason: \u{1b}]0;pwned\u{7}\u{1b}[2Jgone\nnext\u{202e}txt"),
+            "reason: \\u{1b}]0;pwned\\u{7}\\u{1b}[2Jgone\\nnext\\u{202e}txt"
+        );
+        let value = json!({"reason": "a\u{7f}b\u{9b}c\u{202e}d\u{1b}e"});
+        let json = serde_json::to_string(&value).expect("json");
+        let printed = printable_json(&json);
+        assert_eq!(printable(&printed), printed, "nothing left to escape");
+        let parsed: Value = serde_json::from_str(&printed).expect("still JSON");
+        assert_eq!(parsed, value, "the same JSON");
     }
 
     #[test]

@@ -271,8 +271,10 @@ fn output_failure(error: std::io::Error) -> Failure {
     Failure::new("OUTPUT_ERROR", format!("cannot write output: {error}"))
 }
 
+/// A message as one line of JSON, safe on a terminal (`render::printable_json`).
 fn to_json<T: Serialize>(message: &T) -> Result<String, Failure> {
     serde_json::to_string(message)
+        .map(|json| render::printable_json(&json).into_owned())
         .map_err(|error| Failure::new("INTERNAL", format!("cannot render JSON: {error}")))
 }
 
