@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod proto;
 pub mod routes;
 pub mod server;
+mod unread;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -90,6 +91,7 @@ pub fn router(
             host_check,
             edge::check_host,
         ))
+        .layer(axum::middleware::from_fn(unread::close_unread))
         .layer(axum::middleware::from_fn(observe_request))
         .layer(cors(cors_origins)))
 }

@@ -139,6 +139,11 @@ async fn json_routes_refuse_other_content_types_before_any_work() {
         .send()
         .await
         .expect("request");
+    assert_eq!(
+        response.headers().get("connection"),
+        None,
+        "a body read to its end keeps the connection"
+    );
     let (status, report) = answer(response).await;
     assert_eq!((status, &report["valid"]), (200, &json!(true)), "{report}");
 
@@ -185,7 +190,16 @@ async fn bodies_over_the_limit_get_413_and_write_nothing() {
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
     for request in [declared, streamed] {
-        let (status, answer) = answer(request.send().await.expect("request")).await;
+        let response = request.send().await.expect("request");
+        // The rest of the body is not read: the connection cannot take another request.
+        assert_eq!(
+            response
+                .headers()
+                .get("connection")
+                .and_then(|value| value.to_str().ok()),
+            Some("close")
+        );
+        let (status, answer) = answer(response).await;
         assert_eq!(
             (
                 status,
