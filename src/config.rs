@@ -151,13 +151,17 @@ pub struct ConnectionArgs {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// An HTTP/1.1 request's headers must arrive within this many ms, or the connection is
-    /// closed (slow clients, slow-loris).
+    /// A request's headers must arrive within this many ms, or the connection is closed (slow
+    /// clients, slow-loris): HTTP/1.1's each time the connection waits for one, so an idle
+    /// keep-alive connection closes after it too; and the first request of any connection,
+    /// HTTP/2 preface included.
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
 
-    /// A connection that moves no byte either way for this many ms is closed (an open request
-    /// still finishes). Live streams send heartbeats (STREAM_SSE_HEARTBEAT_MS), so they stay.
+    /// A connection with no request in flight for this many ms is closed (HTTP/2: GOAWAY;
+    /// keepalive PINGs are not requests), and one whose writes have not moved for as long (a
+    /// client that stopped reading, live streams included) is dropped. An open live stream is a
+    /// request in flight.
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
 

@@ -319,7 +319,12 @@ impl Point {
         latencies
     }
 
+    /// The p99 of the deliveries, or infinity when some never came: a stack that loses or
+    /// stalls deliveries is not the faster one.
     fn p99(&self) -> f64 {
+        if self.samples.len() < self.expected {
+            return f64::INFINITY;
+        }
         percentile(&self.latencies(), 0.99)
     }
 

@@ -140,16 +140,23 @@ pub struct OriginCheck {
     allowed: Option<Arc<[String]>>,
 }
 
+/// The browser origins `CORS_ORIGINS` allows, as browsers write them (lowercase, no trailing
+/// `/`); `None` when it allows any (`*`). CORS and the origin check both read it.
+pub fn allowed_origins(cors_origins: &[String]) -> Option<Vec<String>> {
+    let origins: Vec<&str> = cors_origins.iter().map(|origin| origin.trim()).collect();
+    (!origins.contains(&"*")).then(|| {
+        origins
+            .iter()
+            .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+            .filter(|origin| !origin.is_empty())
+            .collect()
+    })
+}
+
 impl OriginCheck {
     pub fn new(cors_origins: &[String]) -> Self {
-        let any = cors_origins.iter().any(|origin| origin.trim() == "*");
         OriginCheck {
-            allowed: (!any).then(|| {
-                cors_origins
-                    .iter()
-                    .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
-                    .collect()
-            }),
+            allowed: allowed_origins(cors_origins).map(Arc::from),
         }
     }
 

@@ -218,14 +218,13 @@ fn method_label(method: &Method) -> &'static str {
 /// Browsers may call REST, SSE and grpc-web from the configured origins, and read the gRPC status
 /// and our error code from responses.
 fn cors(origins: &[String]) -> CorsLayer {
-    let allow_origin = if origins.iter().any(|origin| origin == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
+    let allow_origin = match edge::allowed_origins(origins) {
+        None => AllowOrigin::any(),
+        Some(origins) => AllowOrigin::list(
             origins
                 .iter()
-                .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok()),
-        )
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        ),
     };
     CorsLayer::new()
         .allow_origin(allow_origin)

@@ -148,13 +148,15 @@ async fn connections_over_the_cap_are_refused(stack: Stack) {
     app.stop().await;
 }
 
-/// A connection that moves no byte for the idle timeout is closed.
+/// An HTTP/1.1 connection with no request for the idle timeout is closed (the header timeout,
+/// which also closes idle keep-alive connections, is far longer here).
 async fn idle_connections_are_closed(stack: Stack) {
     let idle = Duration::from_millis(500);
     let Some(app) = start(
         stack,
         Limits {
             idle_timeout: idle,
+            header_read_timeout: Duration::from_secs(60),
             ..Limits::default()
         },
     )
@@ -241,6 +243,103 @@ async fn h2_frame(socket: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
     Some((header[3], header[4], payload))
 }
 
+/// `GET path` on stream 1 (HPACK literals without Huffman: `:method GET`, `:scheme http`,
+/// `:path`, `:authority`).
+async fn h2_get(socket: &mut TcpStream, authority: &str, path: &str) {
+    let mut block = vec![0x82, 0x86];
+    for (index, value) in [(4u8, path), (1, authority)] {
+        block.push(index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+    // HEADERS, END_STREAM | END_HEADERS, stream 1.
+    frame.extend_from_slice(&[0x1, 0x5, 0, 0, 0, 1]);
+    frame.extend_from_slice(&block);
+    socket.write_all(&frame).await.expect("request");
+}
+
+/// Reads frames until the server closes, answering its PINGs; (PINGs seen, GOAWAY seen).
+async fn h2_until_closed(socket: &mut TcpStream) -> (usize, bool) {
+    let (mut pings, mut goaway) = (0, false);
+    while let Some((kind, flags, payload)) = h2_frame(socket).await {
+        match kind {
+            0x6 if flags & 0x1 == 0 => {
+                pings += 1;
+                let mut ack = vec![0, 0, 8, 0x6, 0x1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                if socket.write_all(&ack).await.is_err() {
+                    break;
+                }
+            }
+            0x7 => goaway = true,
+            _ => {}
+        }
+    }
+    (pings, goaway)
+}
+
+/// An HTTP/2 connection whose peer answers every keepalive PING, but sends no request for the
+/// idle timeout, is told GOAWAY and closed: PINGs are not activity.
+async fn idle_http2_connections_are_closed(stack: Stack) {
+    let idle = Duration::from_millis(800);
+    let Some(app) = start(
+        stack,
+        Limits {
+            idle_timeout: idle,
+            http2_keepalive: Duration::from_millis(100),
+            header_read_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let address = app.app.address.to_string();
+    let mut socket = h2_connect(&address).await;
+    let sent = Instant::now();
+    h2_get(&mut socket, &address, "/healthz").await;
+    let (pings, goaway) =
+        tokio::time::timeout(Duration::from_secs(20), h2_until_closed(&mut socket))
+            .await
+            .expect("closed by the server");
+    assert!(goaway, "closed gracefully");
+    assert!(pings >= 2, "the peer answered {pings} PINGs meanwhile");
+    assert!(
+        sent.elapsed() >= idle,
+        "closed before it was idle long enough"
+    );
+    app.stop().await;
+}
+
+/// A client that opens a connection and never completes a request (here: half the HTTP/2
+/// preface) is dropped once the header timeout passes.
+async fn silent_clients_are_dropped(stack: Stack) {
+    let Some(app) = start(
+        stack,
+        Limits {
+            header_read_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(600),
+            ..Limits::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let mut socket = TcpStream::connect(app.app.address).await.expect("connects");
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("half a preface");
+    let rest = tokio::time::timeout(Duration::from_secs(20), read_to_close(&mut socket))
+        .await
+        .expect("dropped by the server");
+    assert!(rest.is_empty());
+    app.stop().await;
+}
+
 /// The server announces its concurrent-stream limit in its first SETTINGS frame.
 async fn http2_streams_per_connection_are_announced(stack: Stack) {
     let Some(app) = start(
@@ -292,16 +391,17 @@ async fn silent_http2_peers_are_dropped(stack: Stack) {
     };
     let mut socket = h2_connect(&app.app.address.to_string()).await;
     let started = Instant::now();
-    let mut pinged = false;
     // Frames until the server closes: its SETTINGS, the ACK of ours, then a PING (0x6) that
     // this peer leaves unanswered.
-    while let Ok(Some((kind, flags, _))) =
-        tokio::time::timeout(Duration::from_secs(10), h2_frame(&mut socket)).await
-    {
-        if kind == 0x6 && flags & 0x1 == 0 {
-            pinged = true;
+    let pinged = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut pinged = false;
+        while let Some((kind, flags, _)) = h2_frame(&mut socket).await {
+            pinged |= kind == 0x6 && flags & 0x1 == 0;
         }
-    }
+        pinged
+    })
+    .await
+    .expect("dropped by the server");
     assert!(pinged, "no PING came");
     assert!(
         started.elapsed() >= keepalive,
@@ -317,4 +417,6 @@ crate::on_both_stacks!(
     subscribers_per_run_are_capped,
     http2_streams_per_connection_are_announced,
     silent_http2_peers_are_dropped,
+    idle_http2_connections_are_closed,
+    silent_clients_are_dropped,
 );

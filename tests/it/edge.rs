@@ -53,6 +53,24 @@ fn valid_body(rpc: &str) -> Value {
     }
 }
 
+/// Starts an idle run and waits until it has settled: the observer's stream is open and has
+/// seen the session start come back, so nothing but requests writes to it any more.
+async fn settled_idle_run(app: &TestApp) -> String {
+    let run_id = app.start_run(&idle_run()).await;
+    app.wait_for(&run_id, |state| {
+        let seen = |kind: &str| {
+            state
+                .timeline
+                .recent
+                .iter()
+                .any(|entry| entry.event_type == kind)
+        };
+        state.run.status == "running" && seen("session.stream.opened") && seen("message.received")
+    })
+    .await;
+    run_id
+}
+
 /// What a refused request must leave alone: the number of runs, and the idle run's events and
 /// status.
 async fn written(app: &TestApp, run_id: &str) -> (Value, usize, Value) {
@@ -77,19 +95,7 @@ async fn json_routes_refuse_other_content_types_before_any_work() {
     let Some(app) = support::start(Backend::Sqlite).await else {
         return;
     };
-    let run_id = app.start_run(&idle_run()).await;
-    // Settled: the observer's stream is open and has seen the session start come back.
-    app.wait_for(&run_id, |state| {
-        let seen = |kind: &str| {
-            state
-                .timeline
-                .recent
-                .iter()
-                .any(|entry| entry.event_type == kind)
-        };
-        state.run.status == "running" && seen("session.stream.opened") && seen("message.received")
-    })
-    .await;
+    let run_id = settled_idle_run(&app).await;
     let before = written(&app, &run_id).await;
 
     let routes = json_post_routes();
@@ -394,9 +400,7 @@ async fn pages_of_other_origins_cannot_change_anything() {
     let Some(app) = support::start(Backend::Sqlite).await else {
         return;
     };
-    let run_id = app.start_run(&idle_run()).await;
-    app.wait_for(&run_id, |state| state.run.status == "running")
-        .await;
+    let run_id = settled_idle_run(&app).await;
     let before = written(&app, &run_id).await;
     let cancel = format!("{}/runs/{run_id}/cancel", app.base);
     for origin in ["http://evil.example", "null", "http://localhost:3001"] {

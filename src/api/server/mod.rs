@@ -11,6 +11,7 @@ mod idle;
 mod turns;
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -37,10 +38,12 @@ pub enum Connections {
 pub struct Limits {
     /// Open connections at most; one more is closed as soon as it is accepted.
     pub max_connections: usize,
-    /// An HTTP/1.1 request's headers must arrive within this (slow-loris).
+    /// A request's headers must arrive within this (slow-loris): HTTP/1.1's each time the
+    /// connection waits for one (so an idle keep-alive connection closes after it), and a
+    /// connection's first request on either protocol, HTTP/2 preface included.
     pub header_read_timeout: Duration,
-    /// A connection with no bytes either way for this long is closed (gracefully: an open
-    /// request still finishes).
+    /// A connection with no request in flight for this long is closed (gracefully), and one
+    /// whose writes have not moved for this long is dropped.
     pub idle_timeout: Duration,
     /// HTTP/2 PING interval; a peer that does not answer within it is dropped.
     pub http2_keepalive: Duration,
@@ -97,7 +100,7 @@ pub async fn serve(
             shutdown.clone(),
         );
         tasks.spawn(async move {
-            connection(socket, router, connections, &limits, shutdown).await;
+            connection(socket, router, connections, limits, shutdown).await;
             drop(permit);
         });
     }
@@ -110,7 +113,7 @@ async fn connection(
     socket: TcpStream,
     router: Router,
     connections: Connections,
-    limits: &Limits,
+    limits: Arc<Limits>,
     shutdown: CancellationToken,
 ) {
     // Without TCP_NODELAY, a small write after a large one waits for the peer's delayed ACK
@@ -119,12 +122,12 @@ async fn connection(
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
     let activity = idle::Activity::new();
-    let stop = idle::stop_signal(shutdown, activity.clone(), limits.idle_timeout);
+    let stop = idle::watch(shutdown, activity.clone(), limits.clone());
     let served = match connections {
         Connections::Turns(deliveries) => {
-            turns::serve(socket, router, deliveries, limits, activity, stop).await
+            turns::serve(socket, router, deliveries, &limits, activity, stop).await
         }
-        Connections::Stock => stock(socket, router, limits, activity, stop).await,
+        Connections::Stock => stock(socket, router, &limits, activity, stop).await,
     };
     if let Err(error) = served {
         tracing::debug!(%error, "connection ended with an error");
@@ -139,19 +142,23 @@ async fn stock(
     router: Router,
     limits: &Limits,
     activity: idle::Activity,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = idle::Stop>,
 ) -> Result<(), ServeError> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     configure(&mut builder, limits);
-    let io = TokioIo::new(idle::Tracked::new(socket, activity));
-    let service = TowerToHyperService::new(router.into_service());
+    let io = TokioIo::new(idle::Tracked::new(socket, activity.clone()));
+    let service = idle::Counted::new(TowerToHyperService::new(router.into_service()), activity);
     let mut connection = std::pin::pin!(builder.serve_connection(io, service));
     let mut stop = std::pin::pin!(stop);
     let mut stopping = false;
     std::future::poll_fn(|cx| {
-        if !stopping && stop.as_mut().poll(cx).is_ready() {
+        if !stopping && let Poll::Ready(how) = stop.as_mut().poll(cx) {
             stopping = true;
-            connection.as_mut().graceful_shutdown();
+            match how {
+                idle::Stop::Graceful => connection.as_mut().graceful_shutdown(),
+                // Dropped with the connection future.
+                idle::Stop::Now => return Poll::Ready(Ok(())),
+            }
         }
         connection.as_mut().poll(cx)
     })

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::batched_io::{BatchedIo, Outgoing};
-use super::idle::{Activity, Tracked};
+use super::idle::{Activity, Counted, Stop, Tracked};
 use super::{Limits, ServeError, configure};
 use crate::api::http::HttpError;
 use crate::error::ApiError;
@@ -42,15 +42,16 @@ pub(super) async fn serve(
     deliveries: Arc<Deliveries>,
     limits: &Limits,
     activity: Activity,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = Stop>,
 ) -> Result<(), ServeError> {
     let (read, write) = socket.into_split();
-    let (io, outgoing) = BatchedIo::new(read, write);
+    // The socket's own writes tell whether the client still reads; the batch's do not.
+    let (io, outgoing) = BatchedIo::new(read, Tracked::new(write, activity.clone()));
     let streams = ConnectionStreams::default();
     let mut builder = auto::Builder::new(streams.clone());
     configure(&mut builder, limits);
-    let io = TokioIo::new(Tracked::new(io, activity));
-    let mut connection = pin!(builder.serve_connection(io, Handlers { router }));
+    let handlers = Counted::new(Handlers { router }, activity);
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(io), handlers));
     let mut turns = Turns {
         streams,
         running: Running::default(),
@@ -61,9 +62,13 @@ pub(super) async fn serve(
     let mut stop = pin!(stop);
     let mut draining = false;
     std::future::poll_fn(|cx| {
-        if !draining && stop.as_mut().poll(cx).is_ready() {
+        if !draining && let Poll::Ready(how) = stop.as_mut().poll(cx) {
             draining = true;
-            connection.as_mut().graceful_shutdown();
+            match how {
+                Stop::Graceful => connection.as_mut().graceful_shutdown(),
+                // Dropped with the connection future, streams included.
+                Stop::Now => return Poll::Ready(Ok(())),
+            }
         }
         turns.poll(cx, connection.as_mut())
     })

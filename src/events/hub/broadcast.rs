@@ -60,11 +60,19 @@ impl Hub {
     }
 
     pub(super) fn publish(&self, run_id: &str, batch: Published) {
-        let mut channels = lock(&self.channels);
-        if let Some(sender) = channels.get(run_id)
-            && sender.send(Arc::new(batch)).is_err()
-        {
-            channels.remove(run_id);
+        // Sent outside the hub's lock: waking the subscribers must not hold up other runs.
+        let Some(sender) = lock(&self.channels).get(run_id).cloned() else {
+            return;
+        };
+        if sender.send(Arc::new(batch)).is_err() {
+            let mut channels = lock(&self.channels);
+            // Still the same channel, and still nobody on it (one may have come meanwhile).
+            if channels
+                .get(run_id)
+                .is_some_and(|kept| kept.same_channel(&sender) && kept.receiver_count() == 0)
+            {
+                channels.remove(run_id);
+            }
         }
     }
 

@@ -350,7 +350,8 @@ impl Channel {
         let mut wakers = wakers;
         // Only a wide fan-out is worth holding connection turns for: a few wake-ups are over
         // before a turn could start (and other runs' streams need not wait for them).
-        let delivering = (wakers.len() >= WIDE_FAN_OUT).then(|| deliveries.begin());
+        let waiting = wakers.iter().flatten().count();
+        let delivering = (waiting >= WIDE_FAN_OUT).then(|| deliveries.begin());
         wakers.drain(..).flatten().for_each(Waker::wake);
         drop(delivering);
         let mut ring = lock(&self.ring);

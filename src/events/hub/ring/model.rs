@@ -5,7 +5,6 @@
 //! as a deadlock.
 
 use std::future::poll_fn;
-use std::sync::Arc;
 
 use shuttle::future::block_on;
 use shuttle::thread;
@@ -50,6 +49,41 @@ fn readers_see_every_batch_published_while_they_poll() {
             for reader in readers {
                 assert_eq!(reader.join().expect("reader"), vec![Ok(1), Ok(2), Ok(3)]);
             }
+        },
+        ITERATIONS,
+    );
+}
+
+/// A reader that subscribes while a writer publishes reads, in order, exactly the batches
+/// published after it subscribed: never one from before, never a gap.
+#[test]
+fn a_reader_subscribing_during_publication_reads_what_follows() {
+    shuttle::check_random(
+        || {
+            let hub = hub(8);
+            let _first = hub.subscribe("run", usize::MAX).expect("subscribed");
+            let late = {
+                let hub = hub.clone();
+                thread::spawn(move || {
+                    let mut subscription = hub.subscribe("run", usize::MAX).expect("subscribed");
+                    let mut seqs = Vec::new();
+                    while seqs.last() != Some(&4) {
+                        let batch = block_on(poll_fn(|cx| subscription.poll_recv(cx)));
+                        seqs.push(seq(&batch.expect("a batch")));
+                    }
+                    seqs
+                })
+            };
+            let writer = {
+                let hub = hub.clone();
+                thread::spawn(move || (1..=3).for_each(|seq| hub.publish("run", batch(seq))))
+            };
+            writer.join().expect("writer");
+            // One more, so a reader that came after the third still gets a batch.
+            hub.publish("run", batch(4));
+            let seqs = late.join().expect("late reader");
+            let first = seqs[0];
+            assert_eq!(seqs, (first..=4).collect::<Vec<_>>(), "in order, no gap");
         },
         ITERATIONS,
     );
@@ -126,7 +160,6 @@ fn a_turn_waiting_for_deliveries_is_woken() {
             let waiter = thread::spawn(move || block_on(poll_fn(|cx| deliveries.poll_idle(cx))));
             publisher.join().expect("publisher");
             waiter.join().expect("waiter");
-            drop(Arc::clone(&hub.inner));
         },
         ITERATIONS,
     );
