@@ -13,7 +13,6 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::requests;
-use crate::support::{self, Backend};
 
 type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
 
@@ -222,20 +221,50 @@ fn completed_runs(exposition: &Exposition) -> u64 {
         .expect("macp_run_duration_seconds{status=\"completed\"} is a histogram")
 }
 
+/// Against a `serve` process of its own, so nothing else finishes runs meanwhile: the run is
+/// counted exactly once, under its terminal status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_run_is_counted_in_run_duration() {
-    let Some(app) = support::start(Backend::Sqlite).await else {
-        return;
-    };
-    let (_, before) = scrape(&app.http, &app.base).await;
-    let run_id = app.start_run(&requests::scripted_decision()).await;
-    let state = app.wait_terminal(&run_id).await;
-    assert_eq!(state.run.status, "completed");
-    let (text, after) = scrape(&app.http, &app.base).await;
-    // Other tests in this process may finish runs too: at least this one.
-    assert!(
-        completed_runs(&after) > completed_runs(&before),
-        "the run is not counted:\n{text}"
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, base) = serve(&dir).await;
+    let http = reqwest::Client::new();
+    let (_, before) = scrape(&http, &base).await;
+    let started: Value = http
+        .post(format!("{base}/runs"))
+        .json(&requests::scripted_decision())
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
+    let run_id = started["runId"].as_str().expect("runId");
+    // The live stream ends after the run's terminal event.
+    let mut stream = http
+        .get(format!(
+            "{base}/runs/{run_id}/stream?endAtTerminal=true&includeSnapshot=false"
+        ))
+        .send()
+        .await
+        .expect("stream")
+        .bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        chunk.expect("stream chunk");
+    }
+    let run: Value = http
+        .get(format!("{base}/runs/{run_id}"))
+        .send()
+        .await
+        .expect("run")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(run["status"], "completed", "{run}");
+    let (text, after) = scrape(&http, &base).await;
+    assert_eq!(
+        completed_runs(&after),
+        completed_runs(&before) + 1,
+        "the run is counted once:\n{text}"
     );
-    app.stop().await;
+    child.kill().await.expect("serve stops");
 }
