@@ -10,6 +10,7 @@ use clap::Args;
 use crate::api::edge::{self, EdgeOptions};
 use crate::api::server::Limits;
 use crate::registry::RegistryOptions;
+use crate::runs::service::RunOptions;
 use crate::runtime::credentials::Credentials;
 use crate::stack::Stack;
 
@@ -148,41 +149,41 @@ pub struct RuntimeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
     /// Open connections at most; one more is closed as soon as it is accepted.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = Limits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// A request's headers must arrive within this many ms, or the connection is closed (slow
     /// clients, slow-loris): HTTP/1.1's each time the connection waits for one, so an idle
     /// keep-alive connection closes after it too; and the first request of any connection,
     /// HTTP/2 preface included.
-    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = Limits::default().header_read_timeout.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
 
     /// A connection with no request in flight for this many ms is closed (HTTP/2: GOAWAY;
     /// keepalive PINGs are not requests), and one whose writes have not moved for as long (a
     /// client that stopped reading, live streams included) is dropped. An open live stream is a
     /// request in flight.
-    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = Limits::default().idle_timeout.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
 
     /// HTTP/2 keepalive: a PING every this many ms; a peer that does not answer within as long
     /// is dropped.
-    #[arg(long, env = "HTTP2_KEEPALIVE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HTTP2_KEEPALIVE_MS", default_value_t = Limits::default().http2_keepalive.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub http2_keepalive_ms: u64,
 
     /// HTTP/2 streams (requests, live streams) one connection may have open at once.
-    #[arg(long, env = "HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = Limits::default().http2_max_concurrent_streams, value_parser = clap::value_parser!(u32).range(1..))]
     pub http2_max_concurrent_streams: u32,
 
     /// Live-stream subscribers (SSE, WatchRun) one run may have at once; one more gets
     /// `429 TOO_MANY_SUBSCRIBERS`.
-    #[arg(long, env = "MAX_SUBSCRIBERS_PER_RUN", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_SUBSCRIBERS_PER_RUN", default_value_t = RunOptions::default().max_subscribers_per_run as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscribers_per_run: u32,
 
     /// About the memory (bytes) a run's live-stream channel keeps for its slowest subscriber;
     /// past it, the oldest batches go and a subscriber that had yet to read them catches up
     /// from the database.
-    #[arg(long, env = "HUB_MAX_BYTES_PER_RUN", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HUB_MAX_BYTES_PER_RUN", default_value_t = RunOptions::default().hub_max_bytes as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub hub_max_bytes_per_run: u64,
 
     /// The live-stream transport: `custom` (connection turns with batched writes, the ring hub
