@@ -410,6 +410,46 @@ async fn silent_http2_peers_are_dropped(stack: Stack) {
     app.stop().await;
 }
 
+/// A client that sends a body over the limit gets its 413, and may finish sending: the server
+/// stops reading the request, answers, and drains what still comes instead of resetting the
+/// connection (which can destroy the answer before the client reads it).
+async fn refused_uploads_are_drained_not_reset(stack: Stack) {
+    let Some(app) = start(stack, Limits::default()).await else {
+        return;
+    };
+    let address = app.app.address.to_string();
+    let total = 2 * 1024 * 1024;
+    let mut socket = TcpStream::connect(&address).await.expect("connects");
+    let head = format!(
+        "POST /runs HTTP/1.1\r\nHost: {address}\r\ncontent-type: application/json\r\ncontent-length: {total}\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b' '; 64 * 1024];
+    socket.write_all(&chunk).await.expect("first chunk");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = socket.read(&mut buffer).await.expect("answer");
+        assert!(read > 0, "closed before answering");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    // The rest of the body: the server has stopped reading the request, yet takes it all.
+    for _ in 1..total / chunk.len() {
+        socket
+            .write_all(&chunk)
+            .await
+            .expect("the server drains, it does not reset");
+    }
+    let rest = tokio::time::timeout(Duration::from_secs(20), read_to_close(&mut socket))
+        .await
+        .expect("closed by the server");
+    assert!(rest.len() < 4096, "only the rest of the answer came");
+    app.stop().await;
+}
+
 crate::on_both_stacks!(
     slow_headers_are_cut_off,
     connections_over_the_cap_are_refused,
@@ -419,4 +459,5 @@ crate::on_both_stacks!(
     silent_http2_peers_are_dropped,
     idle_http2_connections_are_closed,
     silent_clients_are_dropped,
+    refused_uploads_are_drained_not_reset,
 );

@@ -8,6 +8,7 @@
 
 mod batched_io;
 mod idle;
+mod linger;
 mod turns;
 
 use std::sync::Arc;
@@ -146,6 +147,7 @@ async fn stock(
 ) -> Result<(), ServeError> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     configure(&mut builder, limits);
+    let socket = linger::Lingering::new(socket);
     let io = TokioIo::new(idle::Tracked::new(socket, activity.clone()));
     let service = idle::Counted::new(TowerToHyperService::new(router.into_service()), activity);
     let mut connection = std::pin::pin!(builder.serve_connection(io, service));

@@ -30,6 +30,7 @@ use tower::ServiceExt;
 
 use super::batched_io::{BatchedIo, Outgoing};
 use super::idle::{Activity, Counted, Stop, Tracked};
+use super::linger::Lingering;
 use super::{Limits, ServeError, configure};
 use crate::api::http::HttpError;
 use crate::error::ApiError;
@@ -45,7 +46,9 @@ pub(super) async fn serve(
     stop: impl Future<Output = Stop>,
 ) -> Result<(), ServeError> {
     let (read, write) = socket.into_split();
-    // The socket's own writes tell whether the client still reads; the batch's do not.
+    // The socket's own writes tell whether the client still reads; the batch's do not. The
+    // write half sends FIN when dropped; the read half lingers.
+    let read = Lingering::new(read);
     let (io, outgoing) = BatchedIo::new(read, Tracked::new(write, activity.clone()));
     let streams = ConnectionStreams::default();
     let mut builder = auto::Builder::new(streams.clone());
