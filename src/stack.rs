@@ -4,8 +4,7 @@
 //! (ARCHITECTURE.md, "The transport A/B").
 
 /// The live-stream transport (`--stack`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Stack {
     /// Connection turns with batched writes (`api::server`), the ring hub channel.
     #[default]
