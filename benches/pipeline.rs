@@ -106,7 +106,7 @@ async fn database(backend: &str, dir: &tempfile::TempDir) -> Option<String> {
 async fn start_app(database_url: String) -> App {
     App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database_url,
+        database_url: database_url.into(),
         runtime: RuntimeTarget::Embedded {
             static_tokens: None,
         },
@@ -120,6 +120,7 @@ async fn start_app(database_url: String) -> App {
         edge: Default::default(),
         otlp_endpoint: None,
         limits: Default::default(),
+        auth: Default::default(),
     })
     .await
     .expect("app starts")

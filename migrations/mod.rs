@@ -7,6 +7,7 @@ mod m0001_runs;
 mod m0002_checkpoints;
 mod m0003_artifacts;
 mod m0004_projection_storage;
+mod m0005_auth;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_checkpoints::Migration),
             Box::new(m0003_artifacts::Migration),
             Box::new(m0004_projection_storage::Migration),
+            Box::new(m0005_auth::Migration),
         ]
     }
 }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::edge::EdgeOptions;
 use crate::api::server::{Connections, Limits};
-use crate::config::ServeArgs;
+use crate::config::{DatabaseUrl, ServeArgs};
 use crate::registry::{Registry, RegistryOptions};
 use crate::runs::RunService;
 use crate::runs::service::RunOptions;
@@ -16,13 +16,15 @@ use crate::runtime::RuntimeClient;
 use crate::runtime::credentials::Credentials;
 use crate::runtime::embedded::EmbeddedRuntime;
 use crate::store::Store;
+use secrecy::SecretString;
 
 /// Where the runtime is.
 #[derive(Debug, Clone)]
 pub enum RuntimeTarget {
-    /// Start the reference runtime in-process; with a token table it authenticates by token.
+    /// Start the reference runtime in-process; with a token table (the runtime's
+    /// MACP_AUTH_TOKENS_JSON) it authenticates by token.
     Embedded {
-        static_tokens: Option<String>,
+        static_tokens: Option<SecretString>,
     },
     External {
         address: String,
@@ -33,7 +35,8 @@ pub enum RuntimeTarget {
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub bind: SocketAddr,
-    pub database_url: String,
+    /// Printed redacted (it may hold a password).
+    pub database_url: DatabaseUrl,
     pub runtime: RuntimeTarget,
     pub credentials: Credentials,
     pub request_timeout: Duration,
@@ -48,6 +51,8 @@ pub struct AppConfig {
     pub otlp_endpoint: Option<String>,
     /// What clients may hold of the server.
     pub limits: Limits,
+    /// Credentials, roles and rate limits.
+    pub auth: crate::auth::AuthArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +69,9 @@ pub enum Error {
     Runtime(#[from] crate::runtime::Error),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The configuration is unsafe to serve with (auth posture).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
 }
@@ -110,6 +118,7 @@ impl AppConfig {
             edge: args.edge()?,
             otlp_endpoint: args.otlp_endpoint.clone(),
             limits: args.connections.limits(),
+            auth: args.auth.clone(),
         })
     }
 }
@@ -117,7 +126,7 @@ impl AppConfig {
 /// A running service.
 pub struct App {
     pub address: SocketAddr,
-    database_url: String,
+    database_url: DatabaseUrl,
     pub service: RunService,
     embedded: Option<EmbeddedRuntime>,
     server: JoinHandle<()>,
@@ -126,13 +135,15 @@ pub struct App {
 
 impl App {
     pub async fn start(config: AppConfig) -> Result<App, Error> {
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::connect(config.database_url.expose_secret())
+            .await
+            .map_err(|error| Error::Other(config.database_url.redact_in(&error.to_string())))?;
         store.migrate().await?;
         let (embedded, address, tls) = match &config.runtime {
             RuntimeTarget::Embedded { static_tokens } => {
                 let embedded = EmbeddedRuntime::start(
                     SocketAddr::from(([127, 0, 0, 1], 0)),
-                    static_tokens.as_deref(),
+                    static_tokens.as_ref(),
                 )
                 .await?;
                 let address = embedded.address().to_string();
@@ -153,6 +164,22 @@ impl App {
             }
             None => crate::telemetry::trace::Tracing::disabled(),
         };
+        let stored_keys = store.count_active_api_keys().await?;
+        let setup = config
+            .auth
+            .setup(config.bind.ip(), store.clone(), stored_keys)
+            .map_err(Error::Refused)?;
+        if !setup.enabled {
+            tracing::warn!(
+                bind = %config.bind,
+                "authentication is off: no API keys or JWT configured (loopback only); every caller is an admin"
+            );
+        }
+        if let Some(jwt) = &setup.jwt {
+            jwt.prefetch().await;
+        }
+        let authenticator = crate::auth::Authenticator::new(setup);
+        let admin = crate::auth::admin::Admin::new(store.clone(), Some(authenticator.clone()));
         let service = RunService::new(store, runtime, config.run_options.clone(), tracing);
         service
             .start_background()
@@ -164,9 +191,18 @@ impl App {
         let address = listener
             .local_addr()
             .map_err(|error| Error::Listen(config.bind, error))?;
+        let guard = std::sync::Arc::new(crate::api::guard::Guard {
+            auth: authenticator,
+            throttle: crate::auth::Throttle::new(config.auth.throttle()),
+            admin,
+            service: service.clone(),
+            max_body_bytes: config.edge.max_request_body_bytes,
+            max_grpc_message_bytes: config.edge.grpc_max_decoding_message_bytes,
+        });
         let router = crate::api::router(
             service.clone(),
             Registry::new(config.registry.clone()),
+            guard,
             &config.cors_origins,
             &config.edge,
             address.ip(),
@@ -197,8 +233,9 @@ impl App {
         })
     }
 
+    /// The database URL in full, password included: for connecting to it.
     pub fn database_url(&self) -> &str {
-        &self.database_url
+        self.database_url.expose_secret()
     }
 
     /// The embedded runtime's address, when there is one.
@@ -220,5 +257,44 @@ impl App {
             server.abort();
         }
         drop(self.embedded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn debug_output_of_the_config_never_holds_a_secret() {
+        let (token, observer, password) = ("tok-5ecret-a", "tok-5ecret-obs", "pw-5ecret");
+        let serve = Serve::try_parse_from([
+            "serve",
+            "--runtime-tokens",
+            &format!(r#"{{"agent-a": "{token}"}}"#),
+            "--runtime-bearer-token",
+            observer,
+            "--database-url",
+            &format!("postgres://app:{password}@db.example/cp"),
+        ])
+        .expect("parses")
+        .args;
+        let config = AppConfig::from_args(&serve).expect("valid settings");
+        for printed in [format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!printed.contains("5ecret"), "{printed}");
+            // What is not secret still helps: where the database is, who the senders are.
+            assert!(
+                printed.contains("postgres://app:***@db.example/cp"),
+                "{printed}"
+            );
+            assert!(printed.contains("agent-a"), "{printed}");
+        }
     }
 }

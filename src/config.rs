@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::api::edge::{self, EdgeOptions};
 use crate::api::server::Limits;
@@ -38,6 +39,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub connections: ConnectionArgs,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 
     /// Browser origins allowed to call the API (REST, SSE, grpc-web), comma separated; the
     /// default is the UI console on this machine; `*` allows any origin.
@@ -94,9 +98,91 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Database URL: `sqlite://file.db?mode=rwc` or `postgres://user@host/db`.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    /// Database URL: `sqlite://file.db?mode=rwc` or `postgres://user:password@host/db`;
+    /// the default is `sqlite://macp-control-plane.db?mode=rwc`. The value may hold a
+    /// password, so help never shows it.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub database_url: DatabaseUrl,
+}
+
+/// A database URL. It may hold a password, so `Debug` and `Display` print it redacted
+/// (`postgres://app:***@host/db`); [`DatabaseUrl::expose_secret`] is for connecting.
+#[derive(Clone)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL without its password: the user-info one (`store::redacted_url`) and a
+    /// `password=` query parameter, which the PostgreSQL driver reads too.
+    pub fn redacted(&self) -> String {
+        let full = self.expose_secret();
+        let mut url = crate::store::redacted_url(full);
+        // A password with an unescaped `/`, `?` or `#` hides from that parse, and such a URL is
+        // just the one an error message quotes: hide all user info before the last `@` then
+        // (which may hide more than the password, never less).
+        if url == full
+            && let Some((scheme, rest)) = full.split_once("://")
+            && let Some((user_info, after)) = rest.rsplit_once('@')
+            && user_info.contains(':')
+        {
+            url = format!("{scheme}://***@{after}");
+        }
+        let Some((base, query)) = url.split_once('?') else {
+            return url;
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        format!("{base}?{}", query.join("&"))
+    }
+
+    /// `text` (an error's message) with this URL in it redacted: the database library quotes
+    /// the whole URL when it cannot parse it or has no driver for it.
+    pub fn redact_in(&self, text: &str) -> String {
+        match self.expose_secret() {
+            "" => text.to_owned(),
+            url => text.replace(url, &self.redacted()),
+        }
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        DatabaseUrl(SecretString::from(url))
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        DatabaseUrl(SecretString::from(url))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -129,16 +215,26 @@ pub struct RuntimeArgs {
 
     /// Runtime token table as JSON: `{"<sender>": "<token>", ...}`. Each kickoff or agent
     /// message is sent with its sender's token.
-    #[arg(long, env = "RUNTIME_TOKENS", hide_env_values = true)]
-    pub runtime_tokens: Option<String>,
+    #[arg(
+        long,
+        env = "RUNTIME_TOKENS",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub runtime_tokens: Option<SecretString>,
 
     /// File holding the runtime token table (same JSON as RUNTIME_TOKENS).
     #[arg(long, env = "RUNTIME_TOKENS_FILE")]
     pub runtime_tokens_file: Option<PathBuf>,
 
     /// The control plane's own runtime token (an observer identity), with RUNTIME_TOKENS.
-    #[arg(long, env = "RUNTIME_BEARER_TOKEN", hide_env_values = true)]
-    pub runtime_bearer_token: Option<String>,
+    #[arg(
+        long,
+        env = "RUNTIME_BEARER_TOKEN",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub runtime_bearer_token: Option<SecretString>,
 
     /// Deadline of each unary runtime call, in milliseconds.
     #[arg(long, env = "RUNTIME_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
@@ -270,15 +366,24 @@ impl RuntimeArgs {
     /// The token table (sender → token), from RUNTIME_TOKENS or RUNTIME_TOKENS_FILE.
     fn token_table(&self) -> Result<Option<HashMap<String, String>>, Error> {
         let text = match (&self.runtime_tokens, &self.runtime_tokens_file) {
-            (Some(text), _) => text.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|error| {
-                Error::Tokens(format!("cannot read {}: {error}", path.display()))
-            })?,
+            (Some(text), _) => SecretString::from(text.expose_secret()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(SecretString::from)
+                .map_err(|error| {
+                    Error::Tokens(format!("cannot read {}: {error}", path.display()))
+                })?,
             (None, None) => return Ok(None),
         };
-        let table: HashMap<String, String> = serde_json::from_str(&text).map_err(|error| {
-            Error::Tokens(format!("expected a JSON object of sender → token: {error}"))
-        })?;
+        // serde_json's message can quote the input (`invalid type: string "…"`): say only
+        // where the problem is.
+        let table: HashMap<String, String> =
+            serde_json::from_str(text.expose_secret()).map_err(|error| {
+                Error::Tokens(format!(
+                    "expected a JSON object of sender → token (problem at line {}, column {})",
+                    error.line(),
+                    error.column()
+                ))
+            })?;
         if table.values().any(|token| token.trim().is_empty()) {
             return Err(Error::Tokens("tokens must not be empty".to_owned()));
         }
@@ -288,16 +393,16 @@ impl RuntimeArgs {
     pub fn credentials(&self) -> Result<Credentials, Error> {
         match self.token_table()? {
             Some(by_sender) => {
-                let observer_token = self.runtime_bearer_token.clone().ok_or_else(|| {
+                let observer_token = self.runtime_bearer_token.as_ref().ok_or_else(|| {
                     Error::Tokens(
                         "RUNTIME_BEARER_TOKEN (the control plane's own token) is required with a token table"
                             .to_owned(),
                     )
                 })?;
-                Ok(Credentials::Tokens {
+                Ok(Credentials::tokens(
                     by_sender,
-                    observer_token,
-                })
+                    observer_token.expose_secret().to_owned(),
+                ))
             }
             None if self.runtime_use_dev_header => Ok(Credentials::Dev {
                 observer: self.runtime_dev_agent_id.clone(),
@@ -311,7 +416,7 @@ impl RuntimeArgs {
 
     /// The embedded runtime's token table (its MACP_AUTH_TOKENS_JSON format), when tokens are
     /// configured: every sender may start sessions; the control plane's identity observes.
-    pub fn embedded_token_json(&self) -> Result<Option<String>, Error> {
+    pub fn embedded_token_json(&self) -> Result<Option<SecretString>, Error> {
         let Some(table) = self.token_table()? else {
             return Ok(None);
         };
@@ -323,13 +428,15 @@ impl RuntimeArgs {
             .collect();
         if let Some(token) = &self.runtime_bearer_token {
             entries.push(serde_json::json!({
-                "token": token,
+                "token": token.expose_secret(),
                 "sender": self.runtime_dev_agent_id,
                 "can_start_sessions": false,
                 "is_observer": true,
             }));
         }
-        Ok(Some(serde_json::json!({ "tokens": entries }).to_string()))
+        Ok(Some(SecretString::from(
+            serde_json::json!({ "tokens": entries }).to_string(),
+        )))
     }
 
     pub fn check(&self) -> Result<(), Error> {
@@ -520,11 +627,136 @@ mod tests {
     #[test]
     fn a_token_table_needs_the_control_planes_own_token() {
         let mut args = parse(&["cp", "serve"]).expect("parses").runtime;
-        args.runtime_tokens = Some(r#"{"agent-a": "secret"}"#.to_owned());
+        args.runtime_tokens = Some(r#"{"agent-a": "secret"}"#.into());
         assert!(args.credentials().is_err());
-        args.runtime_bearer_token = Some("observer".to_owned());
+        args.runtime_bearer_token = Some("observer".into());
         assert!(matches!(args.credentials(), Ok(Credentials::Tokens { .. })));
-        args.runtime_tokens = Some("not json".to_owned());
+        args.runtime_tokens = Some("not json".into());
         assert!(args.check().is_err());
+    }
+
+    /// Secret values used by the tests below; none of them may be printed.
+    const TOKEN_A: &str = "tok-a-5ecret-7f3e";
+    const OBSERVER_TOKEN: &str = "tok-observer-5ecret-91c2";
+    const DB_PASSWORD: &str = "pw-5ecret-d41d";
+
+    fn assert_no_secret(printed: &str) {
+        for secret in [TOKEN_A, OBSERVER_TOKEN, DB_PASSWORD] {
+            assert!(!printed.contains(secret), "{secret} printed in:\n{printed}");
+        }
+    }
+
+    fn secret_args() -> ServeArgs {
+        let tokens = format!(r#"{{"agent-a": "{TOKEN_A}"}}"#);
+        let url = format!("postgres://app:{DB_PASSWORD}@db.example/cp?sslmode=require");
+        parse(&[
+            "cp",
+            "serve",
+            "--runtime-tokens",
+            &tokens,
+            "--runtime-bearer-token",
+            OBSERVER_TOKEN,
+            "--database-url",
+            &url,
+        ])
+        .expect("parses")
+    }
+
+    #[test]
+    fn debug_output_of_settings_never_holds_a_secret() {
+        let args = secret_args();
+        assert_no_secret(&format!("{args:?}"));
+        assert_no_secret(&format!("{args:#?}"));
+        let credentials = args.runtime.credentials().expect("a token table");
+        assert_no_secret(&format!("{credentials:?}"));
+        let table = args.runtime.embedded_token_json().expect("valid");
+        assert_no_secret(&format!("{table:?}"));
+        // What is redacted is still there to be used.
+        assert!(
+            table
+                .expect("a table")
+                .expose_secret()
+                .contains(OBSERVER_TOKEN)
+        );
+        assert!(
+            args.database
+                .database_url
+                .expose_secret()
+                .contains(DB_PASSWORD)
+        );
+    }
+
+    #[test]
+    fn database_urls_print_without_their_password() {
+        for (url, printed) in [
+            (
+                format!("postgres://app:{DB_PASSWORD}@db.example:5432/cp?sslmode=require"),
+                "postgres://app:***@db.example:5432/cp?sslmode=require",
+            ),
+            (
+                format!("postgres://db.example/cp?user=app&password={DB_PASSWORD}&sslmode=require"),
+                "postgres://db.example/cp?user=app&password=***&sslmode=require",
+            ),
+            (
+                format!("postgres://app:{DB_PASSWORD}/x?y#z@db.example/cp"),
+                "postgres://***@db.example/cp",
+            ),
+            (
+                "postgres://app@db.example/cp?application_name=cp@host".to_owned(),
+                "postgres://app@db.example/cp?application_name=cp@host",
+            ),
+            (
+                DEFAULT_DATABASE_URL.to_owned(),
+                "sqlite://macp-control-plane.db?mode=rwc",
+            ),
+        ] {
+            let url = DatabaseUrl::from(url);
+            assert_eq!(url.to_string(), printed);
+            assert_eq!(format!("{url:?}"), format!("DatabaseUrl({printed:?})"));
+        }
+        let url = DatabaseUrl::from(format!("mysql://app:{DB_PASSWORD}@db/cp"));
+        let message = format!(
+            "The connection string '{}' has no driver.",
+            url.expose_secret()
+        );
+        assert_eq!(
+            url.redact_in(&message),
+            "The connection string 'mysql://app:***@db/cp' has no driver."
+        );
+    }
+
+    #[test]
+    fn help_never_shows_a_secret_from_the_config_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("cp.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "runtime_tokens = '{{\"agent-a\": \"{TOKEN_A}\"}}'\n\
+                 runtime_bearer_token = \"{OBSERVER_TOKEN}\"\n\
+                 database_url = \"postgres://app:{DB_PASSWORD}@db/cp\"\n"
+            ),
+        )
+        .expect("write");
+        let path = file.display().to_string();
+        // The file's values are in force…
+        let args = parse(&["cp", "serve", "--config", &path]).expect("parses");
+        assert!(args.runtime.credentials().is_ok());
+        // …and help, where they are defaults, does not show them.
+        let help = parse(&["cp", "serve", "--config", &path, "--help"]).expect_err("help");
+        assert!(help.contains("--runtime-bearer-token"), "{help}");
+        assert!(help.contains(DEFAULT_DATABASE_URL), "{help}");
+        assert_no_secret(&help);
+    }
+
+    #[test]
+    fn a_malformed_token_table_is_reported_without_its_content() {
+        let mut args = parse(&["cp", "serve"]).expect("parses").runtime;
+        args.runtime_bearer_token = Some(OBSERVER_TOKEN.into());
+        // serde_json would say `invalid type: string "<the token>"`.
+        args.runtime_tokens = Some(format!("\"{TOKEN_A}\"").into());
+        let error = args.credentials().expect_err("not a table").to_string();
+        assert!(error.contains("line 1"), "{error}");
+        assert_no_secret(&error);
     }
 }

@@ -48,6 +48,8 @@ error_codes! {
     SessionAlreadyExists => "SESSION_ALREADY_EXISTS",
     SessionNotOpen => "SESSION_NOT_OPEN",
     Forbidden => "FORBIDDEN",
+    /// An agent credential tried to act as a participant id that is not its own.
+    NotYourParticipant => "NOT_YOUR_PARTICIPANT",
     Unauthenticated => "UNAUTHENTICATED",
     RateLimited => "RATE_LIMITED",
     /// The run has as many live-stream subscribers as the service allows (`MAX_SUBSCRIBERS_PER_RUN`).
@@ -89,7 +91,10 @@ impl ErrorCode {
             | ErrorCode::InvalidScenarioRef
             | ErrorCode::CompilationError => 400,
             ErrorCode::Unauthenticated => 401,
-            ErrorCode::PolicyDenied | ErrorCode::Forbidden | ErrorCode::NotAParticipant => 403,
+            ErrorCode::PolicyDenied
+            | ErrorCode::Forbidden
+            | ErrorCode::NotAParticipant
+            | ErrorCode::NotYourParticipant => 403,
             ErrorCode::RunNotFound
             | ErrorCode::NotFound
             | ErrorCode::PackNotFound
@@ -141,6 +146,7 @@ impl ErrorCode {
             ErrorCode::PolicyDenied
             | ErrorCode::Forbidden
             | ErrorCode::NotAParticipant
+            | ErrorCode::NotYourParticipant
             | ErrorCode::MisdirectedRequest => PERMISSION_DENIED,
             ErrorCode::RunNotFound
             | ErrorCode::NotFound

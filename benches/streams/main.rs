@@ -608,7 +608,7 @@ async fn state_at_seq(dir: &tempfile::TempDir) {
     use macp_control_plane::events::normalizer::RuntimeItem;
     let app = App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("long.db").display()),
+        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("long.db").display()).into(),
         runtime: RuntimeTarget::Embedded {
             static_tokens: None,
         },
@@ -622,6 +622,7 @@ async fn state_at_seq(dir: &tempfile::TempDir) {
         edge: Default::default(),
         otlp_endpoint: None,
         limits: Default::default(),
+        auth: Default::default(),
     })
     .await
     .expect("app");

@@ -4,6 +4,7 @@
 
 pub mod edge;
 pub mod grpc;
+pub mod guard;
 pub mod http;
 pub mod openapi;
 pub mod proto;
@@ -36,6 +37,7 @@ use proto::scenario_registry_server::ScenarioRegistryServer;
 pub fn router(
     service: RunService,
     registry: Registry,
+    guard: std::sync::Arc<guard::Guard>,
     cors_origins: &[String],
     edge: &edge::EdgeOptions,
     local: std::net::IpAddr,
@@ -49,7 +51,10 @@ pub fn router(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let control_plane = GrpcWebLayer::new().layer(
-        ControlPlaneServer::new(grpc::ControlPlaneApi::new(service.clone()))
+        ControlPlaneServer::new(grpc::ControlPlaneApi::new(
+            service.clone(),
+            guard.admin.clone(),
+        ))
             .max_decoding_message_size(edge.grpc_max_decoding_message_bytes)
             .max_encoding_message_size(edge.grpc_max_encoding_message_bytes),
     );
@@ -59,7 +64,8 @@ pub fn router(
             .max_encoding_message_size(edge.grpc_max_encoding_message_bytes),
     );
     let host_check = edge::HostCheck::new(local, &edge.allowed_hosts);
-    Ok(http::router(service, registry, edge.max_request_body_bytes)
+    let admin = guard.admin.clone();
+    Ok(http::router(service, registry, admin, edge.max_request_body_bytes)
         .route_service(
             &format!(
                 "/{}/{{*method}}",
@@ -82,6 +88,8 @@ pub fn router(
             "/grpc.reflection.v1alpha.ServerReflection/{*method}",
             reflection_v1alpha,
         )
+        // Innermost: only requests the edge checks let through are authenticated.
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         // Inside `observe_request`, so refused requests are logged and counted too.
         .layer(axum::middleware::from_fn_with_state(
             edge::OriginCheck::new(cors_origins),
@@ -127,6 +135,10 @@ async fn observe_request(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", %request_id, %method, %route, %transport);
+    let mut request = request;
+    request
+        .extensions_mut()
+        .insert(guard::RequestId(request_id.clone()));
     let mut response = next
         .run(request)
         .with_context(parent)
@@ -228,10 +240,11 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
             HeaderName::from_static("last-event-id"),
             HeaderName::from_static("x-grpc-web"),
             HeaderName::from_static("x-user-agent"),
@@ -243,5 +256,6 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("grpc-status-details-bin"),
             HeaderName::from_static("x-error-code"),
             HeaderName::from_static("x-error-details-bin"),
+            header::RETRY_AFTER,
         ])
 }

@@ -28,6 +28,10 @@ pub const RPC_ROUTES: &[(&str, &str, &str)] = &[
     ("ListRuntimeModes", "GET", "/runtime/modes"),
     ("ListRuntimeRoots", "GET", "/runtime/roots"),
     ("GetRuntimeHealth", "GET", "/runtime/health"),
+    ("ListAudit", "GET", "/audit"),
+    ("CreateApiKey", "POST", "/keys"),
+    ("ListApiKeys", "GET", "/keys"),
+    ("RevokeApiKey", "DELETE", "/keys/{keyId}"),
     // ScenarioRegistry
     ("ListPacks", "GET", "/packs"),
     ("ListScenarios", "GET", "/packs/{pack}/scenarios"),
@@ -54,3 +58,59 @@ pub const OPS_ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
 ];
+
+use crate::auth::Permission::{self, Admin, Docs, Metrics, Operate, Public, Read, ReadRun, Send};
+use crate::auth::audit::{Action, action};
+
+/// What each RPC (and so its REST route) requires, and the audit action it is recorded as
+/// (mutating calls only). Exactly one entry per RPC: a test fails for an RPC without one.
+pub const RPC_PERMISSIONS: &[(&str, Permission, Option<Action>)] = &[
+    ("RunStart", Operate, action("run.start", "run")),
+    ("ValidateRun", Operate, None),
+    ("GetRun", ReadRun, None),
+    ("ListRuns", Read, None),
+    ("GetRunState", ReadRun, None),
+    ("ListRunEvents", ReadRun, None),
+    ("CancelRun", Operate, action("run.cancel", "run")),
+    ("WatchRun", ReadRun, None),
+    ("CreateReplay", ReadRun, None),
+    ("Replay", ReadRun, None),
+    ("GetReplayState", ReadRun, None),
+    ("ListEvents", Read, None),
+    ("SendRunMessage", Send, action("run.message", "run")),
+    ("SendRunSignal", Send, action("run.signal", "run")),
+    ("UpdateRunContext", Send, action("run.context", "run")),
+    ("ListRunMessages", ReadRun, None),
+    ("Traces", ReadRun, None),
+    ("ListRunArtifacts", ReadRun, None),
+    ("CreateRunArtifact", Operate, action("run.artifact", "run")),
+    ("GetRunMetrics", ReadRun, None),
+    ("GetRuntimeManifest", Read, None),
+    ("ListRuntimeModes", Read, None),
+    ("ListRuntimeRoots", Read, None),
+    ("GetRuntimeHealth", Read, None),
+    ("ListAudit", Admin, None),
+    ("CreateApiKey", Admin, action("key.create", "key")),
+    ("ListApiKeys", Admin, None),
+    ("RevokeApiKey", Admin, action("key.revoke", "key")),
+    ("ListPacks", Read, None),
+    ("ListScenarios", Read, None),
+    ("ListAllScenarios", Read, None),
+    ("GetLaunchSchema", Read, None),
+    ("CompileLaunch", Operate, None),
+    ("Launch", Operate, action("run.launch", "run")),
+    ("ListAgents", Read, None),
+    ("GetAgent", Read, None),
+];
+
+/// What each operational route requires.
+pub const OPS_PERMISSIONS: &[(&str, Permission)] = &[
+    ("/healthz", Public),
+    ("/readyz", Public),
+    ("/metrics", Metrics),
+    ("/openapi.json", Docs),
+    ("/docs", Docs),
+];
+
+/// gRPC server reflection (grpcurl, Postman) lists and describes the API: a reader's.
+pub const REFLECTION_PERMISSION: Permission = Read;

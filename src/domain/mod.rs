@@ -4,6 +4,7 @@
 //! `projection`, `events`, `runs` and `api` all build on it and no import runs back up.
 
 pub mod artifact;
+pub mod audit;
 pub mod commitment;
 pub mod query;
 pub mod run;

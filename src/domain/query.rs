@@ -31,7 +31,7 @@ pub struct RunPage {
 }
 
 /// An optional RFC 3339 query parameter; anything else is a field error.
-fn optional_time(
+pub(super) fn optional_time(
     field: &str,
     value: Option<String>,
     errors: &mut Vec<FieldError>,

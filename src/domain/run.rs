@@ -64,6 +64,9 @@ pub struct Run {
     pub ended_at: Option<Timestamp>,
     #[serde(with = "time::rfc3339")]
     pub updated_at: Timestamp,
+    /// The authenticated actor who started the run (`requester` is what the request said).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 /// The runtime session bound to a run.

@@ -465,6 +465,7 @@ impl RunService {
                 (drafts, Ok(receipt))
             }
             Err(error) => {
+                crate::auth::audit::fail(error.to_api_error().code);
                 if let Some(map) = details.as_object_mut() {
                     map.insert(
                         "error".to_owned(),

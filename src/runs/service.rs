@@ -237,6 +237,35 @@ impl RunService {
         Ok(self.inner.store.session(run_id).await?)
     }
 
+    /// Who takes part in a run: its session's participants and initiator once bound, before
+    /// that those its request named. `RUN_NOT_FOUND` for no such run.
+    pub async fn members(&self, run_id: &str) -> Result<Vec<String>, ApiError> {
+        if let Some(session) = self.session(run_id).await? {
+            let mut members = session.participants;
+            members.push(session.initiator);
+            return Ok(members);
+        }
+        let run = self.get(run_id).await?;
+        let session = &run.metadata["executionRequest"]["session"];
+        let mut members: Vec<String> = session["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|participant| {
+                participant
+                    .as_str()
+                    .or_else(|| participant["id"].as_str())
+                    .map(str::to_owned)
+            })
+            .collect();
+        members.extend(
+            [&run.metadata["initiator"], &session["initiatorParticipantId"]]
+                .into_iter()
+                .filter_map(|id| id.as_str().map(str::to_owned)),
+        );
+        Ok(members)
+    }
+
     pub fn runtime(&self) -> &RuntimeClient {
         &self.inner.runtime
     }
@@ -436,6 +465,8 @@ impl RunService {
                     tags: request.tags.clone(),
                     metadata,
                     created_at: now,
+                    created_by: crate::auth::audit::actor(),
+                    audit: crate::auth::audit::take(&run_id),
                 },
                 std::slice::from_ref(&created),
                 &state,

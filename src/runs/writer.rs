@@ -314,6 +314,9 @@ impl Writers {
             Shared::new(state)
         };
         let expected_last_seq = writer.last_seq;
+        // Taken here, in the caller's task: a request's change carries its audit row; the
+        // observer's appends run outside any request and carry none.
+        let audit = crate::auth::audit::take(&writer.run_id);
         let (store, hub, tracing) = (self.store.clone(), self.hub.clone(), self.tracing.clone());
         let (run_id, published) = (writer.run_id.clone(), state.clone());
         // Committed and published by a task of its own: a caller that goes away (a client
@@ -339,6 +342,7 @@ impl Writers {
                     run: run_change,
                     session: change.session,
                     artifact: change.artifact,
+                    audit,
                 })
                 .await?;
             drop(persist);

@@ -21,10 +21,11 @@ use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
 
 use entities::{
-    artifact, canonical_event, checkpoint, projection, raw_event, run, runtime_session,
+    api_key, artifact, audit, canonical_event, checkpoint, projection, raw_event, run, runtime_session,
 };
 
 use crate::domain::artifact::Artifact;
+use crate::domain::audit::{ApiKeyInfo, AuditEntry, AuditFilter, AuditPage, StoredKey};
 use crate::domain::query::{EventQuery, RunFilter, RunPage};
 use crate::domain::run::{BoundSession, Run};
 use crate::domain::status::RunStatus;
@@ -73,6 +74,10 @@ pub struct NewRun {
     pub tags: Vec<String>,
     pub metadata: Value,
     pub created_at: Timestamp,
+    /// The authenticated actor who started it.
+    pub created_by: Option<String>,
+    /// The audit row of the call that starts it, written in the same transaction.
+    pub audit: Option<AuditEntry>,
 }
 
 pub enum CreateOutcome {
@@ -121,6 +126,8 @@ pub struct Append<'a> {
     pub run: RunChange,
     pub session: Option<SessionChange>,
     pub artifact: Option<Artifact>,
+    /// The audit row of the call that made this change.
+    pub audit: Option<AuditEntry>,
 }
 
 /// The projection after an append's events, for the run's projection row.
@@ -299,6 +306,7 @@ impl Store {
             started_at: Set(None),
             ended_at: Set(None),
             updated_at: Set(new.created_at),
+            created_by: Set(new.created_by),
         };
         let inserted = match &new.idempotency_key {
             Some(_) => {
@@ -322,6 +330,10 @@ impl Store {
         };
         if !inserted {
             txn.rollback().await?;
+            // The call still happened (and answered the existing run): it is audited alone.
+            if let Some(entry) = new.audit {
+                self.insert_audit(entry).await?;
+            }
             let key = new.idempotency_key.unwrap_or_default();
             let existing = run::Entity::find()
                 .filter(run::Column::IdempotencyKey.eq(key.clone()))
@@ -334,6 +346,9 @@ impl Store {
             txn.execute_raw(statement).await?;
         }
         txn.execute_raw(projection).await?;
+        if let Some(entry) = new.audit {
+            txn.execute_raw(audit_insert(backend, entry)).await?;
+        }
         txn.commit().await?;
         let created = self
             .run(&new.id)
@@ -414,6 +429,9 @@ impl Store {
                 })
                 .build(backend),
             );
+        }
+        if let Some(entry) = append.audit {
+            statements.push(audit_insert(backend, entry));
         }
         match append.session {
             Some(SessionChange::Bind(session)) => {
@@ -692,6 +710,150 @@ impl Store {
     }
 
     /// Row counts of a run's tables (used to check that refused requests write nothing).
+    /// Records one audit row on its own (a call that changed nothing, or was refused).
+    pub async fn insert_audit(&self, entry: AuditEntry) -> Result<(), Error> {
+        let statement = audit_insert(self.backend(), entry);
+        let _writer = self.write_turn().await;
+        self.db.execute_raw(statement).await?;
+        Ok(())
+    }
+
+    /// Audit rows matching `filter`, newest first, and how many match in all.
+    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {
+        let mut query = audit::Entity::find();
+        if let Some(actor) = &filter.actor {
+            query = query.filter(audit::Column::Actor.eq(actor.clone()));
+        }
+        if let Some(action) = &filter.action {
+            query = query.filter(audit::Column::Action.eq(action.clone()));
+        }
+        if let Some(resource) = &filter.resource {
+            query = query.filter(audit::Column::Resource.eq(resource.clone()));
+        }
+        if let Some(resource_id) = &filter.resource_id {
+            query = query.filter(audit::Column::ResourceId.eq(resource_id.clone()));
+        }
+        if let Some(after) = filter.created_after {
+            query = query.filter(audit::Column::CreatedAt.gte(after));
+        }
+        if let Some(before) = filter.created_before {
+            query = query.filter(audit::Column::CreatedAt.lte(before));
+        }
+        let total = query.clone().count(&self.db).await?;
+        let rows = query
+            .order_by_desc(audit::Column::CreatedAt)
+            .order_by_desc(audit::Column::Id)
+            .limit(filter.limit)
+            .offset(filter.offset)
+            .all(&self.db)
+            .await?;
+        Ok(AuditPage {
+            data: rows
+                .into_iter()
+                .map(audit_from_row)
+                .collect::<Result<_, _>>()?,
+            total,
+        })
+    }
+
+    /// Stores a new API key (its digest, never the key) with the audit row of the call.
+    pub async fn create_api_key(
+        &self,
+        info: &ApiKeyInfo,
+        digest: String,
+        audit: Option<AuditEntry>,
+    ) -> Result<(), Error> {
+        let backend = self.backend();
+        let insert = api_key::Entity::insert(api_key::ActiveModel {
+            id: Set(info.id.clone()),
+            actor: Set(info.actor.clone()),
+            roles: Set(serde_json::json!(info.roles)),
+            participants: Set(serde_json::json!(info.participants)),
+            digest: Set(digest),
+            prefix: Set(info.prefix.clone()),
+            created_by: Set(info.created_by.clone()),
+            created_at: Set(info.created_at),
+            revoked_at: Set(None),
+        })
+        .build(backend);
+        let _writer = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        txn.execute_raw(insert).await?;
+        if let Some(entry) = audit {
+            txn.execute_raw(audit_insert(backend, entry)).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Every stored key, newest first (revoked ones included, marked).
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, Error> {
+        let rows = api_key::Entity::find()
+            .order_by_desc(api_key::Column::CreatedAt)
+            .order_by_desc(api_key::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(key_info).collect())
+    }
+
+    /// How many stored keys are not revoked.
+    pub async fn count_active_api_keys(&self) -> Result<u64, Error> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::RevokedAt.is_null())
+            .count(&self.db)
+            .await?)
+    }
+
+    /// Revokes a key (with the audit row of the call); `None` when there is no such key. A
+    /// key revoked before keeps its first revocation time.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        audit: Option<AuditEntry>,
+    ) -> Result<Option<ApiKeyInfo>, Error> {
+        let backend = self.backend();
+        let now = crate::time::now();
+        let update = api_key::Entity::update_many()
+            .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+            .filter(api_key::Column::Id.eq(id))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .build(backend);
+        {
+            let _writer = self.write_turn().await;
+            let txn = self.db.begin().await?;
+            let row = api_key::Entity::find_by_id(id.to_owned()).one(&txn).await?;
+            if row.is_none() {
+                txn.rollback().await?;
+                return Ok(None);
+            }
+            txn.execute_raw(update).await?;
+            if let Some(entry) = audit {
+                txn.execute_raw(audit_insert(backend, entry)).await?;
+            }
+            txn.commit().await?;
+        }
+        Ok(api_key::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(key_info))
+    }
+
+    /// The active stored key with this digest (hex SHA-256).
+    pub async fn api_key_by_digest(&self, digest: &str) -> Result<Option<StoredKey>, Error> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::Digest.eq(digest))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?
+            .map(|row| StoredKey {
+                id: row.id,
+                actor: row.actor,
+                roles: strings(row.roles),
+                participants: strings(row.participants),
+                digest: row.digest,
+            }))
+    }
+
     pub async fn count_rows(&self) -> Result<u64, Error> {
         Ok(run::Entity::find().count(&self.db).await?
             + canonical_event::Entity::find().count(&self.db).await?
@@ -728,6 +890,59 @@ fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
+}
+
+fn audit_insert(backend: DbBackend, entry: AuditEntry) -> Statement {
+    audit::Entity::insert(audit::ActiveModel {
+        id: Set(entry.id),
+        actor: Set(entry.actor),
+        actor_type: Set(entry.actor_type),
+        action: Set(entry.action),
+        resource: Set(entry.resource),
+        resource_id: Set(entry.resource_id),
+        outcome: Set(entry.outcome.as_str().to_owned()),
+        error_code: Set(entry.error_code),
+        request_id: Set(entry.request_id),
+        details: Set(entry.details),
+        created_at: Set(entry.created_at),
+    })
+    .build(backend)
+}
+
+fn audit_from_row(row: audit::Model) -> Result<AuditEntry, Error> {
+    let outcome = crate::domain::audit::Outcome::parse(&row.outcome).ok_or_else(|| {
+        Error::Corrupt(format!("audit row {} has outcome {}", row.id, row.outcome))
+    })?;
+    Ok(AuditEntry {
+        id: row.id,
+        actor: row.actor,
+        actor_type: row.actor_type,
+        action: row.action,
+        resource: row.resource,
+        resource_id: row.resource_id,
+        outcome,
+        error_code: row.error_code,
+        request_id: row.request_id,
+        details: row.details,
+        created_at: row.created_at,
+    })
+}
+
+fn strings(value: Value) -> Vec<String> {
+    serde_json::from_value(value).unwrap_or_default()
+}
+
+fn key_info(row: api_key::Model) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: row.id,
+        actor: row.actor,
+        roles: strings(row.roles),
+        participants: strings(row.participants),
+        prefix: row.prefix,
+        created_by: row.created_by,
+        created_at: row.created_at,
+        revoked_at: row.revoked_at,
+    }
 }
 
 fn insert_events(backend: DbBackend, events: &[CanonicalEvent]) -> Option<Statement> {
@@ -912,6 +1127,7 @@ fn run_from_row(row: run::Model) -> Result<Run, Error> {
         started_at: row.started_at,
         ended_at: row.ended_at,
         updated_at: row.updated_at,
+        created_by: row.created_by,
     })
 }
 
@@ -1001,6 +1217,8 @@ pub(crate) mod tests {
             tags: Vec::new(),
             metadata: serde_json::json!({}),
             created_at: crate::time::now(),
+            created_by: None,
+            audit: None,
         }
     }
 
@@ -1021,6 +1239,7 @@ pub(crate) mod tests {
             },
             session: None,
             artifact: None,
+            audit: None,
         }
     }
 

@@ -46,6 +46,7 @@ fn valid_body(rpc: &str) -> Value {
         }),
         "UpdateRunContext" => json!({"from": "coordinator", "context": {"amount": 2400}}),
         "CreateRunArtifact" => json!({"kind": "json", "label": "notes", "inline": {"a": 1}}),
+        "CreateApiKey" => json!({"actor": "ops", "roles": ["viewer"]}),
         "CompileLaunch" | "Launch" => {
             json!({"scenarioRef": "fraud/high-value-new-device@1.0.0", "inputs": {}})
         }

@@ -118,6 +118,7 @@ fn body(path: &str) -> Value {
             "submitToControlPlane": false,
         }),
         "/runs/{id}/artifacts" => json!({"kind": "json", "label": "notes", "inline": {"a": 1}}),
+        "/keys" => json!({"actor": "ops", "roles": ["viewer"]}),
         _ => requests::seed_example(),
     }
 }
@@ -229,7 +230,12 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
         );
     }
 
-    let Some(app) = support::start(Backend::Sqlite).await else {
+    // With a key (the client sends it), so storing another key does not change who may call.
+    let options = support::Options {
+        auth: support::admin_key_auth(),
+        ..Default::default()
+    };
+    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
         return;
     };
     let (status, served) = app.get("/openapi.json").await;
@@ -241,6 +247,17 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
     assert!(!run.is_valid(&json!({"id": 1})));
 
     let run_id = app.start_run(&requests::seed_example()).await;
+    let key: Value = app
+        .http
+        .post(format!("{}/keys", app.base))
+        .json(&body("/keys"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let key_id = key["info"]["id"].as_str().expect("a key id").to_owned();
     for (path, item) in document["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("path item") {
             // Path parameters that name things that exist, so a 404 can only mean "not routed".
@@ -252,9 +269,11 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
                     .replace("{scenario}", "high-value-new-device")
                     .replace("{version}", "1.0.0")
                     .replace("{ref}", "fraud-agent")
+                    .replace("{keyId}", &key_id)
             );
             let request = match (method.as_str(), body(path.as_str())) {
                 ("get", _) => app.http.get(&url),
+                ("delete", _) => app.http.delete(&url),
                 // Optional bodies are left out, so those routes answer their success.
                 _ if operation["requestBody"]["required"] == false => app.http.post(&url),
                 (_, body) => app.http.post(&url).json(&body),

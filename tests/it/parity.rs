@@ -197,10 +197,26 @@ async fn every_rpc_has_a_rest_route() {
         );
     }
 
-    let Some(app) = support::start(Backend::Sqlite).await else {
+    // With a key (the client sends it), so storing another key does not change who may call.
+    let options = support::Options {
+        auth: support::admin_key_auth(),
+        ..Default::default()
+    };
+    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
         return;
     };
     let run_id = app.start_run(&requests::seed_example()).await;
+    let key: Value = app
+        .http
+        .post(format!("{}/keys", app.base))
+        .json(&serde_json::json!({"actor": "ops", "roles": ["viewer"]}))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let key_id = key["info"]["id"].as_str().expect("a key id").to_owned();
     for (method, path) in RPC_ROUTES
         .iter()
         .chain(ALIAS_ROUTES)
@@ -213,10 +229,12 @@ async fn every_rpc_has_a_rest_route() {
             .replace("{pack}", "fraud")
             .replace("{scenario}", "high-value-new-device")
             .replace("{version}", "1.0.0")
-            .replace("{ref}", "fraud-agent");
+            .replace("{ref}", "fraud-agent")
+            .replace("{keyId}", &key_id);
         let url = format!("{}{path}", app.base);
         let request = match method {
             "GET" => app.http.get(&url),
+            "DELETE" => app.http.delete(&url),
             _ => app.http.post(&url).json(&requests::seed_example()),
         };
         let status = request.send().await.expect("request").status();

@@ -624,13 +624,13 @@ async fn token_table_credentials_carry_a_run_to_completion() {
         Backend::Sqlite,
         support::Options {
             runtime: macp_control_plane::app::RuntimeTarget::Embedded {
-                static_tokens: Some(json!({"tokens": table}).to_string()),
+                static_tokens: Some(json!({"tokens": table}).to_string().into()),
             },
             credentials: Some(
-                macp_control_plane::runtime::credentials::Credentials::Tokens {
-                    by_sender: by_sender.clone(),
+                macp_control_plane::runtime::credentials::Credentials::tokens(
+                    by_sender.clone(),
                     observer_token,
-                },
+                ),
             ),
             ..Default::default()
         },
@@ -809,6 +809,7 @@ async fn a_stale_append_is_refused_and_the_next_commits(backend: Backend) {
         run: RunChange::default(),
         session: None,
         artifact: None,
+        audit: None,
     };
     let stale = store.append(append(before - 1, &[])).await;
     assert!(

@@ -8,6 +8,7 @@ use macp_control_plane::api::edge::EdgeOptions;
 use macp_control_plane::api::proto::control_plane_client::ControlPlaneClient;
 use macp_control_plane::api::server::Limits;
 use macp_control_plane::app::{App, AppConfig, RuntimeTarget};
+use macp_control_plane::auth::AuthArgs;
 use macp_control_plane::projection::state::RunState;
 use macp_control_plane::registry::RegistryOptions;
 use macp_control_plane::runs::service::RunOptions;
@@ -99,6 +100,8 @@ pub struct Options {
     /// The live-stream transport.
     pub stack: Stack,
     pub max_subscribers_per_run: usize,
+    /// Credentials, roles and rate limits (auth off on loopback by default).
+    pub auth: AuthArgs,
 }
 
 impl Default for Options {
@@ -114,6 +117,7 @@ impl Default for Options {
             limits: Limits::default(),
             stack: Stack::default(),
             max_subscribers_per_run: RunOptions::default().max_subscribers_per_run,
+            auth: AuthArgs::default(),
         }
     }
 }
@@ -125,9 +129,27 @@ pub async fn start(backend: Backend) -> Option<TestApp> {
 pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("temp dir");
     let (database_url, postgres_db) = database_url(backend, &dir).await?;
+    // A test configured with API keys calls with the first of them.
+    let http = match options.auth.auth_api_keys.first() {
+        Some(key) => {
+            use secrecy::ExposeSecret as _;
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose_secret())
+                    .parse()
+                    .expect("a header value"),
+            );
+            reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client")
+        }
+        None => reqwest::Client::new(),
+    };
     let app = App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database_url,
+        database_url: database_url.into(),
         runtime: options.runtime,
         credentials: options.credentials.unwrap_or_else(dev_credentials),
         request_timeout: Duration::from_secs(5),
@@ -148,6 +170,7 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
         otlp_endpoint: options.otlp_endpoint,
         edge: options.edge,
         limits: options.limits,
+        auth: options.auth,
     })
     .await
     .expect("app starts");
@@ -155,7 +178,7 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
     Some(TestApp {
         app,
         base,
-        http: reqwest::Client::new(),
+        http,
         _dir: dir,
         postgres_db,
     })
@@ -329,4 +352,17 @@ macro_rules! on_both_stacks {
             }
         })+
     };
+}
+
+/// The API key `admin_key_auth` configures (an admin).
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// Auth on with one static admin key, which `TestApp::http` then sends; no rate limits.
+pub fn admin_key_auth() -> AuthArgs {
+    AuthArgs {
+        auth_api_keys: vec![ADMIN_KEY.to_owned().into()],
+        throttle_limit: 0,
+        throttle_read_limit: 0,
+        ..AuthArgs::default()
+    }
 }

@@ -1,6 +1,7 @@
 //! The `ControlPlane` gRPC service: proto ⇄ domain conversion around the same `RunService` calls
 //! the REST routes make. The `ScenarioRegistry` service is in [`registry`].
 
+mod admin;
 pub mod registry;
 
 use std::time::Duration;
@@ -24,11 +25,12 @@ use crate::runtime::info;
 
 pub struct ControlPlaneApi {
     service: RunService,
+    admin: crate::auth::admin::Admin,
 }
 
 impl ControlPlaneApi {
-    pub fn new(service: RunService) -> Self {
-        ControlPlaneApi { service }
+    pub fn new(service: RunService, admin: crate::auth::admin::Admin) -> Self {
+        ControlPlaneApi { service, admin }
     }
 }
 
@@ -97,6 +99,7 @@ pub fn run_message(run: Run) -> Result<proto::Run, Status> {
         started_at: run.started_at.as_ref().map(crate::time::format),
         ended_at: run.ended_at.as_ref().map(crate::time::format),
         updated_at: crate::time::format(&run.updated_at),
+        created_by: run.created_by,
     })
 }
 
@@ -693,5 +696,39 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             detail: health.detail,
             manifest: health.manifest.map(manifest_message).transpose()?,
         }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        admin::list_audit(&self.admin, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<proto::CreateApiKeyRequest>,
+    ) -> Result<Response<proto::CreatedApiKey>, Status> {
+        admin::create_key(&self.admin, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_api_keys(
+        &self,
+        _: Request<proto::ListApiKeysRequest>,
+    ) -> Result<Response<proto::ListApiKeysResponse>, Status> {
+        admin::list_keys(&self.admin).await.map(Response::new)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<proto::RevokeApiKeyRequest>,
+    ) -> Result<Response<proto::ApiKey>, Status> {
+        admin::revoke_key(&self.admin, &request.into_inner().key_id)
+            .await
+            .map(Response::new)
     }
 }

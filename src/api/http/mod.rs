@@ -1,5 +1,6 @@
 //! REST + JSON routes over the run service. Handlers only parse, call the domain, and serialize.
 
+mod admin;
 mod docs;
 mod extract;
 mod messages;
@@ -36,14 +37,24 @@ impl IntoResponse for HttpError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "request failed");
         }
-        (status, Json(self.0.body())).into_response()
+        (
+            status,
+            [("x-error-code", self.0.code.as_str())],
+            Json(self.0.body()),
+        )
+            .into_response()
     }
 }
 
 type Result<T> = std::result::Result<T, HttpError>;
 
 /// The REST routes; JSON bodies are read up to `max_body_bytes` (`extract::JsonBody`).
-pub fn router(service: RunService, registry: Registry, max_body_bytes: usize) -> Router {
+pub fn router(
+    service: RunService,
+    registry: Registry,
+    admin: crate::auth::admin::Admin,
+    max_body_bytes: usize,
+) -> Router {
     Router::new()
         .route("/runs", post(start_run).get(list_runs))
         .route("/runs/validate", post(validate_run))
@@ -64,6 +75,7 @@ pub fn router(service: RunService, registry: Registry, max_body_bytes: usize) ->
         .merge(observability::router())
         .with_state(service.clone())
         .merge(registry::router(registry, service))
+        .merge(admin::router(admin))
         .fallback(not_found)
         .layer(axum::Extension(extract::BodyLimit(max_body_bytes)))
 }

@@ -117,7 +117,19 @@ pub fn document() -> Result<Value, Error> {
         "components": {
             "schemas": schemas,
             "responses": {"Error": error_response()},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key or a JWT. With no keys or JWT configured on a \
+                                    loopback bind, none is needed.",
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
         },
+        // Either scheme; the operational routes override this (`/healthz`, `/readyz`, and
+        // by default `/metrics` and the docs need none).
+        "security": [{"bearer": []}, {"apiKey": []}],
     }))
 }
 
@@ -265,7 +277,7 @@ impl<'a> Generator<'a> {
         }
         let mut operation = Map::new();
         match http_method {
-            "GET" => {
+            "GET" | "DELETE" => {
                 for field in input
                     .fields()
                     .filter(|field| !bound.iter().any(|name| name == field.name()))
@@ -741,6 +753,7 @@ fn ops_operation(method: &str, path: &str) -> Result<Value, Error> {
             "operationId": camel(path),
             "summary": format!("{method} {path}"),
             "tags": [OPS_TAG],
+            "security": [{}],
             "responses": {"200": {"description": "Success."}},
         }));
     };
@@ -766,6 +779,7 @@ fn ops_operation(method: &str, path: &str) -> Result<Value, Error> {
         "operationId": ops.operation_id,
         "summary": ops.summary,
         "tags": [OPS_TAG],
+        "security": [{}],
         "responses": responses,
     }))
 }
@@ -786,13 +800,19 @@ fn refusals(path: &str, parameters: &[Value], body: bool, shape: &Shape) -> Vec<
     if body || parameters.iter().any(checked) {
         codes.push(ErrorCode::ValidationError);
     }
-    if template_parameters(path).contains(&"id") {
+    if path.starts_with("/runs/") && template_parameters(path).contains(&"id") {
         codes.push(ErrorCode::RunNotFound);
     }
     if body {
         codes.extend([ErrorCode::PayloadTooLarge, ErrorCode::UnsupportedMediaType]);
     }
     codes.extend(shape.refusals.iter().copied());
+    // Every RPC needs a credential (when auth is on), a role that grants it, and budget left.
+    codes.extend([
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+    ]);
     codes.push(ErrorCode::MisdirectedRequest);
     codes
 }

@@ -221,6 +221,16 @@ pub const SHAPES: &[Shape] = &[
         ..DEFAULT
     },
     Shape {
+        rpc: "CreateApiKey",
+        success: CREATED,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "RevokeApiKey",
+        refusals: &[ErrorCode::NotFound],
+        ..DEFAULT
+    },
+    Shape {
         rpc: "ListRuntimeModes",
         reply: Reply::BareList,
         refusals: RUNTIME_REFUSALS,
@@ -298,7 +308,11 @@ pub fn shape(rpc: &str) -> &'static Shape {
 
 /// Path parameters whose name is not the request field's (proto name); others bind to the field
 /// of their own name.
-pub const PATH_FIELDS: &[(&str, &str)] = &[("id", "run_id"), ("ref", "agent_ref")];
+pub const PATH_FIELDS: &[(&str, &str)] = &[
+    ("id", "run_id"),
+    ("ref", "agent_ref"),
+    ("keyId", "key_id"),
+];
 
 /// What the server enforces on a field beyond its proto type. Each rule holds for the field's
 /// value, or for each item of a repeated field, except [`Rule::Count`].

@@ -1,6 +1,8 @@
 //! sea-orm entities: database rows, deliberately separate from the domain and wire types.
 
+pub mod api_key;
 pub mod artifact;
+pub mod audit;
 pub mod canonical_event;
 pub mod checkpoint;
 pub mod projection;

@@ -30,6 +30,8 @@ pub struct Model {
     pub started_at: Option<ChronoDateTimeUtc>,
     pub ended_at: Option<ChronoDateTimeUtc>,
     pub updated_at: ChronoDateTimeUtc,
+    /// The authenticated actor who started the run (none when auth is off or it was discovered).
+    pub created_by: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
