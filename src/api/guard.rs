@@ -204,14 +204,23 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         .get::<RequestId>()
         .map(|id| id.0.clone())
         .unwrap_or_default();
+    // Known before anything is refused, so refusals name what they were about (a gRPC
+    // request's run id is in its message, read only once the caller is let in).
+    let path_id = path_id(&request);
     let principal = match guard.auth.authenticate(credential(request.headers())).await {
         Ok(principal) => principal,
         Err(error) => {
             let call = Call::new(Principal::unauthenticated(), request_id, rule.action);
+            if let Some(id) = path_id {
+                call.set_resource_id(id);
+            }
             return refuse(&guard, &call, transport, error, None).await;
         }
     };
     let call = Call::new(principal, request_id, rule.action);
+    if let Some(id) = &path_id {
+        call.set_resource_id(id.clone());
+    }
     if call.principal.kind != crate::auth::ActorKind::Anonymous
         && let Err(retry_after) = guard.throttle.check(&call.principal.actor, rule.write)
     {
@@ -241,7 +250,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         }
     } else {
         let fields = Fields {
-            run_id: path_id(&request),
+            run_id: path_id,
             from: None,
         };
         (request, fields)
@@ -276,7 +285,10 @@ async fn agent_may(
         return Err(forbidden(rule.permission));
     };
     let members = guard.service.members(run_id).await?;
-    if !members.iter().any(|member| principal.is_participant(member)) {
+    if !members
+        .iter()
+        .any(|member| principal.is_participant(member))
+    {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             format!("this credential takes no part in run {run_id}"),
@@ -324,7 +336,10 @@ async fn read_fields(
     let limit = match transport {
         Transport::Http => guard.max_body_bytes,
         // A frame's five header bytes, and base64's third for grpc-web-text.
-        _ => guard.max_grpc_message_bytes.saturating_add(5).saturating_mul(2),
+        _ => guard
+            .max_grpc_message_bytes
+            .saturating_add(5)
+            .saturating_mul(2),
     };
     let run_id = path_id(&request);
     let (parts, body) = request.into_parts();
@@ -451,10 +466,9 @@ async fn refuse(
                 _ => None,
             };
             if let Some(content_type) = content_type {
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(content_type),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             }
             response
         }
