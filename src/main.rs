@@ -94,14 +94,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 async fn migrate(args: DatabaseArgs) -> Result<(), String> {
-    let store = Store::connect(&args.database_url)
+    let store = Store::connect(args.database_url.expose_secret())
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| args.database_url.redact_in(&error.to_string()))?;
     store.migrate().await.map_err(|error| error.to_string())?;
-    println!(
-        "migrations applied to {}",
-        macp_control_plane::store::redacted_url(&args.database_url)
-    );
+    // DatabaseUrl displays without the password.
+    println!("migrations applied to {}", args.database_url);
     Ok(())
 }
 

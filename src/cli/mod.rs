@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
+use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -39,15 +40,22 @@ pub struct Connection {
         global = true
     )]
     address: String,
-    /// API key, sent as `authorization: Bearer <key>`
-    #[arg(long, env = "MACP_API_KEY", hide_env_values = true, global = true)]
-    api_key: Option<String>,
+    /// API key, sent as `authorization: Bearer <key>` on every call
+    #[arg(
+        long,
+        env = "MACP_API_KEY",
+        hide_env_values = true,
+        hide_default_value = true,
+        global = true
+    )]
+    api_key: Option<SecretString>,
     /// Machine-readable output: proto3 JSON (NDJSON for streams; errors as JSON on stderr)
     #[arg(long, global = true)]
     json: bool,
 }
 
-/// Adds the API key to every call.
+/// Adds the API key to every call (a sensitive header value: its Debug is redacted and
+/// HTTP/2 never puts it in the header compression table).
 #[derive(Clone)]
 pub struct Auth(Option<MetadataValue<Ascii>>);
 
@@ -82,12 +90,14 @@ impl Connection {
         let url = self.url();
         let invalid = |message: String| Failure::new("INVALID_ARGUMENT", message);
         let auth = match &self.api_key {
-            Some(key) => Some(
-                format!("Bearer {key}")
+            Some(key) => {
+                let mut value: MetadataValue<Ascii> = format!("Bearer {}", key.expose_secret())
                     .parse()
                     // The key itself stays out of the message: it is a secret.
-                    .map_err(|_| invalid("--api-key: not a valid header value".to_owned()))?,
-            ),
+                    .map_err(|_| invalid("--api-key: not a valid header value".to_owned()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
             None => None,
         };
         let mut endpoint = Endpoint::from_shared(url.clone())

@@ -60,8 +60,15 @@ impl Failure {
     }
 
     /// `error: CODE: message`, then one line per field problem and, for details that are not
-    /// field problems, one line of JSON.
+    /// field problems, one line of JSON. A refusal of the caller's key is one line with the
+    /// HTTP status and a hint: `error: 401 UNAUTHENTICATED: message (hint: …)`.
     pub fn lines(&self) -> Vec<String> {
+        if let Some((status, hint)) = self.refused_key() {
+            return vec![format!(
+                "error: {status} {}: {} (hint: {hint})",
+                self.code, self.message
+            )];
+        }
         let mut lines = vec![format!("error: {}: {}", self.code, self.message)];
         let Some(Value::Object(details)) = &self.details else {
             return lines;
@@ -84,6 +91,30 @@ impl Failure {
             lines.push(format!("  details: {}", Value::Object(rest)));
         }
         lines
+    }
+
+    /// The HTTP status and a hint when the service refused the caller's key (gRPC carries
+    /// the code in `x-error-code`; without it, the gRPC code's name). The runtime refusing the
+    /// control plane's own credentials (details with `runtimeCode`) is not about the key.
+    fn refused_key(&self) -> Option<(u16, &'static str)> {
+        let from_runtime = self
+            .details
+            .as_ref()
+            .is_some_and(|details| details.get("runtimeCode").is_some());
+        if from_runtime {
+            return None;
+        }
+        match self.code.as_str() {
+            "UNAUTHENTICATED" => Some((401, "pass a valid key with --api-key or MACP_API_KEY")),
+            "FORBIDDEN" | "PERMISSION_DENIED" => {
+                Some((403, "this key's role lacks the permission; ask an admin"))
+            }
+            "NOT_YOUR_PARTICIPANT" => Some((
+                403,
+                "this key may send only as its own participant ids; use a key of that participant",
+            )),
+            _ => None,
+        }
     }
 
     /// The REST error body's fields (without the HTTP status), for `--json`.
@@ -720,6 +751,89 @@ mod tests {
         assert_eq!(
             other.json(),
             json!({"errorCode": "SESSION_NOT_OPEN", "message": "refused", "details": {"reasons": ["session expired"]}})
+        );
+    }
+
+    #[test]
+    fn a_refused_key_is_one_line_with_the_http_status_and_a_hint() {
+        let refused = |code: tonic::Code, error_code: Option<&str>, message: &str| {
+            let mut status = tonic::Status::new(code, message);
+            if let Some(error_code) = error_code {
+                status
+                    .metadata_mut()
+                    .insert("x-error-code", error_code.parse().expect("ascii"));
+            }
+            Failure::from_status(&status).lines()
+        };
+        assert_eq!(
+            refused(
+                tonic::Code::Unauthenticated,
+                Some("UNAUTHENTICATED"),
+                "missing or invalid credentials"
+            ),
+            [
+                "error: 401 UNAUTHENTICATED: missing or invalid credentials (hint: pass a valid key with --api-key or MACP_API_KEY)"
+            ]
+        );
+        assert_eq!(
+            refused(
+                tonic::Code::PermissionDenied,
+                Some("FORBIDDEN"),
+                "missing permission runs:cancel"
+            ),
+            [
+                "error: 403 FORBIDDEN: missing permission runs:cancel (hint: this key's role lacks the permission; ask an admin)"
+            ]
+        );
+        assert_eq!(
+            refused(
+                tonic::Code::PermissionDenied,
+                Some("NOT_YOUR_PARTICIPANT"),
+                "not fraud-agent"
+            ),
+            [
+                "error: 403 NOT_YOUR_PARTICIPANT: not fraud-agent (hint: this key may send only as its own participant ids; use a key of that participant)"
+            ]
+        );
+        // A proxy in front of the service answers without our metadata.
+        assert_eq!(
+            refused(tonic::Code::Unauthenticated, None, "no"),
+            [
+                "error: 401 UNAUTHENTICATED: no (hint: pass a valid key with --api-key or MACP_API_KEY)"
+            ]
+        );
+        assert_eq!(
+            refused(tonic::Code::PermissionDenied, None, "no"),
+            [
+                "error: 403 PERMISSION_DENIED: no (hint: this key's role lacks the permission; ask an admin)"
+            ]
+        );
+        // Other 403s are not about the key: the runtime's policy, a non-participant sender.
+        assert_eq!(
+            refused(
+                tonic::Code::PermissionDenied,
+                Some("POLICY_DENIED"),
+                "denied"
+            ),
+            ["error: POLICY_DENIED: denied"]
+        );
+        // Details do not add lines to the one line.
+        let with_details = Failure {
+            details: Some(json!({"permission": "runs:cancel"})),
+            ..Failure::new("FORBIDDEN", "missing permission runs:cancel")
+        };
+        assert_eq!(with_details.lines().len(), 1);
+        // The runtime refusing the control plane's own token is not the caller's key.
+        let runtime = Failure {
+            details: Some(json!({"runtimeCode": "UNAUTHENTICATED", "runtimeMessage": "bad token"})),
+            ..Failure::new(
+                "UNAUTHENTICATED",
+                "runtime refused (UNAUTHENTICATED): bad token",
+            )
+        };
+        assert_eq!(
+            runtime.lines()[0],
+            "error: UNAUTHENTICATED: runtime refused (UNAUTHENTICATED): bad token"
         );
     }
 

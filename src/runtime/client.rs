@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use super::credentials::Credentials;
+use super::credentials::{Bearer, Credentials};
 use crate::error::{ApiError, ErrorCode};
 
 /// The protocol version this control plane speaks.
@@ -196,11 +196,19 @@ impl RuntimeClient {
         &self.credentials
     }
 
-    fn request<T>(&self, message: T, bearer: Option<&str>) -> Result<tonic::Request<T>, Error> {
+    fn request<T>(
+        &self,
+        message: T,
+        bearer: Option<Bearer<'_>>,
+    ) -> Result<tonic::Request<T>, Error> {
         let mut request = tonic::Request::new(message);
         if let Some(bearer) = bearer {
-            let value = MetadataValue::try_from(format!("Bearer {bearer}"))
+            // The one place a token is exposed: onto the wire. A sensitive value is redacted by
+            // the header's Debug and never entered in HTTP/2's header compression table.
+            let header = format!("Bearer {}", bearer.expose_secret());
+            let mut value = MetadataValue::try_from(header)
                 .map_err(|_| Error::NoCredential("<credential is not a valid header>".into()))?;
+            value.set_sensitive(true);
             request.metadata_mut().insert("authorization", value);
         }
         // Callers run runtime calls inside their span's context (`with_context`).
@@ -208,7 +216,7 @@ impl RuntimeClient {
         Ok(request)
     }
 
-    fn bearer(&self, sender: &str) -> Result<String, Error> {
+    fn bearer<'a>(&'a self, sender: &'a str) -> Result<Bearer<'a>, Error> {
         self.credentials
             .bearer_for(sender)
             .ok_or_else(|| Error::NoCredential(sender.to_owned()))
@@ -256,7 +264,7 @@ impl RuntimeClient {
             pb::SendRequest {
                 envelope: Some(envelope),
             },
-            Some(&bearer),
+            Some(bearer),
         )?;
         let mut client = self.inner.clone();
         let response = self.with_deadline("Send", client.send(request)).await?;
@@ -293,7 +301,7 @@ impl RuntimeClient {
             .send(frame)
             .await
             .map_err(|_| Error::Unavailable("subscription channel closed".into()))?;
-        let request = self.request(ReceiverStream::new(receiver), Some(&bearer))?;
+        let request = self.request(ReceiverStream::new(receiver), Some(bearer))?;
         let mut client = self.inner.clone();
         let responses = self
             .with_deadline("StreamSession", client.stream_session(request))
@@ -308,7 +316,7 @@ impl RuntimeClient {
         &self,
     ) -> Result<tonic::Streaming<pb::WatchSessionsResponse>, Error> {
         let bearer = self.credentials.observer_bearer();
-        let request = self.request(pb::WatchSessionsRequest {}, Some(&bearer))?;
+        let request = self.request(pb::WatchSessionsRequest {}, Some(bearer))?;
         let mut client = self.inner.clone();
         self.with_deadline("WatchSessions", client.watch_sessions(request))
             .await
@@ -324,7 +332,7 @@ impl RuntimeClient {
             pb::GetSessionRequest {
                 session_id: session_id.to_owned(),
             },
-            Some(&bearer),
+            Some(bearer),
         )?;
         let mut client = self.inner.clone();
         let response = self
@@ -349,7 +357,7 @@ impl RuntimeClient {
                 session_id: session_id.to_owned(),
                 reason: reason.to_owned(),
             },
-            Some(&bearer),
+            Some(bearer),
         )?;
         let mut client = self.inner.clone();
         let response = self

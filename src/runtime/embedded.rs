@@ -12,6 +12,7 @@ use macp_runtime::runtime::Runtime;
 use macp_runtime::security::SecurityLayer;
 use macp_runtime::server::MacpServer;
 use macp_runtime::storage::MemoryBackend;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
 
 /// How often expired sessions and handoff implicit accepts are swept (the binary's
@@ -37,7 +38,10 @@ impl EmbeddedRuntime {
     /// Starts the reference runtime (memory storage) on `bind` (port 0 picks a free port).
     /// With `static_tokens` (the runtime's MACP_AUTH_TOKENS_JSON format) it authenticates by
     /// token table; otherwise it runs in dev mode (the bearer value is the sender).
-    pub async fn start(bind: SocketAddr, static_tokens: Option<&str>) -> Result<Self, Error> {
+    pub async fn start(
+        bind: SocketAddr,
+        static_tokens: Option<&SecretString>,
+    ) -> Result<Self, Error> {
         let runtime = Arc::new(Runtime::new(
             Arc::new(MemoryBackend),
             Arc::new(SessionRegistry::new()),
@@ -46,7 +50,8 @@ impl EmbeddedRuntime {
         let mut security = SecurityLayer::dev_mode();
         if let Some(tokens) = static_tokens {
             security = security
-                .with_static_tokens(tokens)
+                .with_static_tokens(tokens.expose_secret())
+                // The runtime's parse error names the table's structure, not its tokens.
                 .map_err(|error| Error::Tokens(error.to_string()))?;
         }
         let service = MacpRuntimeServiceServer::new(MacpServer::new(runtime.clone(), security))

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (linking dominates build time), one module per area.
 
 mod cli;
+mod cli_auth;
 mod connections;
 mod edge;
 mod golden;
@@ -13,6 +14,7 @@ mod reflection;
 mod registry;
 mod requests;
 mod runs;
+mod secrets;
 mod streams;
 mod support;
 mod telemetry;
