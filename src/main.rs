@@ -29,6 +29,8 @@ enum Command {
     /// Operate runs on a running service over its gRPC API: start, list, get, watch, cancel,
     /// replay, events.
     Runs(macp_control_plane::cli::RunsCommand),
+    /// Manage stored API keys in the database: create (prints the key once), list, revoke.
+    Keys(macp_control_plane::auth::cli::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate(args).await.map(|()| ExitCode::SUCCESS),
             Command::Scenario(command) => Ok(macp_control_plane::registry::cli::run(command)),
             Command::Runs(command) => Ok(macp_control_plane::cli::run(command).await),
+            Command::Keys(args) => Ok(macp_control_plane::auth::cli::run(args).await),
         }
     });
     match outcome {

@@ -55,8 +55,8 @@ pub fn router(
             service.clone(),
             guard.admin.clone(),
         ))
-            .max_decoding_message_size(edge.grpc_max_decoding_message_bytes)
-            .max_encoding_message_size(edge.grpc_max_encoding_message_bytes),
+        .max_decoding_message_size(edge.grpc_max_decoding_message_bytes)
+        .max_encoding_message_size(edge.grpc_max_encoding_message_bytes),
     );
     let scenario_registry = GrpcWebLayer::new().layer(
         ScenarioRegistryServer::new(ScenarioRegistryApi::new(registry.clone(), service.clone()))
@@ -65,43 +65,45 @@ pub fn router(
     );
     let host_check = edge::HostCheck::new(local, &edge.allowed_hosts);
     let admin = guard.admin.clone();
-    Ok(http::router(service, registry, admin, edge.max_request_body_bytes)
-        .route_service(
-            &format!(
-                "/{}/{{*method}}",
-                ControlPlaneServer::<grpc::ControlPlaneApi>::NAME
-            ),
-            control_plane,
-        )
-        .route_service(
-            &format!(
-                "/{}/{{*method}}",
-                ScenarioRegistryServer::<ScenarioRegistryApi>::NAME
-            ),
-            scenario_registry,
-        )
-        .route_service(
-            "/grpc.reflection.v1.ServerReflection/{*method}",
-            reflection_v1,
-        )
-        .route_service(
-            "/grpc.reflection.v1alpha.ServerReflection/{*method}",
-            reflection_v1alpha,
-        )
-        // Innermost: only requests the edge checks let through are authenticated.
-        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
-        // Inside `observe_request`, so refused requests are logged and counted too.
-        .layer(axum::middleware::from_fn_with_state(
-            edge::OriginCheck::new(cors_origins),
-            edge::check_origin,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            host_check,
-            edge::check_host,
-        ))
-        .layer(axum::middleware::from_fn(unread::close_unread))
-        .layer(axum::middleware::from_fn(observe_request))
-        .layer(cors(cors_origins)))
+    Ok(
+        http::router(service, registry, admin, edge.max_request_body_bytes)
+            .route_service(
+                &format!(
+                    "/{}/{{*method}}",
+                    ControlPlaneServer::<grpc::ControlPlaneApi>::NAME
+                ),
+                control_plane,
+            )
+            .route_service(
+                &format!(
+                    "/{}/{{*method}}",
+                    ScenarioRegistryServer::<ScenarioRegistryApi>::NAME
+                ),
+                scenario_registry,
+            )
+            .route_service(
+                "/grpc.reflection.v1.ServerReflection/{*method}",
+                reflection_v1,
+            )
+            .route_service(
+                "/grpc.reflection.v1alpha.ServerReflection/{*method}",
+                reflection_v1alpha,
+            )
+            // Innermost: only requests the edge checks let through are authenticated.
+            .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
+            // Inside `observe_request`, so refused requests are logged and counted too.
+            .layer(axum::middleware::from_fn_with_state(
+                edge::OriginCheck::new(cors_origins),
+                edge::check_origin,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                host_check,
+                edge::check_host,
+            ))
+            .layer(axum::middleware::from_fn(unread::close_unread))
+            .layer(axum::middleware::from_fn(observe_request))
+            .layer(cors(cors_origins)),
+    )
 }
 
 /// Every request, either transport: its W3C trace context becomes the current context (so a

@@ -4,12 +4,9 @@
 use serde_json::Value;
 
 use super::{Authenticator, parse_roles};
-use crate::domain::audit::{ApiKeyInfo, AuditEntry, AuditPage, AuditQuery};
+use crate::domain::audit::{ApiKeyInfo, AuditEntry, AuditPage, AuditQuery, MAX_KEY_NAME_LEN};
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::store::Store;
-
-/// Longest actor name or participant id a key may carry.
-const MAX_NAME_LEN: usize = 255;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -53,7 +50,10 @@ impl Admin {
     pub fn parse_new_key(body: &Value) -> Result<NewKey, ApiError> {
         let mut errors = Vec::new();
         let Some(object) = body.as_object() else {
-            return Err(ApiError::validation(vec![FieldError::new("$", "must be an object")]));
+            return Err(ApiError::validation(vec![FieldError::new(
+                "$",
+                "must be an object",
+            )]));
         };
         for key in object.keys() {
             if !["actor", "roles", "participants"].contains(&key.as_str()) {
@@ -68,7 +68,10 @@ impl Admin {
                 .filter_map(|(index, item)| match item.as_str() {
                     Some(text) => Some(text.to_owned()),
                     None => {
-                        errors.push(FieldError::new(format!("{field}[{index}]"), "must be a string"));
+                        errors.push(FieldError::new(
+                            format!("{field}[{index}]"),
+                            "must be a string",
+                        ));
                         None
                     }
                 })
@@ -104,14 +107,28 @@ impl Admin {
     pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey, ApiError> {
         let mut errors = Vec::new();
         let actor = new.actor.trim().to_owned();
-        if actor.is_empty() || actor.chars().count() > MAX_NAME_LEN || actor.chars().any(char::is_control) {
+        if actor.is_empty()
+            || actor.chars().count() > MAX_KEY_NAME_LEN
+            || actor.chars().any(char::is_control)
+        {
             errors.push(FieldError::new(
                 "actor",
-                format!("must be 1 to {MAX_NAME_LEN} printable characters"),
+                format!("must be 1 to {MAX_KEY_NAME_LEN} printable characters"),
             ));
         }
         let roles = match parse_roles(&new.roles) {
-            Ok(roles) => roles,
+            Ok(_) if new.roles.len() > super::Role::ALL.len() => {
+                errors.push(FieldError::new(
+                    "roles",
+                    format!("at most {} roles", super::Role::ALL.len()),
+                ));
+                Vec::new()
+            }
+            Ok(mut roles) => {
+                roles.sort_by_key(|role| role.as_str());
+                roles.dedup();
+                roles
+            }
             Err(error) => {
                 errors.push(FieldError::new("roles", error));
                 Vec::new()
@@ -119,12 +136,12 @@ impl Admin {
         };
         for (index, participant) in new.participants.iter().enumerate() {
             if participant.trim().is_empty()
-                || participant.chars().count() > MAX_NAME_LEN
+                || participant.chars().count() > MAX_KEY_NAME_LEN
                 || participant.chars().any(char::is_control)
             {
                 errors.push(FieldError::new(
                     format!("participants[{index}]"),
-                    format!("must be 1 to {MAX_NAME_LEN} printable characters"),
+                    format!("must be 1 to {MAX_KEY_NAME_LEN} printable characters"),
                 ));
             }
         }
@@ -157,7 +174,11 @@ impl Admin {
             revoked_at: None,
         };
         self.store
-            .create_api_key(&info, super::keys::digest_hex(&key), super::audit::take(&id))
+            .create_api_key(
+                &info,
+                super::keys::digest_hex(&key),
+                super::audit::take(&id),
+            )
             .await?;
         if let Some(auth) = &self.auth {
             if !auth.enabled() {

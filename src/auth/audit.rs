@@ -53,7 +53,9 @@ impl Call {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, CallState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The resource the call is about, when the edge knows it (a path or message field).

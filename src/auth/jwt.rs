@@ -80,7 +80,9 @@ impl JwtVerifier {
         let http = match &source {
             KeySource::Url { url, .. } => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!("AUTH_JWT_JWKS_URL must be an http(s) URL, got '{url}'"));
+                    return Err(format!(
+                        "AUTH_JWT_JWKS_URL must be an http(s) URL, got '{url}'"
+                    ));
                 }
                 Some(
                     reqwest::Client::builder()

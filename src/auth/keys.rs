@@ -30,7 +30,10 @@ pub fn digest(key: &str) -> [u8; 32] {
 }
 
 pub fn digest_hex(key: &str) -> String {
-    digest(key).iter().map(|byte| format!("{byte:02x}")).collect()
+    digest(key)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// A new random key (256 bits from the OS) and the prefix shown in listings.
@@ -79,7 +82,11 @@ impl Keyring {
         store: Option<Store>,
     ) -> Result<Keyring, String> {
         let mut statics = Vec::new();
-        for key in api_keys.iter().map(|key| key.trim()).filter(|key| !key.is_empty()) {
+        for key in api_keys
+            .iter()
+            .map(|key| key.trim())
+            .filter(|key| !key.is_empty())
+        {
             statics.push(StaticKey {
                 digest: digest(key),
                 principal: Principal {
@@ -95,7 +102,8 @@ impl Keyring {
                 format!("expected a JSON array of {{actor, key, roles, participants?}}: {error}")
             })?;
             for (index, entry) in entries.into_iter().enumerate() {
-                let roles = parse_roles(&entry.roles).map_err(|error| format!("[{index}]: {error}"))?;
+                let roles =
+                    parse_roles(&entry.roles).map_err(|error| format!("[{index}]: {error}"))?;
                 if entry.key.trim().len() < 16 {
                     return Err(format!("[{index}]: a key must have at least 16 characters"));
                 }
@@ -211,9 +219,13 @@ mod tests {
 
     #[test]
     fn a_bad_keys_file_names_the_entry() {
-        let error = Keyring::new(&[], Some(r#"[{"actor": "a", "key": "k", "roles": ["root"]}]"#), None)
-            .err()
-            .unwrap();
+        let error = Keyring::new(
+            &[],
+            Some(r#"[{"actor": "a", "key": "k", "roles": ["root"]}]"#),
+            None,
+        )
+        .err()
+        .unwrap();
         assert!(error.contains("[0]") && error.contains("root"), "{error}");
         assert!(Keyring::new(&[], Some("{}"), None).is_err());
     }

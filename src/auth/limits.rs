@@ -74,7 +74,10 @@ mod tests {
         assert!(throttle.check("a", true).is_ok());
         assert!(throttle.check("a", true).is_ok());
         let wait = throttle.check("a", true).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         assert!(throttle.check("b", true).is_ok());
         for _ in 0..3 {
             assert!(throttle.check("a", false).is_ok());

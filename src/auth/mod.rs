@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cli;
 mod jwt;
 pub mod keys;
 mod limits;
@@ -105,6 +106,8 @@ pub enum ActorKind {
     Anonymous,
     /// A refused credential (audit rows of refused calls only).
     Unauthenticated,
+    /// The `keys` CLI, run by someone with access to the database.
+    Local,
 }
 
 impl ActorKind {
@@ -114,6 +117,7 @@ impl ActorKind {
             ActorKind::Jwt => "jwt",
             ActorKind::Anonymous => "anonymous",
             ActorKind::Unauthenticated => "unauthenticated",
+            ActorKind::Local => "local",
         }
     }
 }
@@ -183,10 +187,7 @@ impl Principal {
 /// Roles from their names; an unknown one is an error naming it.
 pub fn parse_roles(names: &[String]) -> Result<Vec<Role>, String> {
     if names.is_empty() {
-        return Err(format!(
-            "at least one role is required ({})",
-            role_list()
-        ));
+        return Err(format!("at least one role is required ({})", role_list()));
     }
     names
         .iter()
@@ -207,7 +208,10 @@ pub fn unauthenticated() -> ApiError {
 pub fn forbidden(permission: Permission) -> ApiError {
     ApiError::new(
         ErrorCode::Forbidden,
-        format!("this credential lacks the '{}' permission", permission.as_str()),
+        format!(
+            "this credential lacks the '{}' permission",
+            permission.as_str()
+        ),
     )
     .with_details(serde_json::json!({"permission": permission.as_str()}))
 }
@@ -260,7 +264,9 @@ impl Authenticator {
     }
 
     pub fn enabled(&self) -> bool {
-        self.inner.enabled.load(std::sync::atomic::Ordering::Acquire)
+        self.inner
+            .enabled
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Auth on from now on (a key was stored: whoever holds it expects it to matter).
@@ -286,7 +292,9 @@ impl Authenticator {
         if !self.enabled() {
             return Ok(Principal::anonymous());
         }
-        let credential = credential.filter(|text| !text.is_empty()).ok_or_else(unauthenticated)?;
+        let credential = credential
+            .filter(|text| !text.is_empty())
+            .ok_or_else(unauthenticated)?;
         if credential.bytes().filter(|byte| *byte == b'.').count() == 2 {
             return match &self.inner.jwt {
                 Some(jwt) => jwt.verify(credential).await,

@@ -19,7 +19,12 @@ use crate::store::Store;
 pub struct AuthArgs {
     /// API keys, comma separated; each is an `admin` (as the TypeScript control plane's).
     /// Sent as `authorization: Bearer <key>` or `x-api-key: <key>`.
-    #[arg(long, env = "AUTH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AUTH_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub auth_api_keys: Vec<SecretString>,
 
     /// A JSON file of keys with roles: `[{"actor", "key", "roles": [...], "participants"?: [...]}]`
@@ -80,9 +85,15 @@ pub struct AuthArgs {
 impl std::fmt::Debug for AuthArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthArgs")
-            .field("auth_api_keys", &format_args!("[{} redacted]", self.auth_api_keys.len()))
+            .field(
+                "auth_api_keys",
+                &format_args!("[{} redacted]", self.auth_api_keys.len()),
+            )
             .field("auth_keys_file", &self.auth_keys_file)
-            .field("auth_jwt_secret", &self.auth_jwt_secret.as_ref().map(|_| "[redacted]"))
+            .field(
+                "auth_jwt_secret",
+                &self.auth_jwt_secret.as_ref().map(|_| "[redacted]"),
+            )
             .field("auth_jwt_jwks_file", &self.auth_jwt_jwks_file)
             .field("auth_jwt_jwks_url", &self.auth_jwt_jwks_url)
             .field("auth_disabled", &self.auth_disabled)
@@ -176,7 +187,10 @@ impl AuthArgs {
                         format!("AUTH_JWT_JWKS_FILE {}: {error}", path.display())
                     })?;
                     KeySource::Jwks(serde_json::from_str(&text).map_err(|error| {
-                        format!("AUTH_JWT_JWKS_FILE {}: not a JWKS document: {error}", path.display())
+                        format!(
+                            "AUTH_JWT_JWKS_FILE {}: not a JWKS document: {error}",
+                            path.display()
+                        )
                     })?)
                 } else {
                     KeySource::Url {
@@ -187,7 +201,8 @@ impl AuthArgs {
             }
             _ => {
                 return Err(
-                    "set one of AUTH_JWT_SECRET, AUTH_JWT_JWKS_FILE and AUTH_JWT_JWKS_URL".to_owned(),
+                    "set one of AUTH_JWT_SECRET, AUTH_JWT_JWKS_FILE and AUTH_JWT_JWKS_URL"
+                        .to_owned(),
                 );
             }
         };

@@ -57,6 +57,8 @@ pub struct AuditEntry {
 }
 
 pub const DEFAULT_AUDIT_LIMIT: u64 = 50;
+/// Longest actor name or participant id an API key may carry.
+pub const MAX_KEY_NAME_LEN: usize = 255;
 pub const MAX_AUDIT_LIMIT: u64 = 200;
 
 /// Unvalidated `GET /audit` / `ListAudit` parameters.

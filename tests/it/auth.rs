@@ -1004,3 +1004,133 @@ async fn without_credentials_only_loopback_is_served() {
     child.start_kill().expect("stops the child it started");
     child.wait().await.expect("waits");
 }
+
+/// `keys create` prints a key once; a service on that database then requires credentials and
+/// takes it; `keys list` never shows it; `keys revoke` ends it. Each change is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_made_with_the_cli_turn_auth_on_and_can_be_revoked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+    let keys = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_macp-control-plane"));
+        command
+            .arg("keys")
+            .args(args)
+            .env("DATABASE_URL", &database_url)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command.output()
+    };
+    let created = keys(&["create", "--actor", "ops-team", "--role", "operator"])
+        .await
+        .expect("runs");
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("macp_") && key.len() > 40, "{key}");
+    let bad = keys(&["create", "--actor", "x", "--role", "root"])
+        .await
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role 'root'"));
+
+    let listed = keys(&["list", "--json"]).await.expect("runs");
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let id = listed["data"][0]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(listed["data"][0]["actor"], "ops-team");
+    assert!(
+        !listed.to_string().contains(&key),
+        "the key is never listed"
+    );
+
+    // A service on this database: the stored key turns auth on, and it is an operator's.
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_macp-control-plane"));
+    serve
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .env("DATABASE_URL", &database_url)
+        .env("PACKS_DIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AUTH_") || name == "MACP_CONFIG" {
+            serve.env_remove(name);
+        }
+    }
+    let mut child = serve.spawn().expect("spawns");
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("reads") {
+            assert!(!line.contains("authentication is off"), "{line}");
+            if !line.contains("macp-control-plane listening") {
+                continue;
+            }
+            if let Some(rest) = line.split("address=").nth(1) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address")
+                    .to_owned();
+            }
+        }
+        panic!("the service ended before listening");
+    })
+    .await
+    .expect("listening within 60 s");
+    let base = format!("http://{address}");
+    let http = reqwest::Client::new();
+    let get = |credential: Option<&str>| {
+        let mut request = http.get(format!("{base}/runs"));
+        if let Some(credential) = credential {
+            request = request.header("x-api-key", credential);
+        }
+        request.send()
+    };
+    assert_eq!(get(None).await.expect("request").status(), 401);
+    assert_eq!(get(Some(&key)).await.expect("request").status(), 200);
+    let audit = http
+        .get(format!("{base}/audit"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        audit.status(),
+        403,
+        "an operator does not read the audit log"
+    );
+
+    let revoked = keys(&["revoke", &id]).await.expect("runs");
+    assert!(revoked.status.success(), "{revoked:?}");
+    let listed = keys(&["list", "--json"]).await.expect("runs");
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert!(listed["data"][0]["revokedAt"].is_string(), "{listed}");
+    child.start_kill().expect("stops the child it started");
+    child.wait().await.expect("waits");
+
+    let store = macp_control_plane::store::Store::connect(&database_url)
+        .await
+        .expect("store");
+    let page = store
+        .list_audit(&macp_control_plane::domain::audit::AuditFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    let actions: Vec<(&str, &str)> = page
+        .data
+        .iter()
+        .rev()
+        .map(|entry| (entry.action.as_str(), entry.actor_type.as_str()))
+        .collect();
+    // The refused create changed nothing and is not a call the service answered.
+    assert_eq!(
+        actions,
+        vec![("key.create", "local"), ("key.revoke", "local")]
+    );
+}

@@ -1,9 +1,11 @@
 //! Integration tests: one binary (linking dominates build time), one module per area.
 
+mod auth;
 mod cli;
 mod cli_auth;
 mod connections;
 mod edge;
+mod fuzz;
 mod golden;
 mod messages;
 mod metrics;

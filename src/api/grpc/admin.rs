@@ -94,9 +94,5 @@ pub async fn list_keys(admin: &Admin) -> Result<proto::ListApiKeysResponse, Stat
 }
 
 pub async fn revoke_key(admin: &Admin, id: &str) -> Result<proto::ApiKey, Status> {
-    admin
-        .revoke_key(id)
-        .await
-        .map(key_message)
-        .map_err(status)
+    admin.revoke_key(id).await.map(key_message).map_err(status)
 }

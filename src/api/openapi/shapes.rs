@@ -8,6 +8,7 @@
 //! refusals an operation can answer are derived from its route plus its [`Shape::refusals`].
 
 use crate::domain::artifact::{ARTIFACT_KINDS, MAX_LABEL_LEN};
+use crate::domain::audit::{MAX_AUDIT_LIMIT, MAX_KEY_NAME_LEN};
 use crate::domain::query::{MAX_EVENT_LIMIT, MAX_RUN_LIMIT, MAX_UINT32, MIN_HEARTBEAT_MS};
 use crate::domain::status::RunStatus;
 use crate::error::ErrorCode;
@@ -308,11 +309,8 @@ pub fn shape(rpc: &str) -> &'static Shape {
 
 /// Path parameters whose name is not the request field's (proto name); others bind to the field
 /// of their own name.
-pub const PATH_FIELDS: &[(&str, &str)] = &[
-    ("id", "run_id"),
-    ("ref", "agent_ref"),
-    ("keyId", "key_id"),
-];
+pub const PATH_FIELDS: &[(&str, &str)] =
+    &[("id", "run_id"), ("ref", "agent_ref"), ("keyId", "key_id")];
 
 /// What the server enforces on a field beyond its proto type. Each rule holds for the field's
 /// value, or for each item of a repeated field, except [`Rule::Count`].
@@ -353,6 +351,9 @@ fn statuses() -> Vec<&'static str> {
 }
 
 const MODES: &[&str] = &["live", "sandbox"];
+const ROLES: &[&str] = &["viewer", "operator", "admin", "agent"];
+/// No control characters (C0, DEL, C1): names end up in logs and terminals.
+const PRINTABLE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 const REPLAY_MODES: &[&str] = &["instant", "timed", "step"];
 /// `pack/scenario@version`: the pack up to the first `/`, the version after the last `@`.
 const SCENARIO_REF: &str = "^[^/]+/[\\s\\S]+@[^@]+$";
@@ -521,6 +522,58 @@ pub const RULES: &[(&str, &[Rule])] = &[
         &[Rule::OneOf(ACTOR_TYPES)],
     ),
     // Run queries (`domain::query`).
+    // The audit log and API keys (`auth::admin`).
+    (
+        "macp.control_plane.v1.ListAuditRequest.created_after",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListAuditRequest.created_before",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListAuditRequest.limit",
+        &[Rule::Range(1, MAX_AUDIT_LIMIT as i64)],
+    ),
+    (
+        "macp.control_plane.v1.ListAuditRequest.offset",
+        &[Rule::Range(0, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.AuditEntry.created_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.AuditEntry.outcome",
+        &[Rule::OneOf(&["ok", "refused"])],
+    ),
+    (
+        "macp.control_plane.v1.CreateApiKeyRequest.actor",
+        &[
+            Rule::Required,
+            Rule::NonBlank,
+            Rule::MaxLength(MAX_KEY_NAME_LEN as u64),
+            Rule::Pattern(PRINTABLE),
+        ],
+    ),
+    (
+        "macp.control_plane.v1.CreateApiKeyRequest.roles",
+        &[
+            Rule::Required,
+            Rule::Count(1, ROLES.len() as u64),
+            Rule::OneOf(ROLES),
+        ],
+    ),
+    (
+        "macp.control_plane.v1.CreateApiKeyRequest.participants",
+        &[
+            Rule::NonBlank,
+            Rule::MaxLength(MAX_KEY_NAME_LEN as u64),
+            Rule::Pattern(PRINTABLE),
+        ],
+    ),
+    ("macp.control_plane.v1.ApiKey.created_at", &[Rule::DateTime]),
+    ("macp.control_plane.v1.ApiKey.revoked_at", &[Rule::DateTime]),
     (
         "macp.control_plane.v1.ListRunsRequest.status",
         &[Rule::OneOfFn(statuses), Rule::OrEmpty],
