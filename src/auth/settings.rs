@@ -23,7 +23,8 @@ pub struct AuthArgs {
         long,
         env = "AUTH_API_KEYS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        hide_default_value = true
     )]
     pub auth_api_keys: Vec<SecretString>,
 
@@ -33,7 +34,13 @@ pub struct AuthArgs {
     pub auth_keys_file: Option<PathBuf>,
 
     /// HS256 secret for JWTs (`sub` is the actor, `roles` and `participants` claims).
-    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    // A `--config` file's values become defaults, which help would print.
+    #[arg(
+        long,
+        env = "AUTH_JWT_SECRET",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     pub auth_jwt_secret: Option<SecretString>,
 
     /// A JWKS document (RS256/ES256 keys by `kid`) to verify JWTs with.

@@ -770,7 +770,9 @@ async fn the_audit_log_holds_every_mutating_call_and_every_refusal() {
         };
     use reqwest::Method;
     let run_id = idle_run(&app).await; // run.start by ada-admin
-    let script: Vec<(Method, Option<&'static str>, String, Option<Value>, u16)> = vec![
+    // (method, key, path, body, expected status)
+    type Step = (Method, Option<&'static str>, String, Option<Value>, u16);
+    let script: Vec<Step> = vec![
         (
             Method::POST,
             Some(AGENT),
