@@ -21,7 +21,8 @@ use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
 
 use entities::{
-    api_key, artifact, audit, canonical_event, checkpoint, projection, raw_event, run, runtime_session,
+    api_key, artifact, audit, canonical_event, checkpoint, projection, raw_event, run,
+    runtime_session,
 };
 
 use crate::domain::artifact::Artifact;
@@ -330,9 +331,10 @@ impl Store {
         };
         if !inserted {
             txn.rollback().await?;
-            // The call still happened (and answered the existing run): it is audited alone.
+            // The call still happened (and answered the existing run): it is audited alone, in
+            // the write turn already held (`insert_audit` would wait for it: a deadlock).
             if let Some(entry) = new.audit {
-                self.insert_audit(entry).await?;
+                self.db.execute_raw(audit_insert(backend, entry)).await?;
             }
             let key = new.idempotency_key.unwrap_or_default();
             let existing = run::Entity::find()
