@@ -194,6 +194,7 @@ impl App {
         let guard = std::sync::Arc::new(crate::api::guard::Guard {
             auth: authenticator,
             throttle: crate::auth::Throttle::new(config.auth.throttle()),
+            refusal_rows: crate::auth::Throttle::new(config.auth.throttle()),
             admin,
             service: service.clone(),
             max_body_bytes: config.edge.max_request_body_bytes,

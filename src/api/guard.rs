@@ -31,6 +31,9 @@ use crate::runs::RunService;
 pub struct Guard {
     pub auth: Authenticator,
     pub throttle: Throttle,
+    /// Audit rows of refusals, per actor (all unauthenticated callers are one): the write
+    /// budget again, so a flood of refused calls cannot become a flood of rows.
+    pub refusal_rows: Throttle,
     pub admin: Admin,
     pub service: RunService,
     /// Bodies read to find a run id or sender are read up to these.
@@ -122,8 +125,7 @@ fn rules() -> &'static Rules {
     })
 }
 
-/// Every RPC and route has one permission; anything else (an unknown path, a method a route
-/// does not have) needs a reader's credential before it is answered 404 or 405.
+/// An unknown path needs a reader's credential before it is answered 404.
 const UNROUTED: Rule = Rule {
     rpc: None,
     permission: Permission::Read,
@@ -131,44 +133,70 @@ const UNROUTED: Rule = Rule {
     write: false,
 };
 
-fn rule(transport: Transport, request: &Request) -> Rule {
+/// A route the router serves that the table does not list (or a method it does not have):
+/// an admin's, so a route added without a permission is closed rather than open.
+const UNLISTED: Rule = Rule {
+    rpc: None,
+    permission: Permission::Admin,
+    action: None,
+    write: true,
+};
+
+/// The transport and rule of a request, decided by the route it matched, never by what its
+/// content type claims: a gRPC mount is served by tonic whatever the content type, and a REST
+/// route by axum.
+fn resolve(request: &Request) -> (Transport, Rule) {
     let rules = rules();
     let path = request.uri().path();
-    if transport != Transport::Http {
-        let mut parts = path.trim_start_matches('/').splitn(2, '/');
-        let (service, method) = (parts.next().unwrap_or_default(), parts.next());
-        if service.starts_with("grpc.reflection.") {
-            return Rule {
-                permission: REFLECTION_PERMISSION,
-                ..UNROUTED
-            };
-        }
-        return method
-            .and_then(|method| rules.rpc.get(method))
-            .copied()
-            .unwrap_or(UNROUTED);
-    }
-    if let Some(permission) = rules.ops.get(path) {
-        return Rule {
-            permission: *permission,
-            ..UNROUTED
-        };
-    }
     let template = request
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    template
-        .and_then(|template| {
-            rules
-                .rest
-                .get(&(request.method().as_str(), template))
-                .copied()
-        })
-        .unwrap_or(Rule {
-            write: !matches!(*request.method(), Method::GET | Method::HEAD),
+    if let Some(template) = template
+        && template.ends_with("/{*method}")
+    {
+        let transport = match Transport::of(request.headers()) {
+            Transport::Http => Transport::Grpc,
+            grpc => grpc,
+        };
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let (service, method) = (parts.next().unwrap_or_default(), parts.next());
+        if service.starts_with("grpc.reflection.") {
+            return (
+                transport,
+                Rule {
+                    permission: REFLECTION_PERMISSION,
+                    ..UNROUTED
+                },
+            );
+        }
+        let rule = method
+            .and_then(|method| rules.rpc.get(method))
+            .copied()
+            .unwrap_or(UNLISTED);
+        return (transport, rule);
+    }
+    if let Some(permission) = rules.ops.get(path) {
+        let rule = Rule {
+            permission: *permission,
             ..UNROUTED
-        })
+        };
+        return (Transport::Http, rule);
+    }
+    // HEAD is GET without the body: the same rule.
+    let method = match *request.method() {
+        Method::HEAD => "GET",
+        ref method => method.as_str(),
+    };
+    let rule = match template {
+        Some(template) => rules
+            .rest
+            .get(&(method, template))
+            .copied()
+            .unwrap_or(UNLISTED),
+        None => UNROUTED,
+    };
+    (Transport::Http, rule)
 }
 
 /// The credential a request carries: `authorization: Bearer <credential>` (a bare value is
@@ -194,8 +222,7 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    let transport = Transport::of(request.headers());
-    let rule = rule(transport, &request);
+    let (transport, rule) = resolve(&request);
     if guard.auth.is_public(rule.permission) {
         return next.run(request).await;
     }
@@ -451,7 +478,14 @@ async fn refuse(
     retry_after: Option<Duration>,
 ) -> Response {
     if let Some(entry) = call.unrecorded(true, Some(error.code.as_str())) {
-        record(guard, entry).await;
+        // Not a name any actor can have.
+        let key = match call.principal.kind {
+            crate::auth::ActorKind::Unauthenticated => "\0unauthenticated",
+            _ => call.principal.actor.as_str(),
+        };
+        if guard.refusal_rows.check(key, true).is_ok() {
+            record(guard, entry).await;
+        }
     }
     let mut response = match transport {
         Transport::Http => super::http::HttpError(error).into_response(),

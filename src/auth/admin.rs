@@ -179,12 +179,12 @@ impl Admin {
                 super::keys::digest_hex(&key),
                 super::audit::take(&id),
             )
-            .await?;
-        if let Some(auth) = &self.auth {
-            if !auth.enabled() {
-                tracing::warn!("an API key was stored: authentication is on from now on");
-            }
-            auth.enable();
+            .await
+            .inspect_err(|_| super::audit::put_back())?;
+        if let Some(auth) = &self.auth
+            && auth.enable_on_first_key()
+        {
+            tracing::warn!("an API key was stored: authentication is on from now on");
         }
         Ok(CreatedKey { info, key })
     }
@@ -194,11 +194,21 @@ impl Admin {
     }
 
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKeyInfo, ApiError> {
-        let revoked = self
-            .store
-            .revoke_api_key(id, super::audit::take(id))
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no API key {id}")))?;
+        let revoked = match self.store.revoke_api_key(id, super::audit::take(id)).await {
+            Ok(Some(revoked)) => revoked,
+            // Nothing was revoked, so no change recorded the call: the edge does.
+            Ok(None) => {
+                super::audit::put_back();
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no API key {id}"),
+                ));
+            }
+            Err(error) => {
+                super::audit::put_back();
+                return Err(error.into());
+            }
+        };
         if let Some(auth) = &self.auth {
             auth.keys().forget_stored();
         }

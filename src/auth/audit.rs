@@ -132,6 +132,12 @@ pub fn take(resource_id: &str) -> Option<AuditEntry> {
     .flatten()
 }
 
+/// Undoes [`take`] when the change it was taken for was not written: the edge then records the
+/// call with how it was answered.
+pub fn put_back() {
+    let _ = CALL.try_with(|call| call.state().recorded = false);
+}
+
 /// Marks the current call as failed with `code`: the row the domain writes with its change
 /// (say, a runtime that refused a message) records the refusal.
 pub fn fail(code: ErrorCode) {

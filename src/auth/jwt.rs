@@ -60,15 +60,13 @@ struct Inner {
     source: KeySource,
     issuer: Option<String>,
     audience: Option<String>,
-    jwks: tokio::sync::Mutex<Fetched>,
+    /// The last fetched set: read without waiting, so a fetch in flight (one at a time, under
+    /// `fetching`) holds up only tokens that name a key id it does not have.
+    jwks: std::sync::RwLock<Option<Arc<JwkSet>>>,
+    /// When the set was last fetched.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
     verified: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
     http: Option<reqwest::Client>,
-}
-
-#[derive(Default)]
-struct Fetched {
-    keys: Option<JwkSet>,
-    at: Option<Instant>,
 }
 
 impl JwtVerifier {
@@ -98,7 +96,8 @@ impl JwtVerifier {
                 source,
                 issuer,
                 audience,
-                jwks: tokio::sync::Mutex::new(Fetched::default()),
+                jwks: std::sync::RwLock::new(None),
+                fetching: tokio::sync::Mutex::new(None),
                 verified: Mutex::new(HashMap::new()),
                 http,
             }),
@@ -149,7 +148,10 @@ impl JwtVerifier {
         if cache.len() >= CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(digest, (principal.clone(), claims.exp + LEEWAY_SECS));
+        cache.insert(
+            digest,
+            (principal.clone(), claims.exp.saturating_add(LEEWAY_SECS)),
+        );
         Ok(principal)
     }
 
@@ -183,28 +185,27 @@ impl JwtVerifier {
             }
             KeySource::Jwks(set) => jwk_key(set, header),
             KeySource::Url { min_refresh, .. } => {
-                let mut fetched = self.inner.jwks.lock().await;
-                if let Some(set) = &fetched.keys
-                    && let Ok(key) = jwk_key(set, header)
+                if let Some(set) = self.snapshot()
+                    && let Ok(key) = jwk_key(&set, header)
+                {
+                    return Ok(key);
+                }
+                let mut fetched_at = self.inner.fetching.lock().await;
+                // Another request may have fetched while this one waited.
+                if let Some(set) = self.snapshot()
+                    && let Ok(key) = jwk_key(&set, header)
                 {
                     return Ok(key);
                 }
                 // Unknown key id: the issuer may have rotated; fetch again, but not too often.
-                if fetched.at.is_some_and(|at| at.elapsed() < *min_refresh) {
+                if fetched_at.is_some_and(|at| at.elapsed() < *min_refresh) {
                     return Err(unauthenticated());
                 }
-                fetched.at = Some(Instant::now());
-                match self.fetch().await {
-                    Ok(set) => fetched.keys = Some(set),
-                    Err(error) => {
-                        tracing::warn!(%error, "JWKS fetch failed");
-                        return Err(unauthenticated());
-                    }
-                }
-                fetched
-                    .keys
-                    .as_ref()
-                    .map_or_else(|| Err(unauthenticated()), |set| jwk_key(set, header))
+                *fetched_at = Some(Instant::now());
+                self.refresh().await;
+                drop(fetched_at);
+                self.snapshot()
+                    .map_or_else(|| Err(unauthenticated()), |set| jwk_key(&set, header))
             }
         }
     }
@@ -228,15 +229,34 @@ impl JwtVerifier {
             .map_err(|error| format!("GET {url}: not a JWKS document: {error}"))
     }
 
+    fn snapshot(&self) -> Option<Arc<JwkSet>> {
+        self.inner
+            .jwks
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Fetches the set and keeps it; a failed fetch keeps the set there was.
+    async fn refresh(&self) {
+        match self.fetch().await {
+            Ok(set) => {
+                *self
+                    .inner
+                    .jwks
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(set));
+            }
+            Err(error) => tracing::warn!(%error, "JWKS fetch failed"),
+        }
+    }
+
     /// Fetches the JWKS now (at start, so a wrong URL shows up in the log at once).
     pub async fn prefetch(&self) {
         if matches!(self.inner.source, KeySource::Url { .. }) {
-            let mut fetched = self.inner.jwks.lock().await;
-            fetched.at = Some(Instant::now());
-            match self.fetch().await {
-                Ok(set) => fetched.keys = Some(set),
-                Err(error) => tracing::warn!(%error, "JWKS fetch failed; retried on first use"),
-            }
+            let mut fetched_at = self.inner.fetching.lock().await;
+            *fetched_at = Some(Instant::now());
+            self.refresh().await;
         }
     }
 }

@@ -74,7 +74,7 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// `AUTH_API_KEYS` (each an admin, named by its first characters as the anchor does) and the
+    /// `AUTH_API_KEYS` (each an admin, named `key-` and the start of its digest) and the
     /// entries of `AUTH_KEYS_FILE`'s JSON; `store` serves managed keys.
     pub fn new(
         api_keys: &[String],
@@ -90,7 +90,9 @@ impl Keyring {
             statics.push(StaticKey {
                 digest: digest(key),
                 principal: Principal {
-                    actor: format!("{}...", key.chars().take(8).collect::<String>()),
+                    // Named by its digest, never by its own characters: actors end up in audit
+                    // rows and on runs others read.
+                    actor: format!("key-{}", &digest_hex(key)[..12]),
                     kind: ActorKind::ApiKey,
                     roles: vec![Role::Admin],
                     participants: Vec::new(),
@@ -209,7 +211,11 @@ mod tests {
         let ring = Keyring::new(&["admin-key-1".to_owned()], Some(file), None).unwrap();
         let admin = ring.principal("admin-key-1").await.unwrap();
         assert_eq!(admin.roles, vec![Role::Admin]);
-        assert_eq!(admin.actor, "admin-ke...");
+        assert_eq!(
+            admin.actor,
+            format!("key-{}", &digest_hex("admin-key-1")[..12])
+        );
+        assert!(!admin.actor.contains("admin-key"));
         let agent = ring.principal("risk-key-0123456789").await.unwrap();
         assert_eq!(agent.actor, "risk");
         assert_eq!(agent.participants, vec!["risk-agent".to_owned()]);

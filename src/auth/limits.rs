@@ -1,6 +1,6 @@
 //! Per-actor rate limits (governor's GCRA, keyed by actor): one budget for writes (every POST,
-//! PATCH and DELETE and the RPCs behind them) and a larger one for reads. A caller with no
-//! principal yet is keyed by its address. A live stream counts once, when it opens.
+//! PATCH and DELETE and the RPCs behind them) and a larger one for reads. A live stream counts
+//! once, when it opens. With auth off there are no actors, and no limits.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -236,6 +236,7 @@ struct Inner {
     jwt: Option<JwtVerifier>,
     /// Turns on for good when the first key is stored while it was off.
     enabled: std::sync::atomic::AtomicBool,
+    explicitly_disabled: bool,
     public_metrics: bool,
     public_docs: bool,
 }
@@ -246,6 +247,8 @@ pub struct AuthSetup {
     pub jwt: Option<JwtVerifier>,
     /// False only when nothing is configured (and the posture allows it).
     pub enabled: bool,
+    /// `AUTH_DISABLED=true`: storing a key does not turn auth on.
+    pub explicitly_disabled: bool,
     pub public_metrics: bool,
     pub public_docs: bool,
 }
@@ -257,6 +260,7 @@ impl Authenticator {
                 keys: setup.keys,
                 jwt: setup.jwt,
                 enabled: setup.enabled.into(),
+                explicitly_disabled: setup.explicitly_disabled,
                 public_metrics: setup.public_metrics,
                 public_docs: setup.public_docs,
             }),
@@ -269,11 +273,15 @@ impl Authenticator {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Auth on from now on (a key was stored: whoever holds it expects it to matter).
-    pub fn enable(&self) {
-        self.inner
-            .enabled
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// Turns auth on when a key is stored while it is off (whoever holds the key expects it to
+    /// matter), unless it was turned off explicitly (`AUTH_DISABLED=true`: then anyone could
+    /// lock everyone else out). Whether this call turned it on.
+    pub fn enable_on_first_key(&self) -> bool {
+        !self.inner.explicitly_disabled
+            && !self
+                .inner
+                .enabled
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Whether `permission` needs no credential.

@@ -157,7 +157,15 @@ impl AuthArgs {
         let keyring = Keyring::new(&api_keys, keys_file.as_deref(), Some(store))
             .map_err(|error| format!("AUTH_KEYS_FILE: {error}"))?;
         let jwt = self.jwt()?;
-        let configured = keyring.has_static_keys() || jwt.is_some() || stored_keys > 0;
+        let explicit = keyring.has_static_keys() || jwt.is_some();
+        // AUTH_DISABLED=true is the operator's word over keys stored in the database.
+        let configured = explicit || (stored_keys > 0 && !self.auth_disabled);
+        if !explicit && stored_keys > 0 && self.auth_disabled {
+            tracing::warn!(
+                stored_keys,
+                "AUTH_DISABLED=true: stored API keys are ignored"
+            );
+        }
         if !configured && !bind.is_loopback() && !self.auth_disabled {
             return Err(format!(
                 "refusing to serve on {bind} without authentication: set AUTH_API_KEYS, \
@@ -169,6 +177,7 @@ impl AuthArgs {
             keys: keyring,
             jwt,
             enabled: configured,
+            explicitly_disabled: self.auth_disabled && !explicit,
             public_metrics: self.auth_public_metrics,
             public_docs: self.auth_public_docs,
         })

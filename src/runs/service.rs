@@ -259,9 +259,12 @@ impl RunService {
             })
             .collect();
         members.extend(
-            [&run.metadata["initiator"], &session["initiatorParticipantId"]]
-                .into_iter()
-                .filter_map(|id| id.as_str().map(str::to_owned)),
+            [
+                &run.metadata["initiator"],
+                &session["initiatorParticipantId"],
+            ]
+            .into_iter()
+            .filter_map(|id| id.as_str().map(str::to_owned)),
         );
         Ok(members)
     }
@@ -471,7 +474,8 @@ impl RunService {
                 std::slice::from_ref(&created),
                 &state,
             )
-            .await?;
+            .await
+            .inspect_err(|_| crate::auth::audit::put_back())?;
         match outcome {
             CreateOutcome::Existing(run) => {
                 self.inner.tracing.discard_run(&run_id);

@@ -357,7 +357,12 @@ impl Writers {
         });
         // Until the outcome is known here, the store is the truth.
         writer.stale = true;
-        let events = committed.await.map_err(|_| store::Error::WriterStopped)??;
+        let events = committed
+            .await
+            .map_err(|_| store::Error::WriterStopped)
+            .flatten()
+            // The call's audit row went down with the change: the edge records the failure.
+            .inspect_err(|_| crate::auth::audit::put_back())?;
         writer.stale = false;
         if let Some(last) = events.last() {
             writer.last_seq = last.seq;

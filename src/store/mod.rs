@@ -331,17 +331,18 @@ impl Store {
         };
         if !inserted {
             txn.rollback().await?;
-            // The call still happened (and answered the existing run): it is audited alone, in
-            // the write turn already held (`insert_audit` would wait for it: a deadlock).
-            if let Some(entry) = new.audit {
-                self.db.execute_raw(audit_insert(backend, entry)).await?;
-            }
             let key = new.idempotency_key.unwrap_or_default();
             let existing = run::Entity::find()
                 .filter(run::Column::IdempotencyKey.eq(key.clone()))
                 .one(&self.db)
                 .await?
                 .ok_or_else(|| Error::Corrupt(format!("idempotency key {key} has no run")))?;
+            // The call still happened, and answered the existing run: it is audited alone, about
+            // that run, in the write turn already held (`insert_audit` would wait for it).
+            if let Some(mut entry) = new.audit {
+                entry.resource_id = Some(existing.id.clone());
+                self.db.execute_raw(audit_insert(backend, entry)).await?;
+            }
             return Ok(CreateOutcome::Existing(run_from_row(existing)?));
         }
         if let Some(statement) = first_events {

@@ -283,6 +283,11 @@ async fn every_route_and_rpc_answers_each_caller_as_declared() {
                 .map(str::to_owned);
             let got = rest_refusal(response.status().as_u16(), code.as_deref())
                 .unwrap_or(Expected::Allowed);
+            assert!(
+                response.status().as_u16() < 500,
+                "{method} {path} as {caller:?}: {} {code:?}",
+                response.status()
+            );
             assert_eq!(
                 got,
                 expected,
@@ -291,15 +296,17 @@ async fn every_route_and_rpc_answers_each_caller_as_declared() {
             );
             drop(response);
             // gRPC over HTTP/2 and grpc-web over HTTP/1.1.
-            for (client, content_type) in [
-                (&h2, "application/grpc"),
-                (&app.http, "application/grpc-web+proto"),
+            let text = base64::engine::general_purpose::STANDARD.encode(&frame);
+            for (client, content_type, body) in [
+                (&h2, "application/grpc", frame.clone()),
+                (&app.http, "application/grpc-web+proto", frame.clone()),
+                (&app.http, "application/grpc-web-text", text.into_bytes()),
             ] {
                 let mut request = client
                     .post(format!("{}{grpc_path}", app.base))
                     .header("content-type", content_type)
                     .header("te", "trailers")
-                    .body(frame.clone());
+                    .body(body);
                 if let Some(credential) = caller.credential() {
                     request = request.bearer_auth(credential);
                 }
@@ -359,6 +366,90 @@ async fn every_route_and_rpc_answers_each_caller_as_declared() {
         .expect("request")
         .status();
     assert_eq!(status, 404);
+
+    // The rule is the route's, whatever the content type claims: a gRPC path without gRPC's
+    // content type is still that RPC, and a REST path with it is still that route.
+    let (create_key, frame) = grpc_frame(&pool, "CreateApiKey", &run_id, &missing_id);
+    for content_type in [
+        None,
+        Some("application/octet-stream"),
+        Some("Application/GRPC"),
+    ] {
+        let mut request = h2
+            .post(format!("{}{create_key}", app.base))
+            .bearer_auth(VIEWER)
+            .header("te", "trailers")
+            .body(frame.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(
+            response.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"7"[..]),
+            "a viewer's CreateApiKey with content type {content_type:?}"
+        );
+    }
+    let as_grpc = |method: reqwest::Method, path: &str| {
+        app.http
+            .request(method, format!("{}{path}", app.base))
+            .bearer_auth(VIEWER)
+            .header("content-type", "application/grpc")
+            .send()
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, "/audit".to_owned()),
+        (reqwest::Method::GET, "/keys".to_owned()),
+        (reqwest::Method::DELETE, format!("/keys/{missing_id}")),
+    ] {
+        let response = as_grpc(method.clone(), &path).await.expect("request");
+        assert_eq!(
+            response.status(),
+            403,
+            "{method} {path} with a gRPC content type"
+        );
+    }
+    // HEAD is GET's rule; the alias is its RPC's; a method a route lacks is an admin's.
+    let head = |key: &str, path: String| {
+        app.http
+            .head(format!("{}{path}", app.base))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(
+        head(VIEWER, "/audit".to_owned())
+            .await
+            .expect("request")
+            .status(),
+        403
+    );
+    assert_eq!(
+        head(AGENT, format!("/runs/{run_id}"))
+            .await
+            .expect("request")
+            .status(),
+        200
+    );
+    let alias = |key: Option<&str>| {
+        let mut request = app
+            .http
+            .post(format!("{}/examples/run", app.base))
+            .json(&json!({}));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    assert_eq!(alias(None).await.expect("request").status(), 401);
+    assert_eq!(alias(Some(VIEWER)).await.expect("request").status(), 403);
+    let put = |key: &str| {
+        app.http
+            .put(format!("{}/runs", app.base))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(put(OPERATOR).await.expect("request").status(), 403);
+    assert_eq!(put(ADMIN).await.expect("request").status(), 405);
 
     // Reflection: a reader's, refused without a credential.
     let reflection = |credential: Option<&str>| {
@@ -696,9 +787,10 @@ async fn writes_past_the_limit_get_429_until_the_window_passes() {
     let dir = tempfile::tempdir().expect("dir");
     let options = support::Options {
         auth: AuthArgs {
+            // One write back every 3 s: the refusals below come well within that.
             throttle_limit: 3,
             throttle_read_limit: 0,
-            throttle_ttl_ms: 1_500,
+            throttle_ttl_ms: 9_000,
             ..auth_args(&dir)
         },
         ..Default::default()
@@ -724,7 +816,7 @@ async fn writes_past_the_limit_get_429_until_the_window_passes() {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
         .expect("a Retry-After in seconds");
-    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
     let body: Value = limited.json().await.expect("json");
     assert_eq!(body["errorCode"], "RATE_LIMITED");
     // Over gRPC too.
@@ -842,6 +934,20 @@ async fn the_audit_log_holds_every_mutating_call_and_every_refusal() {
             .status(),
         200
     );
+    // Revoking a key that does not exist changes nothing and is recorded as refused.
+    let unknown_key = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        send(
+            Method::DELETE,
+            Some(ADMIN),
+            format!("/keys/{unknown_key}"),
+            None
+        )
+        .await
+        .expect("request")
+        .status(),
+        404
+    );
     // Reads are not audited.
     assert_eq!(
         get_as(&app, VIEWER, &format!("/runs/{run_id}")).await.0,
@@ -889,9 +995,10 @@ async fn the_audit_log_holds_every_mutating_call_and_every_refusal() {
             row("run.cancel", "otto-operator", "ok", None),
             row("key.create", "ada-admin", "ok", None),
             row("key.revoke", "ada-admin", "ok", None),
+            row("key.revoke", "ada-admin", "refused", Some("NOT_FOUND")),
         ]
     );
-    assert_eq!(page["total"], 9);
+    assert_eq!(page["total"], 10);
     for entry in page["data"].as_array().expect("rows") {
         assert!(
             entry["requestId"].as_str().is_some_and(|id| !id.is_empty()),
@@ -922,10 +1029,11 @@ async fn the_audit_log_holds_every_mutating_call_and_every_refusal() {
         count(format!("resourceId={run_id}&resource=run")).await,
         (7, 7)
     );
-    assert_eq!(count("limit=2&offset=1".to_owned()).await, (2, 9));
+    assert_eq!(count("limit=2&offset=1".to_owned()).await, (2, 10));
+    assert_eq!(count(format!("resourceId={unknown_key}")).await, (1, 1));
     let future = "2999-01-01T00:00:00Z";
     assert_eq!(count(format!("createdAfter={future}")).await, (0, 0));
-    assert_eq!(count(format!("createdBefore={future}")).await, (9, 9));
+    assert_eq!(count(format!("createdBefore={future}")).await, (10, 10));
     let (status, body) = get_as(&app, ADMIN, "/audit?limit=0").await;
     assert_eq!(
         (status, body["errorCode"].as_str()),
@@ -1135,4 +1243,40 @@ async fn keys_made_with_the_cli_turn_auth_on_and_can_be_revoked() {
         actions,
         vec![("key.create", "local"), ("key.revoke", "local")]
     );
+}
+
+/// A repeated idempotency key answers the existing run; both calls are audited about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_start_is_audited_about_the_existing_run() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = support::Options {
+        auth: auth_args(&dir),
+        ..Default::default()
+    };
+    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
+        return;
+    };
+    let mut request = requests::seed_example();
+    request["execution"]["idempotencyKey"] = json!("audit-repeat");
+    let first = start_as(&app, OPERATOR, &request).await;
+    let response = app
+        .http
+        .post(format!("{}/runs", app.base))
+        .bearer_auth(OPERATOR)
+        .json(&request)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["runId"], first.as_str());
+    let (_, page) = get_as(&app, ADMIN, "/audit?action=run.start").await;
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["resourceId"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, vec![first.as_str(), first.as_str()]);
+    app.stop().await;
 }
