@@ -500,9 +500,18 @@ fn read_file(path: &PathBuf) -> Result<Vec<(String, String)>, Error> {
         path: path.clone(),
         reason: error.to_string(),
     })?;
-    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| Error::File {
-        path: path.clone(),
-        reason: error.to_string(),
+    // toml's own message quotes the offending line, which may hold a secret: the position only.
+    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+        let line = error
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        Error::File {
+            path: path.clone(),
+            reason: match line {
+                Some(line) => format!("not valid TOML (line {line}): {}", error.message()),
+                None => format!("not valid TOML: {}", error.message()),
+            },
+        }
     })?;
     table
         .into_iter()
@@ -516,7 +525,8 @@ fn read_file(path: &PathBuf) -> Result<Vec<(String, String)>, Error> {
                     return Err(Error::File {
                         path: path.clone(),
                         reason: format!(
-                            "setting '{key}' must be a string, number or boolean, got {other}"
+                            "setting '{key}' must be a string, number or boolean, not {}",
+                            other.type_str()
                         ),
                     });
                 }
@@ -757,6 +767,27 @@ mod tests {
         args.runtime_tokens = Some(format!("\"{TOKEN_A}\"").into());
         let error = args.credentials().expect_err("not a table").to_string();
         assert!(error.contains("line 1"), "{error}");
+        assert_no_secret(&error);
+    }
+
+    #[test]
+    fn a_broken_config_file_is_reported_without_its_lines() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("cp.toml");
+        let path = file.display().to_string();
+        let read = |text: String| {
+            std::fs::write(&file, text).expect("write");
+            read_file(&file).expect_err("refused").to_string()
+        };
+        // A syntax error on a line holding a secret (the quote is never closed).
+        let error = read(format!(
+            "port = 3002\nruntime_bearer_token = \"{OBSERVER_TOKEN}\n"
+        ));
+        assert!(error.contains("line 2") && error.contains(&path), "{error}");
+        assert_no_secret(&error);
+        // A value of the wrong kind.
+        let error = read(format!("auth_api_keys = [\"{TOKEN_A}\"]\n"));
+        assert!(error.contains("array"), "{error}");
         assert_no_secret(&error);
     }
 }
