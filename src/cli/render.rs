@@ -324,6 +324,8 @@ pub struct StreamView {
     line: Option<RunLine>,
     shown: Option<String>,
     outcome: Option<RunStatus>,
+    /// Event lines were printed after the status line last shown.
+    lines_since_shown: bool,
 }
 
 impl StreamView {
@@ -337,6 +339,7 @@ impl StreamView {
         if let Some(status) = terminal {
             self.outcome = Some(status);
         }
+        self.lines_since_shown = true;
         // Events after the last snapshot keep the line current for `finish`; the stream may
         // end right after the terminal event, before another snapshot.
         if let Some(line) = &mut self.line {
@@ -359,9 +362,14 @@ impl StreamView {
         self.show(text)
     }
 
-    /// The final status line, when events since the last snapshot changed it.
+    /// The final status line: the output ends with it whenever event lines came after the
+    /// status line last shown (a run that ended before the watch began shows its terminal
+    /// snapshot first, then its events).
     pub fn finish(&mut self) -> Option<String> {
         let text = self.line.as_ref()?.text();
+        if self.lines_since_shown {
+            self.shown = None;
+        }
         self.show(text)
     }
 
@@ -369,6 +377,7 @@ impl StreamView {
         if self.shown.as_ref() == Some(&text) {
             return None;
         }
+        self.lines_since_shown = false;
         self.shown = Some(text.clone());
         Some(text)
     }
@@ -698,6 +707,18 @@ mod tests {
         view.snapshot(&json!({"run": {"status": "completed"}}));
         assert_eq!(view.outcome(), Some(RunStatus::Completed));
         assert_eq!(view.finish(), None, "already shown");
+
+        // A run that ended before the watch began: its terminal snapshot comes first, then
+        // its events; the output still ends with the status line.
+        let mut view = StreamView::default();
+        let done = json!({"run": {"status": "completed"}, "timeline": {"latestSeq": 2.0}});
+        assert!(view.snapshot(&done).is_some());
+        view.event(&event(1, "run.created", ("run", "run-1"), json!({})));
+        view.event(&event(2, "run.completed", ("run", "run-1"), json!({})));
+        assert_eq!(
+            view.finish().as_deref(),
+            Some("run completed | seq 2 | decision none")
+        );
 
         let mut replay = StreamView::default();
         replay.event(&event(1, "run.completed", ("run", "run-1"), json!({})));

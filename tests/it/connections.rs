@@ -70,8 +70,10 @@ async fn slow_headers_are_cut_off(stack: Stack) {
     };
     let address = app.app.address.to_string();
     let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n");
-    let mut socket = TcpStream::connect(&address).await.expect("connects");
+    // From before the connection exists: the server's clock starts when it accepts, which a
+    // loaded client may see only later.
     let started = Instant::now();
+    let mut socket = TcpStream::connect(&address).await.expect("connects");
     let mut cut_off = false;
     for byte in request.as_bytes() {
         if socket.write_all(&[*byte]).await.is_err() {
@@ -297,8 +299,9 @@ async fn idle_http2_connections_are_closed(stack: Stack) {
         return;
     };
     let address = app.app.address.to_string();
-    let mut socket = h2_connect(&address).await;
+    // From before the connection exists (the server may count idleness from its accept).
     let sent = Instant::now();
+    let mut socket = h2_connect(&address).await;
     h2_get(&mut socket, &address, "/healthz").await;
     let (pings, goaway) =
         tokio::time::timeout(Duration::from_secs(20), h2_until_closed(&mut socket))
@@ -389,8 +392,8 @@ async fn silent_http2_peers_are_dropped(stack: Stack) {
     else {
         return;
     };
-    let mut socket = h2_connect(&app.app.address.to_string()).await;
     let started = Instant::now();
+    let mut socket = h2_connect(&app.app.address.to_string()).await;
     // Frames until the server closes: its SETTINGS, the ACK of ours, then a PING (0x6) that
     // this peer leaves unanswered.
     let pinged = tokio::time::timeout(Duration::from_secs(20), async {
