@@ -107,9 +107,7 @@ async fn start_app(database_url: String) -> App {
     App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: database_url.into(),
-        runtime: RuntimeTarget::Embedded {
-            static_tokens: None,
-        },
+        runtime: RuntimeTarget::Embedded(Default::default()),
         credentials: Credentials::Dev {
             observer: "macp-control-plane".into(),
         },
@@ -406,6 +404,7 @@ async fn bench_binary(dir: &tempfile::TempDir, embedded: bool) {
     command
         .arg("serve")
         .env("PORT", port.to_string())
+        .env("EMBEDDED_RUNTIME_ADDR", "127.0.0.1:0")
         .env("LOG_LEVEL", "warn")
         .env(
             "DATABASE_URL",

@@ -14,18 +14,15 @@ use crate::runs::RunService;
 use crate::runs::service::RunOptions;
 use crate::runtime::RuntimeClient;
 use crate::runtime::credentials::Credentials;
-use crate::runtime::embedded::EmbeddedRuntime;
+use crate::runtime::embedded::{EmbeddedOptions, EmbeddedRuntime};
 use crate::store::Store;
-use secrecy::SecretString;
 
 /// Where the runtime is.
 #[derive(Debug, Clone)]
 pub enum RuntimeTarget {
-    /// Start the reference runtime in-process; with a token table (the runtime's
-    /// MACP_AUTH_TOKENS_JSON) it authenticates by token.
-    Embedded {
-        static_tokens: Option<SecretString>,
-    },
+    /// Start the reference runtime in-process, where agents can reach it too; with a token
+    /// table (the runtime's MACP_AUTH_TOKENS_JSON) it authenticates by token.
+    Embedded(EmbeddedOptions),
     External {
         address: String,
         tls: bool,
@@ -95,9 +92,7 @@ impl AppConfig {
                 address: address.clone(),
                 tls: args.runtime.runtime_tls,
             },
-            None => RuntimeTarget::Embedded {
-                static_tokens: args.runtime.embedded_token_json()?,
-            },
+            None => RuntimeTarget::Embedded(args.runtime.embedded_options()?),
         };
         Ok(AppConfig {
             bind,
@@ -140,12 +135,8 @@ impl App {
             .map_err(|error| Error::Other(config.database_url.redact_in(&error.to_string())))?;
         store.migrate().await?;
         let (embedded, address, tls) = match &config.runtime {
-            RuntimeTarget::Embedded { static_tokens } => {
-                let embedded = EmbeddedRuntime::start(
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    static_tokens.as_ref(),
-                )
-                .await?;
+            RuntimeTarget::Embedded(options) => {
+                let embedded = EmbeddedRuntime::start_with(options.clone()).await?;
                 let address = embedded.address().to_string();
                 (Some(embedded), address, false)
             }
@@ -180,7 +171,11 @@ impl App {
         }
         let authenticator = crate::auth::Authenticator::new(setup);
         let admin = crate::auth::admin::Admin::new(store.clone(), Some(authenticator.clone()));
-        let service = RunService::new(store, runtime, config.run_options.clone(), tracing);
+        let run_options = RunOptions {
+            embedded_runtime: embedded.as_ref().map(EmbeddedRuntime::address),
+            ..config.run_options.clone()
+        };
+        let service = RunService::new(store, runtime, run_options, tracing);
         service
             .start_background()
             .await
@@ -257,7 +252,9 @@ impl App {
             tracing::warn!("server did not stop within 5 s; closing its connections");
             server.abort();
         }
-        drop(self.embedded);
+        if let Some(embedded) = self.embedded {
+            embedded.stop().await;
+        }
     }
 }
 

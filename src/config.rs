@@ -2,6 +2,7 @@
 //! (`--config`) over built-in defaults. Every setting is documented in `--help`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::api::server::Limits;
 use crate::registry::RegistryOptions;
 use crate::runs::service::RunOptions;
 use crate::runtime::credentials::Credentials;
+use crate::runtime::embedded::{self, EmbeddedOptions, Storage};
 use crate::stack::Stack;
 
 /// Default SQLite database, created in the working directory on first start.
@@ -239,6 +241,28 @@ pub struct RuntimeArgs {
     /// Deadline of each unary runtime call, in milliseconds.
     #[arg(long, env = "RUNTIME_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub runtime_request_timeout_ms: u64,
+
+    /// Where the embedded runtime listens (without RUNTIME_ADDRESS), for the control plane and
+    /// for agents: the reference runtime's own default, so SDK agents find it. `127.0.0.1:0`
+    /// or `:0` picks any free port. Off loopback it requires RUNTIME_TOKENS.
+    #[arg(long, env = "EMBEDDED_RUNTIME_ADDR", default_value = embedded::DEFAULT_ADDRESS)]
+    pub embedded_runtime_addr: String,
+
+    /// The embedded runtime forgets a finished session this many seconds after the session
+    /// started (the runtime's MACP_SESSION_RETENTION_SECS), which bounds its memory; the
+    /// control plane keeps the run.
+    #[arg(long, env = "EMBEDDED_RUNTIME_SESSION_RETENTION_SECS", default_value_t = embedded::DEFAULT_SESSION_RETENTION.as_secs(), value_parser = clap::value_parser!(u64).range(0..=embedded::MAX_SESSION_RETENTION_SECS))]
+    pub embedded_runtime_session_retention_secs: u64,
+
+    /// Where the embedded runtime keeps sessions: `memory`, or `file` (the runtime's file
+    /// storage in EMBEDDED_RUNTIME_DATA_DIR, recovered at the next start).
+    #[arg(long, env = "EMBEDDED_RUNTIME_STORAGE", default_value = "memory", value_parser = ["memory", "file"])]
+    pub embedded_runtime_storage: String,
+
+    /// The embedded runtime's directory with EMBEDDED_RUNTIME_STORAGE=file (the runtime's
+    /// MACP_DATA_DIR; relative to the working directory).
+    #[arg(long, env = "EMBEDDED_RUNTIME_DATA_DIR", default_value = ".macp-data")]
+    pub embedded_runtime_data_dir: PathBuf,
 }
 
 /// What clients may hold of the server: connections, streams and subscribers.
@@ -437,6 +461,42 @@ impl RuntimeArgs {
         Ok(Some(SecretString::from(
             serde_json::json!({ "tokens": entries }).to_string(),
         )))
+    }
+
+    /// The embedded runtime's settings (used without RUNTIME_ADDRESS).
+    pub fn embedded_options(&self) -> Result<EmbeddedOptions, Error> {
+        let text = self.embedded_runtime_addr.trim();
+        // `:port` is loopback, as in the runtime's own examples.
+        let bind = match text.strip_prefix(':') {
+            Some(port) => format!("127.0.0.1:{port}").parse::<SocketAddr>(),
+            None => text.parse::<SocketAddr>(),
+        }
+        .map_err(|_| {
+            Error::Invalid(format!(
+                "EMBEDDED_RUNTIME_ADDR: '{text}' is not an IP address and port (e.g. 127.0.0.1:50051, or :0 for any free port)"
+            ))
+        })?;
+        let static_tokens = self.embedded_token_json()?;
+        // Without tokens the runtime takes any bearer value as that sender (dev mode).
+        if static_tokens.is_none() && !bind.ip().is_loopback() {
+            return Err(Error::Invalid(format!(
+                "EMBEDDED_RUNTIME_ADDR={bind} is not a loopback address: without RUNTIME_TOKENS the embedded runtime lets any caller act as any agent; set RUNTIME_TOKENS (and RUNTIME_BEARER_TOKEN), or listen on 127.0.0.1"
+            )));
+        }
+        let storage = match self.embedded_runtime_storage.as_str() {
+            "file" => Storage::File {
+                dir: self.embedded_runtime_data_dir.clone(),
+            },
+            _ => Storage::Memory,
+        };
+        Ok(EmbeddedOptions {
+            bind,
+            static_tokens,
+            storage,
+            session_retention: Some(Duration::from_secs(
+                self.embedded_runtime_session_retention_secs,
+            )),
+        })
     }
 
     pub fn check(&self) -> Result<(), Error> {

@@ -31,6 +31,10 @@ enum Command {
     Runs(macp_control_plane::cli::RunsCommand),
     /// Manage stored API keys in the database: create (prints the key once), list, revoke.
     Keys(macp_control_plane::auth::cli::KeysArgs),
+    /// Serve the MACP reference runtime alone (gRPC), configured like the `macp-runtime` binary
+    /// by its environment variables (MACP_BIND_ADDR, MACP_ALLOW_INSECURE, MACP_MEMORY_ONLY,
+    /// MACP_DATA_DIR, MACP_AUTH_TOKENS_JSON, ...): a drop-in for that binary.
+    Runtime,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             Command::Scenario(command) => Ok(macp_control_plane::registry::cli::run(command)),
             Command::Runs(command) => Ok(macp_control_plane::cli::run(command).await),
             Command::Keys(args) => Ok(macp_control_plane::auth::cli::run(args).await),
+            Command::Runtime => macp_control_plane::runtime::standalone::run().await,
         }
     });
     match outcome {

@@ -118,6 +118,9 @@ pub struct RunOptions {
     pub stack: crate::stack::Stack,
     /// Live-stream subscribers (SSE, WatchRun) one run may have at once.
     pub max_subscribers_per_run: usize,
+    /// The embedded runtime's address (agents connect to it), reported by the runtime's health
+    /// and manifest; `None` with an external runtime.
+    pub embedded_runtime: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunOptions {
@@ -129,6 +132,7 @@ impl Default for RunOptions {
             hub_max_bytes: 64 * 1024 * 1024,
             stack: crate::stack::Stack::default(),
             max_subscribers_per_run: 20_000,
+            embedded_runtime: None,
         }
     }
 }
@@ -869,8 +873,18 @@ impl RunService {
             .runtime
             .get_manifest()
             .await
-            .map(info::Manifest::from)
+            .map(|manifest| info::Manifest {
+                embedded_address: self.embedded_runtime_address(),
+                ..manifest.into()
+            })
             .map_err(|error| error.to_api_error())
+    }
+
+    fn embedded_runtime_address(&self) -> Option<String> {
+        self.inner
+            .options
+            .embedded_runtime
+            .map(|address| address.to_string())
     }
 
     pub async fn runtime_modes(&self) -> Result<Vec<info::Mode>, ApiError> {
@@ -900,12 +914,14 @@ impl RunService {
                 runtime_kind: RUNTIME_KIND.to_owned(),
                 detail: Some(format!("reachable at {}", self.inner.runtime.address())),
                 manifest: Some(manifest.into()),
+                embedded_address: self.embedded_runtime_address(),
             },
             Err(error) => info::Health {
                 ok: false,
                 runtime_kind: RUNTIME_KIND.to_owned(),
                 detail: Some(error.to_string()),
                 manifest: None,
+                embedded_address: self.embedded_runtime_address(),
             },
         }
     }
@@ -924,12 +940,14 @@ impl RunService {
                     .runtime_info
                     .map(|info| format!("{} {}", info.name, info.version)),
                 manifest: None,
+                embedded_address: None,
             },
             Err(error) => info::Health {
                 ok: false,
                 runtime_kind: RUNTIME_KIND.to_owned(),
                 detail: Some(error.to_string()),
                 manifest: None,
+                embedded_address: None,
             },
         };
         Readiness {

@@ -15,6 +15,9 @@ pub struct Manifest {
     pub description: Option<String>,
     pub supported_modes: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Where agents reach the embedded runtime (`host:port`); absent with an external runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,6 +54,9 @@ pub struct Health {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
+    /// Where agents reach the embedded runtime (`host:port`); absent with an external runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_address: Option<String>,
 }
 
 fn non_empty(text: String) -> Option<String> {
@@ -65,6 +71,7 @@ impl From<pb::AgentManifest> for Manifest {
             description: non_empty(manifest.description),
             supported_modes: manifest.supported_modes,
             metadata: manifest.metadata.into_iter().collect(),
+            embedded_address: None,
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Everything that talks to the MACP runtime: the gRPC client with per-sender credentials, the
-//! payload codec, discovery records, and the embedded reference runtime.
+//! payload codec, discovery records, and the reference runtime (embedded, or standalone).
 
 pub mod client;
 pub mod codec;
 pub mod credentials;
 pub mod embedded;
 pub mod info;
+pub mod standalone;
 
 pub use client::{Error, RuntimeClient};
 

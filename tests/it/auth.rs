@@ -1068,6 +1068,7 @@ async fn without_credentials_only_loopback_is_served() {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_macp-control-plane"));
         command
             .args(["serve", "--host", host, "--port", "0"])
+            .env("EMBEDDED_RUNTIME_ADDR", "127.0.0.1:0")
             .env(
                 "DATABASE_URL",
                 format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display()),
@@ -1159,6 +1160,7 @@ async fn keys_made_with_the_cli_turn_auth_on_and_can_be_revoked() {
     let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_macp-control-plane"));
     serve
         .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .env("EMBEDDED_RUNTIME_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", &database_url)
         .env("PACKS_DIR", dir.path())
         .stdin(Stdio::null())

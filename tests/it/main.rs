@@ -16,6 +16,7 @@ mod reflection;
 mod registry;
 mod requests;
 mod runs;
+mod runtime_process;
 mod secrets;
 mod streams;
 mod support;

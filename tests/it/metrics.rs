@@ -62,6 +62,7 @@ async fn serve(dir: &tempfile::TempDir) -> (tokio::process::Child, String) {
         .env_clear()
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
+        .env("EMBEDDED_RUNTIME_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "info")
         .env(

@@ -623,9 +623,12 @@ async fn token_table_credentials_carry_a_run_to_completion() {
     let Some(app) = support::start_with(
         Backend::Sqlite,
         support::Options {
-            runtime: macp_control_plane::app::RuntimeTarget::Embedded {
-                static_tokens: Some(json!({"tokens": table}).to_string().into()),
-            },
+            runtime: macp_control_plane::app::RuntimeTarget::Embedded(
+                macp_control_plane::runtime::embedded::EmbeddedOptions {
+                    static_tokens: Some(json!({"tokens": table}).to_string().into()),
+                    ..Default::default()
+                },
+            ),
             credentials: Some(
                 macp_control_plane::runtime::credentials::Credentials::tokens(
                     by_sender.clone(),

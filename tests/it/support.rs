@@ -13,6 +13,7 @@ use macp_control_plane::projection::state::RunState;
 use macp_control_plane::registry::RegistryOptions;
 use macp_control_plane::runs::service::RunOptions;
 use macp_control_plane::runtime::credentials::Credentials;
+use macp_control_plane::runtime::embedded::EmbeddedOptions;
 use macp_control_plane::stack::Stack;
 use macp_control_plane::store::Store;
 use sea_orm::{ConnectionTrait, Database};
@@ -107,9 +108,11 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            runtime: RuntimeTarget::Embedded {
-                static_tokens: None,
-            },
+            // Port 0: parallel tests never compete for the runtime's default port.
+            runtime: RuntimeTarget::Embedded(EmbeddedOptions {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..EmbeddedOptions::default()
+            }),
             hub_capacity: None,
             credentials: None,
             otlp_endpoint: None,

@@ -212,6 +212,7 @@ fn manifest_message(manifest: info::Manifest) -> Result<proto::RuntimeManifest, 
         description: manifest.description,
         supported_modes: manifest.supported_modes,
         metadata: to_struct(&serde_json::to_value(&manifest.metadata).map_err(internal)?)?,
+        embedded_address: manifest.embedded_address,
     })
 }
 
@@ -695,6 +696,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             runtime_kind: health.runtime_kind,
             detail: health.detail,
             manifest: health.manifest.map(manifest_message).transpose()?,
+            embedded_address: health.embedded_address,
         }))
     }
 
