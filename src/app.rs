@@ -104,6 +104,7 @@ impl AppConfig {
                 heartbeat: Duration::from_millis(args.stream_heartbeat_ms),
                 stack: args.connections.stack,
                 max_subscribers_per_run: args.connections.max_subscribers_per_run as usize,
+                discovery: args.session_discovery_enabled,
                 hub_max_bytes: usize::try_from(args.connections.hub_max_bytes_per_run)
                     .unwrap_or(usize::MAX),
                 ..RunOptions::default()
@@ -237,6 +238,14 @@ impl App {
     /// The embedded runtime's address, when there is one.
     pub fn embedded_runtime(&self) -> Option<SocketAddr> {
         self.embedded.as_ref().map(EmbeddedRuntime::address)
+    }
+
+    /// Sessions the embedded runtime holds in memory, when there is one (the soak bench).
+    pub async fn embedded_runtime_sessions(&self) -> Option<usize> {
+        match &self.embedded {
+            Some(embedded) => Some(embedded.sessions_in_memory().await),
+            None => None,
+        }
     }
 
     /// Stops accepting requests, then stops background work (bounded wait).

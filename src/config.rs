@@ -75,6 +75,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GRPC_MAX_ENCODING_MESSAGE_BYTES", default_value_t = edge::DEFAULT_GRPC_MAX_ENCODING_MESSAGE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub grpc_max_encoding_message_bytes: u64,
 
+    /// Sessions agents start themselves on the runtime become runs (observed to their end), and
+    /// ambient Signals (`WatchSignals`) are stored with the runs they correlate with.
+    #[arg(long, env = "SESSION_DISCOVERY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub session_discovery_enabled: bool,
+
     /// Heartbeat interval of live streams (SSE and WatchRun) when nothing happens, in ms.
     #[arg(long, env = "STREAM_SSE_HEARTBEAT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub stream_heartbeat_ms: u64,

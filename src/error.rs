@@ -47,6 +47,8 @@ error_codes! {
     PolicyDenied => "POLICY_DENIED",
     SessionAlreadyExists => "SESSION_ALREADY_EXISTS",
     SessionNotOpen => "SESSION_NOT_OPEN",
+    /// A RunDescriptor's agents did not start its session within the session's ttl.
+    SessionNotStarted => "SESSION_NOT_STARTED",
     Forbidden => "FORBIDDEN",
     /// An agent credential tried to act as a participant id that is not its own.
     NotYourParticipant => "NOT_YOUR_PARTICIPANT",
@@ -106,6 +108,7 @@ impl ErrorCode {
             | ErrorCode::Conflict
             | ErrorCode::SessionAlreadyExists
             | ErrorCode::SessionNotOpen
+            | ErrorCode::SessionNotStarted
             | ErrorCode::RunNotActive => 409,
             ErrorCode::SessionExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
@@ -159,6 +162,7 @@ impl ErrorCode {
             ErrorCode::InvalidStateTransition
             | ErrorCode::Conflict
             | ErrorCode::SessionNotOpen
+            | ErrorCode::SessionNotStarted
             | ErrorCode::SessionExpired
             | ErrorCode::RunNotActive => FAILED_PRECONDITION,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::TooManySubscribers => {

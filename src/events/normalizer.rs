@@ -16,6 +16,9 @@ use crate::time::Timestamp;
 pub enum RuntimeItem {
     /// An accepted envelope with its runtime ordinal (1-based, per session).
     Envelope { envelope: Envelope, ordinal: u64 },
+    /// An ambient envelope (`WatchSignals`: a Signal outside any session's history, matched to
+    /// the run by its correlation): no ordinal.
+    Ambient(Envelope),
     /// An inline refusal on the session stream.
     InlineError(MacpError),
     /// A session state the runtime reported (WatchSessions / GetSession).
@@ -27,6 +30,7 @@ impl RuntimeItem {
     pub fn raw_kind(&self) -> &'static str {
         match self {
             RuntimeItem::Envelope { .. } => "stream-envelope",
+            RuntimeItem::Ambient(_) => "ambient-envelope",
             RuntimeItem::InlineError(_) => "stream-inline-error",
             RuntimeItem::SessionState(_) => "session-snapshot",
         }
@@ -39,6 +43,7 @@ impl RuntimeItem {
                 "ordinal": ordinal,
                 "envelope": envelope_json(envelope),
             }),
+            RuntimeItem::Ambient(envelope) => json!({ "envelope": envelope_json(envelope) }),
             RuntimeItem::InlineError(error) => json!({ "error": error_json(error) }),
             RuntimeItem::SessionState(metadata) => json!({ "session": session_json(metadata) }),
         }
@@ -116,8 +121,9 @@ pub fn normalize(
 ) -> Vec<EventDraft> {
     match item {
         RuntimeItem::Envelope { envelope, ordinal } => {
-            normalize_envelope(context, envelope, *ordinal, observed_at)
+            normalize_envelope(context, envelope, Some(*ordinal), observed_at)
         }
+        RuntimeItem::Ambient(envelope) => normalize_envelope(context, envelope, None, observed_at),
         RuntimeItem::InlineError(error) => normalize_inline_error(error, observed_at),
         RuntimeItem::SessionState(metadata) => vec![EventDraft::new(
             types::SESSION_STATE_CHANGED,
@@ -269,7 +275,7 @@ fn derived_subject(event_type: &str, payload: Option<&Value>, message_id: &str) 
 fn normalize_envelope(
     context: &mut NormalizerContext,
     envelope: &Envelope,
-    ordinal: u64,
+    ordinal: Option<u64>,
     at: Timestamp,
 ) -> Vec<EventDraft> {
     let source = Source::runtime(&envelope.message_type);
@@ -294,7 +300,9 @@ fn normalize_envelope(
     received.insert("messageId".into(), json!(envelope.message_id));
     received.insert("sessionId".into(), json!(envelope.session_id));
     received.insert("sender".into(), json!(envelope.sender));
-    received.insert("ordinal".into(), json!(ordinal));
+    if let Some(ordinal) = ordinal {
+        received.insert("ordinal".into(), json!(ordinal));
+    }
     received.insert("to".into(), json!(recipients(context, envelope, payload)));
     match (payload, envelope.payload.is_empty()) {
         (Some(payload), _) => {

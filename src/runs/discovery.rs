@@ -76,6 +76,8 @@ pub(crate) async fn discover(
         .await?
         .is_some()
     {
+        // Ours, or a RunDescriptor's that waits for this very session: wake it.
+        service.wake_waiter(session_id);
         service.inner.discovered.insert(session_id);
         return Ok(());
     }
@@ -149,7 +151,7 @@ pub(crate) async fn discover(
     Ok(())
 }
 
-fn bound_session(run_id: &str, metadata: &SessionMetadata) -> BoundSession {
+pub(super) fn bound_session(run_id: &str, metadata: &SessionMetadata) -> BoundSession {
     let state = SessionState::try_from(metadata.state).unwrap_or(SessionState::Unspecified);
     BoundSession {
         run_id: run_id.to_owned(),
@@ -174,7 +176,6 @@ fn first_events(
     now: crate::time::Timestamp,
 ) -> Vec<CanonicalEvent> {
     let source = Source::control_plane("session-discovery");
-    let session_subject = || Some(Subject::new("session", metadata.session_id.clone()));
     let mut drafts = vec![
         EventDraft::new(
             types::RUN_CREATED,
@@ -202,27 +203,49 @@ fn first_events(
                 "runtimeKind": "rust",
             }),
         ),
-        EventDraft::new(
-            types::SESSION_BOUND,
-            now,
-            session_subject(),
-            source.clone(),
-            json!({
-                "sessionId": metadata.session_id,
-                "runtimeSessionId": metadata.session_id,
-                "initiator": metadata.initiator,
-                "state": session.session_state,
-                "modeName": metadata.mode,
-                "modeVersion": metadata.mode_version,
-                "configurationVersion": metadata.configuration_version,
-                "policyVersion": session.policy_version.clone().unwrap_or_else(|| "policy.default".to_owned()),
-                "participants": metadata.participants,
-                "contextId": Some(metadata.context_id.clone()).filter(|id| !id.is_empty()),
-                "extensionKeys": metadata.extension_keys,
-                "discovered": true,
-            }),
-        ),
     ];
+    drafts.extend(binding_drafts(metadata, session, &source, now));
+    drafts.push(opened_draft(metadata, source, now));
+    let trace = TraceRef {
+        trace_id: Some(trace_id.to_owned()),
+        ..Default::default()
+    };
+    drafts
+        .into_iter()
+        .enumerate()
+        .map(|(index, draft)| {
+            CanonicalEvent::from_draft(draft, run_id, index as i64 + 1, Some(trace.clone()))
+        })
+        .collect()
+}
+
+/// `session.bound` and a `participant.seen` per member, for a session the agents started.
+pub(super) fn binding_drafts(
+    metadata: &SessionMetadata,
+    session: &BoundSession,
+    source: &Source,
+    now: crate::time::Timestamp,
+) -> Vec<EventDraft> {
+    let mut drafts = vec![EventDraft::new(
+        types::SESSION_BOUND,
+        now,
+        Some(Subject::new("session", metadata.session_id.clone())),
+        source.clone(),
+        json!({
+            "sessionId": metadata.session_id,
+            "runtimeSessionId": metadata.session_id,
+            "initiator": metadata.initiator,
+            "state": session.session_state,
+            "modeName": metadata.mode,
+            "modeVersion": metadata.mode_version,
+            "configurationVersion": metadata.configuration_version,
+            "policyVersion": session.policy_version.clone().unwrap_or_else(|| "policy.default".to_owned()),
+            "participants": metadata.participants,
+            "contextId": Some(metadata.context_id.clone()).filter(|id| !id.is_empty()),
+            "extensionKeys": metadata.extension_keys,
+            "startedByAgents": true,
+        }),
+    )];
     let mut seen = HashSet::new();
     for participant in metadata
         .participants
@@ -244,24 +267,22 @@ fn first_events(
             json!({ "participantId": participant, "role": role, "status": "idle" }),
         ));
     }
-    drafts.push(EventDraft::new(
+    drafts
+}
+
+/// The session is open: the run is running.
+pub(super) fn opened_draft(
+    metadata: &SessionMetadata,
+    source: Source,
+    now: crate::time::Timestamp,
+) -> EventDraft {
+    EventDraft::new(
         types::SESSION_STATE_CHANGED,
         now,
-        session_subject(),
+        Some(Subject::new("session", metadata.session_id.clone())),
         source,
         json!({ "sessionId": metadata.session_id, "state": SessionState::Open.as_str_name() }),
-    ));
-    let trace = TraceRef {
-        trace_id: Some(trace_id.to_owned()),
-        ..Default::default()
-    };
-    drafts
-        .into_iter()
-        .enumerate()
-        .map(|(index, draft)| {
-            CanonicalEvent::from_draft(draft, run_id, index as i64 + 1, Some(trace.clone()))
-        })
-        .collect()
+    )
 }
 
 /// The session an ambient envelope belongs to: its own, else its Signal's correlation.

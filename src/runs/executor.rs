@@ -118,6 +118,11 @@ async fn run(service: &RunService, plan: &Plan) -> Result<(), ApiError> {
         }
     }
 
+    // A RunDescriptor: the agents start the session; the run waits for it.
+    if session.session_id.is_some() {
+        return super::awaiting::bind_when_started(service, plan).await;
+    }
+
     let span = service
         .tracing()
         .child(run_id, "runtime.Initialize", Vec::new());

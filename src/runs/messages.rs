@@ -358,6 +358,10 @@ impl RunService {
             "signalType": signal_type,
             "correlationSessionId": target.session_id,
         });
+        if self.options().discovery {
+            // Recorded below; `WatchSignals` will hand it back.
+            self.inner.own_signals.insert(&message_id);
+        }
         if let (Some(confidence), Some(map)) = (confidence, decoded.as_object_mut()) {
             map.insert("confidence".to_owned(), json!(confidence));
         }

@@ -2,6 +2,8 @@
 //! background work that takes a run from `queued` to a terminal status. Its vocabulary (statuses,
 //! records, queries) is in `domain`.
 
+mod awaiting;
+pub mod discovery;
 mod executor;
 pub mod json_fields;
 pub mod messages;

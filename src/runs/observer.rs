@@ -53,16 +53,25 @@ pub fn spawn(
 
 /// Picks up a run found active at startup.
 pub async fn recover(service: RunService, run: Run) -> Result<(), ApiError> {
-    let request = run
-        .metadata
-        .get("executionRequest")
-        .cloned()
-        .unwrap_or_default();
     let session_id = run
         .metadata
         .get("sessionId")
         .and_then(|value| value.as_str())
         .map(str::to_owned);
+    // A bound run (a discovered one has no request of ours) is observed again as it was.
+    if matches!(run.status, RunStatus::Running | RunStatus::Suspended)
+        && let (Some(session_id), Some(bound)) = (&session_id, service.session(&run.id).await?)
+    {
+        tracing::info!(run_id = %run.id, status = %run.status, "resuming run after restart");
+        let (_, done) = watch::channel(true);
+        spawn(&service, &run.id, session_id, &bound.initiator, done);
+        return Ok(());
+    }
+    let request = run
+        .metadata
+        .get("executionRequest")
+        .cloned()
+        .unwrap_or_default();
     let (parsed, session_id) = match (super::request::parse(&request), session_id) {
         (Ok((parsed, _)), Some(session_id)) => (parsed, session_id),
         _ => {

@@ -49,6 +49,9 @@ pub struct Root {
 
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
+    /// A session id chosen ahead (a RunDescriptor): the agents start this session themselves,
+    /// and the control plane binds the run when its initiator does.
+    pub session_id: Option<String>,
     pub mode_name: String,
     pub mode_version: String,
     pub configuration_version: String,
@@ -186,6 +189,17 @@ fn parse_inner(raw: &Value, problems: &mut Problems) -> Option<ExecutionRequest>
         Some(session) => parse_session(&session, first_sender, &requester, problems),
         None => (None, Roster::default()),
     };
+    // A RunDescriptor's session is started by its agents: nothing of ours may be sent in it.
+    if session
+        .as_ref()
+        .is_some_and(|session| session.session_id.is_some())
+        && kickoff_items.is_some_and(|items| !items.is_empty())
+    {
+        problems.push(
+            "kickoff",
+            "must be empty when session.sessionId is set: the agents start that session",
+        );
+    }
     // Kickoff problems are reported even when the session has problems of its own.
     let kickoff = match kickoff_items {
         Some(items) if session.is_some() || !roster.members.is_empty() => {
@@ -275,6 +289,7 @@ fn parse_session(
 ) -> (Option<SessionSpec>, Roster) {
     session.warn_unknown(
         &[
+            "sessionId",
             "modeName",
             "modeVersion",
             "configurationVersion",
@@ -292,6 +307,15 @@ fn parse_session(
         ],
         problems,
     );
+    let session_id = session.optional_str("sessionId", problems);
+    if let Some(id) = &session_id
+        && !is_session_id(id)
+    {
+        problems.push(
+            session.field("sessionId"),
+            "must be at least 22 characters of A-Z, a-z, 0-9, '_' and '-' (a UUID is)",
+        );
+    }
     let mode_name = session.required_str("modeName", problems);
     let mode_version = session.required_str("modeVersion", problems);
     let configuration_version = session.required_str("configurationVersion", problems);
@@ -368,6 +392,7 @@ fn parse_session(
             Some(ttl_ms),
             Some(initiator),
         ) => Some(SessionSpec {
+            session_id,
             mode_name,
             mode_version,
             configuration_version,
@@ -716,3 +741,15 @@ fn encode_envelope(envelope: &Obj<'_>, problems: &mut Problems) -> Option<Encode
         }
     }
 }
+
+/// A session id the runtime takes (its `session.rs` rule): 22+ URL-safe characters, which a
+/// hyphenated UUID is too.
+pub fn is_session_id(id: &str) -> bool {
+    id.len() >= 22
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+}
+
+/// [`is_session_id`] as a pattern, for the API document.
+pub const SESSION_ID_PATTERN: &str = "^[A-Za-z0-9_-]{22,}$";

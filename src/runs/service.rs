@@ -87,7 +87,7 @@ pub type SessionSignal = SessionMetadata;
 /// The service's parts, private to `runs`: the store, the hub and the writers are reached from
 /// outside only through the service's methods.
 pub(super) struct Inner {
-    store: Store,
+    pub(super) store: Store,
     runtime: RuntimeClient,
     hub: Hub,
     pub(super) writers: Writers,
@@ -96,10 +96,17 @@ pub(super) struct Inner {
     cancel_reasons: Mutex<HashMap<String, String>>,
     /// Runtime session id → the observer of its run.
     observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
+    /// Sessions discovery has already matched to a run (a cache: the store decides).
+    pub(super) discovered: super::discovery::Seen,
+    /// Message ids of the ambient Signals this process sent: `WatchSignals` hands them back,
+    /// and they are recorded already.
+    pub(super) own_signals: super::discovery::Seen,
+    /// RunDescriptor runs waiting for their agents to start the session, by session id.
+    waiters: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     modes: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
     pub(super) tasks: TaskTracker,
     pub(super) shutdown: CancellationToken,
-    tracing: Tracing,
+    pub(super) tracing: Tracing,
     pub(super) options: RunOptions,
 }
 
@@ -118,6 +125,9 @@ pub struct RunOptions {
     pub stack: crate::stack::Stack,
     /// Live-stream subscribers (SSE, WatchRun) one run may have at once.
     pub max_subscribers_per_run: usize,
+    /// Sessions agents start themselves become runs, and ambient Signals are matched to runs
+    /// (`SESSION_DISCOVERY_ENABLED`).
+    pub discovery: bool,
     /// The embedded runtime's address (agents connect to it), reported by the runtime's health
     /// and manifest; `None` with an external runtime.
     pub embedded_runtime: Option<std::net::SocketAddr>,
@@ -132,6 +142,7 @@ impl Default for RunOptions {
             hub_max_bytes: 64 * 1024 * 1024,
             stack: crate::stack::Stack::default(),
             max_subscribers_per_run: 20_000,
+            discovery: true,
             embedded_runtime: None,
         }
     }
@@ -169,6 +180,9 @@ impl RunService {
                 hub,
                 cancel_reasons: Mutex::default(),
                 observers: Mutex::default(),
+                discovered: super::discovery::Seen::default(),
+                own_signals: super::discovery::Seen::default(),
+                waiters: Mutex::default(),
                 modes: tokio::sync::Mutex::new(None),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
@@ -283,6 +297,12 @@ impl RunService {
         self.inner
             .tasks
             .spawn(async move { watcher::watch_sessions(service).await });
+        if self.inner.options.discovery {
+            let service = self.clone();
+            self.inner
+                .tasks
+                .spawn(async move { watcher::watch_signals(service).await });
+        }
         for run in self.inner.store.active_runs().await? {
             self.spawn_recovery(run);
         }
@@ -396,9 +416,32 @@ impl RunService {
             Some(request) if errors.is_empty() => request,
             _ => return Err(ApiError::validation(errors)),
         };
-        let run_id = uuid::Uuid::new_v4().to_string();
-        let session_id = uuid::Uuid::new_v4().to_string();
+        // A RunDescriptor names its session; the run takes its id when that is a UUID, so the
+        // UI console finds the run under the session id it navigates by.
+        let (run_id, session_id) = match &request.session.session_id {
+            Some(session_id) => {
+                let run_id = uuid::Uuid::parse_str(session_id)
+                    .map(|uuid| uuid.to_string())
+                    .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string());
+                (run_id, session_id.clone())
+            }
+            None => (
+                uuid::Uuid::new_v4().to_string(),
+                uuid::Uuid::new_v4().to_string(),
+            ),
+        };
         // The run's trace id is the id of its lifecycle span's trace when traces are exported.
+        if request.session.session_id.is_some()
+            && let Some(existing) = self.inner.store.run_by_session(&session_id).await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::SessionAlreadyExists,
+                format!("session {session_id} already has run {}", existing.id),
+            )
+            .with_details(
+                json!({"errors": [FieldError::new("session.sessionId", "already has a run")]}),
+            ));
+        }
         let trace_id = self
             .inner
             .tracing
@@ -473,6 +516,11 @@ impl RunService {
                     metadata,
                     created_at: now,
                     created_by: crate::auth::audit::actor(),
+                    // Pre-allocated: discovery will see this session and find its run.
+                    runtime_session_id: Some(session_id.clone()),
+                    status: RunStatus::Queued,
+                    started_at: None,
+                    session: None,
                     audit: crate::auth::audit::take(&run_id),
                 },
                 std::slice::from_ref(&created),
@@ -481,6 +529,17 @@ impl RunService {
             .await
             .inspect_err(|_| crate::auth::audit::put_back())?;
         match outcome {
+            CreateOutcome::SessionTaken => {
+                // Only a RunDescriptor's named session can have one already.
+                self.inner.tracing.discard_run(&run_id);
+                Err(ApiError::new(
+                    ErrorCode::SessionAlreadyExists,
+                    format!("session {session_id} already has a run"),
+                )
+                .with_details(
+                    json!({"errors": [FieldError::new("session.sessionId", "already has a run")]}),
+                ))
+            }
             CreateOutcome::Existing(run) => {
                 self.inner.tracing.discard_run(&run_id);
                 Ok(StartOutcome {
@@ -835,6 +894,40 @@ impl RunService {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(session_id.to_owned(), sender);
         receiver
+    }
+
+    /// A RunDescriptor run's wake-up call for when its session appears (discovery sees it).
+    pub(crate) fn register_waiter(&self, session_id: &str) -> Arc<tokio::sync::Notify> {
+        self.waiters()
+            .entry(session_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn unregister_waiter(&self, session_id: &str) {
+        self.waiters().remove(session_id);
+    }
+
+    pub(crate) fn wake_waiter(&self, session_id: &str) {
+        if let Some(waiter) = self.waiters().get(session_id) {
+            waiter.notify_one();
+        }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Notify>>> {
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether this process observes the session.
+    pub(crate) fn is_observed(&self, session_id: &str) -> bool {
+        self.inner
+            .observers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(session_id)
     }
 
     pub(crate) fn unregister_observer(&self, session_id: &str) {

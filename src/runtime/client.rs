@@ -222,6 +222,14 @@ impl RuntimeClient {
             .ok_or_else(|| Error::NoCredential(sender.to_owned()))
     }
 
+    /// A reading call's credential: the reader's own, else the control plane's observer
+    /// identity (a session it did not start, whose participants' tokens it does not hold).
+    fn reader_bearer<'a>(&'a self, reader: &'a str) -> Bearer<'a> {
+        self.credentials
+            .bearer_for(reader)
+            .unwrap_or_else(|| self.credentials.observer_bearer())
+    }
+
     async fn with_deadline<F, T>(&self, name: &'static str, call: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -290,7 +298,7 @@ impl RuntimeClient {
         after_sequence: u64,
         reader: &str,
     ) -> Result<Subscription, Error> {
-        let bearer = self.bearer(reader)?;
+        let bearer = self.reader_bearer(reader);
         let (requests, receiver) = mpsc::channel(1);
         let frame = pb::StreamSessionRequest {
             envelope: None,
@@ -322,12 +330,21 @@ impl RuntimeClient {
             .await
     }
 
+    /// Ambient envelopes (Signals outside any session's history), as the observer identity.
+    pub async fn watch_signals(&self) -> Result<tonic::Streaming<pb::WatchSignalsResponse>, Error> {
+        let bearer = self.credentials.observer_bearer();
+        let request = self.request(pb::WatchSignalsRequest {}, Some(bearer))?;
+        let mut client = self.inner.clone();
+        self.with_deadline("WatchSignals", client.watch_signals(request))
+            .await
+    }
+
     pub async fn get_session(
         &self,
         session_id: &str,
         reader: &str,
     ) -> Result<SessionMetadata, Error> {
-        let bearer = self.bearer(reader)?;
+        let bearer = self.reader_bearer(reader);
         let request = self.request(
             pb::GetSessionRequest {
                 session_id: session_id.to_owned(),

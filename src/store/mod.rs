@@ -77,12 +77,23 @@ pub struct NewRun {
     pub created_at: Timestamp,
     /// The authenticated actor who started it.
     pub created_by: Option<String>,
+    /// The runtime session it is for, known from the start: pre-allocated for the runs we
+    /// start, the session's own for discovered runs. Unique: a session is never two runs.
+    pub runtime_session_id: Option<String>,
+    /// `Queued` for the runs we start; `Running` for a discovered session, bound at once.
+    pub status: RunStatus,
+    pub started_at: Option<Timestamp>,
+    /// The bound session row of a discovered run, written with it.
+    pub session: Option<BoundSession>,
     /// The audit row of the call that starts it, written in the same transaction.
     pub audit: Option<AuditEntry>,
 }
 
 pub enum CreateOutcome {
     Created(Run),
+    /// Another run is already for this runtime session (discovery lost the race, or saw it
+    /// before): nothing was written.
+    SessionTaken,
     /// The idempotency key belongs to this run already.
     Existing(Run),
 }
@@ -268,8 +279,9 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts a run with its first events and projection in one transaction. A run with the
-    /// same idempotency key wins over this one: it is returned and nothing is written.
+    /// Inserts a run with its first events and projection (and its bound session, when given)
+    /// in one transaction. A run with the same idempotency key wins over this one: it is
+    /// returned and nothing is written; so does a run for the same runtime session.
     pub async fn create_run(
         &self,
         new: NewRun,
@@ -289,11 +301,11 @@ impl Store {
         let last_seq = events.last().map(|event| event.seq).unwrap_or(0);
         let row = run::ActiveModel {
             id: Set(new.id.clone()),
-            status: Set(RunStatus::Queued.as_str().to_owned()),
+            status: Set(new.status.as_str().to_owned()),
             mode: Set(new.mode),
             runtime_kind: Set(new.runtime_kind),
             runtime_version: Set(new.runtime_version),
-            runtime_session_id: Set(None),
+            runtime_session_id: Set(new.runtime_session_id.clone()),
             trace_id: Set(new.trace_id),
             idempotency_key: Set(new.idempotency_key.clone()),
             last_event_seq: Set(last_seq),
@@ -304,19 +316,20 @@ impl Store {
             error_code: Set(None),
             error_message: Set(None),
             created_at: Set(new.created_at),
-            started_at: Set(None),
+            started_at: Set(new.started_at),
             ended_at: Set(None),
             updated_at: Set(new.created_at),
             created_by: Set(new.created_by),
         };
-        let inserted = match &new.idempotency_key {
-            Some(_) => {
+        let conflict = match (&new.idempotency_key, &new.runtime_session_id) {
+            (Some(_), _) => Some(run::Column::IdempotencyKey),
+            (None, Some(_)) => Some(run::Column::RuntimeSessionId),
+            (None, None) => None,
+        };
+        let inserted = match conflict {
+            Some(column) => {
                 let outcome = run::Entity::insert(row)
-                    .on_conflict(
-                        OnConflict::column(run::Column::IdempotencyKey)
-                            .do_nothing()
-                            .to_owned(),
-                    )
+                    .on_conflict(OnConflict::column(column).do_nothing().to_owned())
                     .try_insert()
                     .exec_without_returning(&txn)
                     .await?;
@@ -329,6 +342,10 @@ impl Store {
                 true
             }
         };
+        if !inserted && new.idempotency_key.is_none() {
+            txn.rollback().await?;
+            return Ok(CreateOutcome::SessionTaken);
+        }
         if !inserted {
             txn.rollback().await?;
             let key = new.idempotency_key.unwrap_or_default();
@@ -349,6 +366,10 @@ impl Store {
             txn.execute_raw(statement).await?;
         }
         txn.execute_raw(projection).await?;
+        if let Some(session) = &new.session {
+            txn.execute_raw(bind_session(backend, session, new.created_at))
+                .await?;
+        }
         if let Some(entry) = new.audit {
             txn.execute_raw(audit_insert(backend, entry)).await?;
         }
@@ -552,6 +573,16 @@ impl Store {
             .one(&self.db)
             .await?;
         text.map(|text| parse_state(&text, "projection", run_id))
+            .transpose()
+    }
+
+    /// The run for a runtime session, if any (bound, or pre-allocated when we start it).
+    pub async fn run_by_session(&self, session_id: &str) -> Result<Option<Run>, Error> {
+        run::Entity::find()
+            .filter(run::Column::RuntimeSessionId.eq(session_id))
+            .one(&self.db)
+            .await?
+            .map(run_from_row)
             .transpose()
     }
 
@@ -1221,6 +1252,10 @@ pub(crate) mod tests {
             metadata: serde_json::json!({}),
             created_at: crate::time::now(),
             created_by: None,
+            runtime_session_id: None,
+            status: RunStatus::Queued,
+            started_at: None,
+            session: None,
             audit: None,
         }
     }

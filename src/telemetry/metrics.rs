@@ -62,6 +62,7 @@ struct Metrics {
     active_streams: Family<Kind, Gauge>,
     subscribers: Gauge,
     stream_reconnects: Counter,
+    unmatched_signals: Counter,
     events_ingested: Counter,
     transitions: Family<Status, Counter>,
     run_seconds: Histograms<Status>,
@@ -79,6 +80,7 @@ impl Metrics {
             active_streams: Family::default(),
             subscribers: Gauge::default(),
             stream_reconnects: Counter::default(),
+            unmatched_signals: Counter::default(),
             events_ingested: Counter::default(),
             transitions: Family::default(),
             run_seconds: Family::new_with_constructor(|| Histogram::new(RUN_BUCKETS)),
@@ -123,6 +125,11 @@ impl Metrics {
             "macp_stream_reconnects",
             "Runtime session streams resumed after a break",
             metrics.stream_reconnects.clone(),
+        );
+        registry.register(
+            "macp_ambient_signals_unmatched",
+            "Ambient signals (WatchSignals) that matched no open run and were dropped",
+            metrics.unmatched_signals.clone(),
         );
         registry.register(
             "macp_events_ingested",
@@ -171,6 +178,10 @@ pub fn record_events(count: usize) {
 
 pub fn record_stream_reconnect() {
     metrics().stream_reconnects.inc();
+}
+
+pub fn record_unmatched_signal() {
+    metrics().unmatched_signals.inc();
 }
 
 pub fn record_request(labels: Request, elapsed: Duration) {

@@ -363,3 +363,76 @@ async fn unmatched(app: &TestApp) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A RunDescriptor (a named session, no kickoff): the run exists at once under the session's
+/// id, binds when its agents start that session, and ends with their decision; a session never
+/// started fails the run `SESSION_NOT_STARTED` after its ttl.
+async fn run_descriptors_wait_for_their_agents(backend: Backend) {
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let mut descriptor = requests::scripted_decision();
+    descriptor["kickoff"] = json!([]);
+    descriptor["session"]["sessionId"] = json!(session_id);
+    let run_id = app.start_run(&descriptor).await;
+    assert_eq!(run_id, session_id, "the run is found by its session's id");
+    let (status, run) = app.get(&format!("/runs/{run_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(run["runtimeSessionId"], session_id.as_str());
+    // The same session cannot be described twice.
+    let (status, body) = app.post("/runs", &descriptor).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["errorCode"], "SESSION_ALREADY_EXISTS");
+
+    let mut agents = Agents::connect(&app).await;
+    agents.start_decision(&session_id).await;
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    agents.decide(&session_id).await;
+    let state = app.wait_terminal(&run_id).await;
+    assert_eq!(state.run.status, "completed");
+    assert!(
+        state
+            .decision
+            .current
+            .as_ref()
+            .is_some_and(|decision| decision.finalized)
+    );
+    let (_, page) = app.get("/runs?limit=200").await;
+    assert_eq!(page["total"], 1, "one run for the session: {page}");
+
+    // Never started: the ttl passes and the run fails with the reason.
+    let mut lonely = descriptor.clone();
+    lonely["session"]["sessionId"] = json!(uuid::Uuid::new_v4().to_string());
+    lonely["session"]["ttlMs"] = json!(1500);
+    let lonely_id = app.start_run(&lonely).await;
+    app.wait_terminal(&lonely_id).await;
+    let (_, run) = app.get(&format!("/runs/{lonely_id}")).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["errorCode"], "SESSION_NOT_STARTED", "{run}");
+    app.stop().await;
+}
+on_both_backends!(run_descriptors_wait_for_their_agents);
+
+/// A descriptor names a session the runtime would take, and carries no kickoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_descriptors_are_checked() {
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let mut with_kickoff = requests::scripted_decision();
+    with_kickoff["session"]["sessionId"] = json!(uuid::Uuid::new_v4().to_string());
+    let (status, body) = app.post("/runs", &with_kickoff).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("\"kickoff\""), "{body}");
+    let mut bad_id = requests::scripted_decision();
+    bad_id["kickoff"] = json!([]);
+    bad_id["session"]["sessionId"] = json!("too short");
+    let (status, body) = app.post("/runs", &bad_id).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("session.sessionId"), "{body}");
+    let (_, page) = app.get("/runs").await;
+    assert_eq!(page["total"], 0, "refused requests make no run");
+    app.stop().await;
+}

@@ -818,7 +818,7 @@ fn run_messages() {
             if status < 400 {
                 // An accepted message moves the session on (the runtime then refuses it again,
                 // or ends the session): the next case gets a fresh run. Refused ones change
-                // nothing (ARCHITECTURE invariant 9), so every case meets the same session.
+                // nothing (ARCHITECTURE invariant 10), so every case meets the same session.
                 *run.lock().expect("run") = running_run(app).await;
             }
             Ok(())

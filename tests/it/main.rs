@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod cli_auth;
 mod connections;
+mod discovery;
 mod edge;
 mod fuzz;
 mod golden;

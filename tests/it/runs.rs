@@ -37,7 +37,7 @@ async fn runtime_session(app: &TestApp, session_id: &str, reader: &str) -> Sessi
         .expect("metadata")
 }
 
-/// Invariant 5: folding the stored events gives exactly the stored projection.
+/// Invariant 4: folding the stored events gives exactly the stored projection.
 async fn assert_rebuild_matches(app: &TestApp, run_id: &str) {
     let events = app
         .store()

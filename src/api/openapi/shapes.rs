@@ -421,6 +421,10 @@ pub const RULES: &[(&str, &[Rule])] = &[
         &[Rule::NonBlank],
     ),
     (
+        "macp.control_plane.v1.SessionSpec.session_id",
+        &[Rule::Pattern(crate::runs::request::SESSION_ID_PATTERN)],
+    ),
+    (
         "macp.control_plane.v1.SessionSpec.mode_name",
         &[Rule::Required, Rule::NonBlank],
     ),
