@@ -20,13 +20,17 @@ const DECISION: &str = "macp.mode.decision.v1";
 
 /// Agents on the runtime: each message sent with its sender's own bearer (the runtime's dev
 /// mode takes the bearer as the identity, as a static token table would).
-struct Agents {
+pub(crate) struct Agents {
     client: MacpRuntimeServiceClient<Channel>,
 }
 
 impl Agents {
     async fn connect(app: &TestApp) -> Agents {
         let address = app.app.embedded_runtime().expect("embedded runtime");
+        Agents::connect_to(&address.to_string()).await
+    }
+
+    pub(crate) async fn connect_to(address: &str) -> Agents {
         let client = MacpRuntimeServiceClient::connect(format!("http://{address}"))
             .await
             .expect("runtime connects");
@@ -67,7 +71,7 @@ impl Agents {
     }
 
     /// The initiator opens a decision session of the scripted decision's participants.
-    async fn start_decision(&mut self, session_id: &str) {
+    pub(crate) async fn start_decision(&mut self, session_id: &str) {
         let payload = encode_proto(
             "macp.v1.SessionStartPayload",
             &json!({
@@ -134,7 +138,7 @@ fn base64_json(value: &Value) -> String {
 
 /// Polls until the run exists (discovery is driven by the runtime's lifecycle feed; the poll
 /// only looks).
-async fn wait_for_run(app: &TestApp, run_id: &str) -> Duration {
+pub(crate) async fn wait_for_run(app: &TestApp, run_id: &str) -> Duration {
     let started = Instant::now();
     loop {
         let (status, _) = app.get(&format!("/runs/{run_id}")).await;

@@ -79,6 +79,17 @@ async fn spawn_runtime(extra: &[(&str, &str)]) -> RuntimeProcess {
 }
 
 impl RuntimeProcess {
+    /// SIGKILL by PID: no drain, no goodbye (what a crash or an OOM kill leaves).
+    async fn kill(mut self) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().await.expect("waits");
+    }
+
     /// SIGTERM by PID (as an orchestrator stops the binary): it drains, saves and exits 0.
     async fn terminate(mut self) -> Vec<String> {
         let pid = self.child.id().expect("still running");
@@ -420,4 +431,71 @@ async fn the_embedded_runtime_can_keep_sessions_in_files() {
         SessionState::Resolved
     );
     restarted.stop().await;
+}
+
+/// Discovery across a runtime crash: a session started just before the runtime is killed and
+/// one started after it comes back (its file storage recovered, on the same address) each
+/// become one run, and the session discovered before the crash, replayed on reconnect, is not
+/// made twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_survives_a_runtime_restart_without_duplicates() {
+    use crate::discovery::{Agents, wait_for_run};
+    let data = tempfile::tempdir().expect("dir");
+    let data_dir = data.path().to_str().expect("utf-8 path").to_owned();
+    let runtime = spawn_runtime(&[
+        ("MACP_DATA_DIR", &data_dir),
+        ("MACP_STORAGE_BACKEND", "file"),
+    ])
+    .await;
+    let address = runtime.address.clone();
+    let app = support::start_with(
+        Backend::Sqlite,
+        support::Options {
+            runtime: RuntimeTarget::External {
+                address: address.clone(),
+                tls: false,
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("SQLite is always available");
+    let before = uuid::Uuid::new_v4().to_string();
+    let at_the_crash = uuid::Uuid::new_v4().to_string();
+    let after = uuid::Uuid::new_v4().to_string();
+    let mut agents = Agents::connect_to(&address).await;
+    agents.start_decision(&before).await;
+    wait_for_run(&app, &before).await;
+    // Accepted (stored by the runtime), then the runtime dies before or after telling us.
+    agents.start_decision(&at_the_crash).await;
+    runtime.kill().await;
+
+    let restarted = spawn_runtime(&[
+        ("MACP_DATA_DIR", &data_dir),
+        ("MACP_STORAGE_BACKEND", "file"),
+        ("MACP_BIND_ADDR", &address),
+    ])
+    .await;
+    assert_eq!(restarted.address, address);
+    let mut agents = Agents::connect_to(&address).await;
+    agents.start_decision(&after).await;
+    for session in [&before, &at_the_crash, &after] {
+        wait_for_run(&app, session).await;
+    }
+    let (_, page) = app.get("/runs?limit=200").await;
+    let mut sessions: Vec<&str> = page["data"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|run| run["runtimeSessionId"].as_str().expect("a session"))
+        .collect();
+    sessions.sort_unstable();
+    let mut expected = vec![before.as_str(), at_the_crash.as_str(), after.as_str()];
+    expected.sort_unstable();
+    assert_eq!(
+        sessions, expected,
+        "one run per session, none twice: {page}"
+    );
+    app.stop().await;
+    restarted.terminate().await;
 }
