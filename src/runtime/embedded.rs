@@ -26,12 +26,14 @@ use tonic::transport::server::TcpIncoming;
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:50051";
 
 /// How long a terminal session stays in the embedded runtime's memory after its start (the
-/// binary's `MACP_SESSION_RETENTION_SECS` semantics). The binary's 3600 s holds about an hour
-/// of sessions, tens of KB each, in a process that is also the control plane; everything the
-/// control plane needs is in its own store once a run is terminal (it confirms the terminal
-/// state within milliseconds), so five minutes leaves agents ample time to read an outcome
-/// while a steady 1 run/s holds about 300 sessions.
-pub const DEFAULT_SESSION_RETENTION: Duration = Duration::from_secs(300);
+/// binary's `MACP_SESSION_RETENTION_SECS` semantics; the binary's default is 3600 s). The
+/// runtime keeps about 75 KB per finished session, and it shares a process with the control
+/// plane, which has everything of a run in its own store once the run is terminal: it confirms
+/// the terminal state within milliseconds and waits at most 5 s for late envelopes. A minute
+/// covers those, and an agent reading the outcome of a session shorter than that right after
+/// it ends, while the runtime holds at most a minute of sessions (about 45 MB at a steady 10
+/// runs/s). A session that lasts longer is evicted at the first sweep after it ends.
+pub const DEFAULT_SESSION_RETENTION: Duration = Duration::from_secs(60);
 
 /// The longest retention the runtime's sweep can take: it computes its cutoff in i64
 /// milliseconds (100 years; longer is the same as never).
