@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::query::{MAX_UINT32, optional_time};
-use crate::error::{ApiError, FieldError};
+use super::query::{optional_time, page};
+use crate::error::ApiError;
 use crate::time::{self, Timestamp};
 
 /// How an audited call ended.
@@ -100,28 +100,13 @@ impl AuditQuery {
         let mut errors = Vec::new();
         let created_after = optional_time("createdAfter", self.created_after, &mut errors);
         let created_before = optional_time("createdBefore", self.created_before, &mut errors);
-        let limit = match self.limit {
-            None => DEFAULT_AUDIT_LIMIT,
-            Some(limit) if (1..=MAX_AUDIT_LIMIT as i64).contains(&limit) => limit as u64,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!("must be between 1 and {MAX_AUDIT_LIMIT}"),
-                ));
-                DEFAULT_AUDIT_LIMIT
-            }
-        };
-        let offset = match self.offset {
-            None => 0,
-            Some(offset) if (0..=MAX_UINT32).contains(&offset) => offset as u64,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "offset",
-                    format!("must be between 0 and {MAX_UINT32}"),
-                ));
-                0
-            }
-        };
+        let (limit, offset) = page(
+            self.limit,
+            self.offset,
+            DEFAULT_AUDIT_LIMIT,
+            MAX_AUDIT_LIMIT,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
         }

@@ -44,6 +44,40 @@ pub(super) fn optional_time(
     parsed
 }
 
+/// A list's `limit` (1..=`max`, `default` when absent) and `offset` (0..=u32::MAX, 0 when
+/// absent); a value out of range is a field error.
+pub(super) fn page(
+    limit: Option<i64>,
+    offset: Option<i64>,
+    default: u64,
+    max: u64,
+    errors: &mut Vec<FieldError>,
+) -> (u64, u64) {
+    let limit = match limit {
+        None => default,
+        Some(limit) if (1..=max as i64).contains(&limit) => limit as u64,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be between 1 and {max}"),
+            ));
+            default
+        }
+    };
+    let offset = match offset {
+        None => 0,
+        Some(offset) if (0..=MAX_UINT32).contains(&offset) => offset as u64,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "offset",
+                format!("must be between 0 and {MAX_UINT32}"),
+            ));
+            0
+        }
+    };
+    (limit, offset)
+}
+
 /// Unvalidated `ListRuns` parameters, as either transport received them.
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
@@ -89,28 +123,13 @@ impl RunQuery {
         };
         let created_after = optional_time("createdAfter", self.created_after, &mut errors);
         let created_before = optional_time("createdBefore", self.created_before, &mut errors);
-        let limit = match self.limit {
-            None => DEFAULT_RUN_LIMIT,
-            Some(limit) if (1..=MAX_RUN_LIMIT as i64).contains(&limit) => limit as u64,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!("must be between 1 and {MAX_RUN_LIMIT}"),
-                ));
-                DEFAULT_RUN_LIMIT
-            }
-        };
-        let offset = match self.offset {
-            None => 0,
-            Some(offset) if (0..=MAX_UINT32).contains(&offset) => offset as u64,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "offset",
-                    format!("must be between 0 and {MAX_UINT32}"),
-                ));
-                0
-            }
-        };
+        let (limit, offset) = page(
+            self.limit,
+            self.offset,
+            DEFAULT_RUN_LIMIT,
+            MAX_RUN_LIMIT,
+            &mut errors,
+        );
         let sort_by_updated = match self.sort_by.as_deref() {
             None | Some("") | Some("createdAt") => false,
             Some("updatedAt") => true,

@@ -9,74 +9,80 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 
 use super::service::RunService;
+use crate::runtime::Error as RuntimeError;
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub async fn watch_sessions(service: RunService) {
-    let shutdown = service.inner.shutdown.clone();
-    let mut backoff = BACKOFF_START;
-    loop {
-        match service.runtime().watch_sessions().await {
-            Ok(mut stream) => loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    item = stream.next() => match item {
-                        Some(Ok(response)) => {
-                            backoff = BACKOFF_START;
-                            if let Some(session) = response.event.and_then(|event| event.session) {
-                                if service.options().discovery
-                                    && let Err(error) = super::discovery::discover(&service, &session).await
-                                {
-                                    tracing::warn!(session_id = %session.session_id, %error, "session discovery failed; retried when the session is seen again");
-                                }
-                                service.signal_session(session);
-                            }
-                        }
-                        Some(Err(status)) => {
-                            tracing::info!(code = ?status.code(), message = status.message(), "session watch ended; reconnecting");
-                            break;
-                        }
-                        None => break,
-                    }
+    follow(
+        &service,
+        "session",
+        |service| async move { service.runtime().watch_sessions().await },
+        |service, response| async move {
+            if let Some(session) = response.event.and_then(|event| event.session) {
+                if service.options().discovery
+                    && let Err(error) = super::discovery::discover(&service, &session).await
+                {
+                    tracing::warn!(session_id = %session.session_id, %error, "session discovery failed; retried when the session is seen again");
                 }
-            },
-            Err(error) => tracing::debug!(%error, "cannot watch runtime sessions; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
+                service.signal_session(session);
+            }
+        },
+    )
+    .await;
 }
 
 pub async fn watch_signals(service: RunService) {
+    follow(
+        &service,
+        "signal",
+        |service| async move { service.runtime().watch_signals().await },
+        |service, response| async move {
+            if let Some(envelope) = response.envelope
+                && let Err(error) = super::discovery::ambient(&service, envelope).await
+            {
+                tracing::warn!(%error, "an ambient signal could not be stored");
+            }
+        },
+    )
+    .await;
+}
+
+/// Follows one of the runtime's watch streams until shutdown: each item handled in order,
+/// reconnecting with backoff whenever the stream ends or cannot be opened.
+async fn follow<T, Open, Opened, Handle, Handled>(
+    service: &RunService,
+    what: &'static str,
+    open: Open,
+    handle: Handle,
+) where
+    Open: Fn(RunService) -> Opened,
+    Opened: Future<Output = Result<tonic::Streaming<T>, RuntimeError>>,
+    Handle: Fn(RunService, T) -> Handled,
+    Handled: Future<Output = ()>,
+{
     let shutdown = service.inner.shutdown.clone();
     let mut backoff = BACKOFF_START;
     loop {
-        match service.runtime().watch_signals().await {
+        match open(service.clone()).await {
             Ok(mut stream) => loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     item = stream.next() => match item {
                         Some(Ok(response)) => {
                             backoff = BACKOFF_START;
-                            if let Some(envelope) = response.envelope
-                                && let Err(error) = super::discovery::ambient(&service, envelope).await
-                            {
-                                tracing::warn!(%error, "an ambient signal could not be stored");
-                            }
+                            handle(service.clone(), response).await;
                         }
                         Some(Err(status)) => {
-                            tracing::info!(code = ?status.code(), message = status.message(), "signal watch ended; reconnecting");
+                            tracing::info!(code = ?status.code(), message = status.message(), "{what} watch ended; reconnecting");
                             break;
                         }
                         None => break,
                     }
                 }
             },
-            Err(error) => tracing::debug!(%error, "cannot watch runtime signals; retrying"),
+            Err(error) => tracing::debug!(%error, "cannot watch runtime {what}s; retrying"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

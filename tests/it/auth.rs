@@ -49,6 +49,18 @@ fn auth_args(dir: &tempfile::TempDir) -> AuthArgs {
     }
 }
 
+/// A served app with `keys_file`'s keys and HS256 JWTs, no rate limits; the keys file lives as
+/// long as the returned directory.
+async fn start_with_keys() -> Option<(TestApp, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = support::Options {
+        auth: auth_args(&dir),
+        ..Default::default()
+    };
+    let app = support::start_with(Backend::Sqlite, options).await?;
+    Some((app, dir))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -233,12 +245,7 @@ fn grpc_frame(
 /// permission, through otherwise. Rows come from `RPC_PERMISSIONS`, not a list kept here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_and_rpc_answers_each_caller_as_declared() {
-    let dir = tempfile::tempdir().expect("dir");
-    let options = support::Options {
-        auth: auth_args(&dir),
-        ..Default::default()
-    };
-    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
+    let Some((app, _keys)) = start_with_keys().await else {
         return;
     };
     let run_id = idle_run(&app).await;
@@ -529,12 +536,7 @@ fn every_rpc_declares_exactly_one_permission() {
 /// An agent key sends as its own participant and no other, and reads only its runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_send_only_as_themselves_and_read_only_their_runs() {
-    let dir = tempfile::tempdir().expect("dir");
-    let options = support::Options {
-        auth: auth_args(&dir),
-        ..Default::default()
-    };
-    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
+    let Some((app, _keys)) = start_with_keys().await else {
         return;
     };
     let run_id = idle_run(&app).await;
@@ -841,12 +843,7 @@ async fn writes_past_the_limit_get_429_until_the_window_passes() {
 /// order made; refused calls are rows too; `GET /audit` filters work and only admins read it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_holds_every_mutating_call_and_every_refusal() {
-    let dir = tempfile::tempdir().expect("dir");
-    let options = support::Options {
-        auth: auth_args(&dir),
-        ..Default::default()
-    };
-    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
+    let Some((app, _keys)) = start_with_keys().await else {
         return;
     };
     let send =
@@ -1250,12 +1247,7 @@ async fn keys_made_with_the_cli_turn_auth_on_and_can_be_revoked() {
 /// A repeated idempotency key answers the existing run; both calls are audited about it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_start_is_audited_about_the_existing_run() {
-    let dir = tempfile::tempdir().expect("dir");
-    let options = support::Options {
-        auth: auth_args(&dir),
-        ..Default::default()
-    };
-    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
+    let Some((app, _keys)) = start_with_keys().await else {
         return;
     };
     let mut request = requests::seed_example();

@@ -25,7 +25,7 @@ pub(crate) struct Agents {
 }
 
 impl Agents {
-    async fn connect(app: &TestApp) -> Agents {
+    pub(crate) async fn connect(app: &TestApp) -> Agents {
         let address = app.app.embedded_runtime().expect("embedded runtime");
         Agents::connect_to(&address.to_string()).await
     }
@@ -37,7 +37,7 @@ impl Agents {
         Agents { client }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &mut self,
         sender: &str,
         mode: &str,

@@ -247,17 +247,7 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
     assert!(!run.is_valid(&json!({"id": 1})));
 
     let run_id = app.start_run(&requests::seed_example()).await;
-    let key: Value = app
-        .http
-        .post(format!("{}/keys", app.base))
-        .json(&body("/keys"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
-    let key_id = key["info"]["id"].as_str().expect("a key id").to_owned();
+    let key_id = app.create_viewer_key().await;
     for (path, item) in document["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("path item") {
             // Path parameters that name things that exist, so a 404 can only mean "not routed".

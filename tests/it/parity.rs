@@ -206,17 +206,7 @@ async fn every_rpc_has_a_rest_route() {
         return;
     };
     let run_id = app.start_run(&requests::seed_example()).await;
-    let key: Value = app
-        .http
-        .post(format!("{}/keys", app.base))
-        .json(&serde_json::json!({"actor": "ops", "roles": ["viewer"]}))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
-    let key_id = key["info"]["id"].as_str().expect("a key id").to_owned();
+    let key_id = app.create_viewer_key().await;
     for (method, path) in RPC_ROUTES
         .iter()
         .chain(ALIAS_ROUTES)

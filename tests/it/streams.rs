@@ -105,41 +105,24 @@ impl Rng {
 
 /// Agents of the seed example talking in its session: `count` Proposals, `gap` apart.
 async fn agents_talk(app: &TestApp, session_id: &str, count: usize, gap: Duration) {
-    let address = app.app.embedded_runtime().expect("embedded runtime");
-    let mut client = MacpRuntimeServiceClient::connect(format!("http://{address}"))
-        .await
-        .expect("runtime");
-    let agents = ["fraud-agent", "risk-agent", "growth-agent"];
+    let mut agents = crate::discovery::Agents::connect(app).await;
+    let senders = ["fraud-agent", "risk-agent", "growth-agent"];
     for index in 0..count {
-        let sender = agents[index % agents.len()];
         let payload = macp_control_plane::runtime::codec::encode_proto(
             "macp.modes.decision.v1.ProposalPayload",
             &json!({"proposal_id": format!("extra-{index}"), "option": "review", "rationale": "more data"}),
         )
         .expect("encodes");
-        let mut request = tonic::Request::new(SendRequest {
-            envelope: Some(Envelope {
-                macp_version: "1.0".into(),
-                mode: "macp.mode.decision.v1".into(),
-                message_type: "Proposal".into(),
-                message_id: uuid::Uuid::new_v4().to_string(),
-                session_id: session_id.into(),
-                sender: String::new(),
-                timestamp_unix_ms: 0,
+        let sender = senders[index % senders.len()];
+        let ack = agents
+            .send(
+                sender,
+                "macp.mode.decision.v1",
+                session_id,
+                "Proposal",
                 payload,
-            }),
-        });
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {sender}").parse().expect("header"),
-        );
-        let ack = client
-            .send(request)
-            .await
-            .expect("send")
-            .into_inner()
-            .ack
-            .expect("ack");
+            )
+            .await;
         assert!(ack.ok, "{ack:?}");
         if !gap.is_zero() {
             tokio::time::sleep(gap).await;

@@ -263,6 +263,18 @@ impl TestApp {
     }
 
     /// Starts a run over REST and returns its id.
+    /// Stores an API key (a viewer's) through the admin route; its id.
+    pub async fn create_viewer_key(&self) -> String {
+        let (status, key) = self
+            .post(
+                "/keys",
+                &serde_json::json!({"actor": "ops", "roles": ["viewer"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        key["info"]["id"].as_str().expect("a key id").to_owned()
+    }
+
     pub async fn start_run(&self, request: &Value) -> String {
         let (status, body) = self.post("/runs", request).await;
         assert_eq!(status, 201, "start failed: {body}");
