@@ -632,6 +632,41 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_runtime_address_is_checked_by_its_setting() {
+        let options = |extra: &[&str]| {
+            let mut args = vec!["cp", "serve"];
+            args.extend_from_slice(extra);
+            parse(&args)
+                .expect("parses")
+                .runtime
+                .embedded_options()
+                .map_err(|error| error.to_string())
+        };
+        let any = options(&["--embedded-runtime-addr", ":0"]).expect("valid");
+        assert_eq!(any.bind.to_string(), "127.0.0.1:0");
+        let given = options(&["--embedded-runtime-addr", "127.0.0.1:50151"]).expect("valid");
+        assert_eq!(given.bind.to_string(), "127.0.0.1:50151");
+        let error = options(&["--embedded-runtime-addr", "localhost:1"]).expect_err("refused");
+        assert!(
+            error.contains("EMBEDDED_RUNTIME_ADDR: 'localhost:1'"),
+            "{error}"
+        );
+        // Off loopback, dev mode would let anyone on the network act as any agent.
+        let error = options(&["--embedded-runtime-addr", "0.0.0.0:50051"]).expect_err("refused");
+        assert!(error.contains("RUNTIME_TOKENS"), "{error}");
+        let tokens = options(&[
+            "--embedded-runtime-addr",
+            "0.0.0.0:50051",
+            "--runtime-tokens",
+            r#"{"agent-a": "token-a"}"#,
+            "--runtime-bearer-token",
+            "token-observer",
+        ])
+        .expect("valid with tokens");
+        assert!(tokens.static_tokens.is_some());
+    }
+
+    #[test]
     fn the_config_file_sets_defaults_that_flags_override() {
         let dir = tempfile::tempdir().expect("dir");
         let file = dir.path().join("cp.toml");

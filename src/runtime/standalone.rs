@@ -285,18 +285,13 @@ async fn serve(settings: Settings, receipts: ReceiptConfig) -> Result<(), String
             .map_err(|error| format!("MACP_POLICIES_DIR: {error}"))?;
         tracing::info!(count, dir = %dir.display(), "loaded governance policies from directory");
     }
-    if receipts.signed() {
+    let signed_receipts = receipts.signed();
+    if signed_receipts {
         tracing::info!(
             kid = receipts.kid().unwrap_or_default(),
             issuer = receipts.issuer(),
             "decision receipts are signed"
         );
-        if settings.storage == Storage::Memory {
-            tracing::warn!(
-                "memory storage cannot persist decision receipts: a restart may serve a \
-                 different signed receipt for the same session"
-            );
-        }
     }
     let security = SecurityLayer::from_env()
         .map_err(|error| format!("runtime authentication settings (MACP_AUTH_*): {error}"))?;
@@ -354,6 +349,12 @@ async fn serve(settings: Settings, receipts: ReceiptConfig) -> Result<(), String
     })
     .await
     .map_err(|error| error.to_string())?;
+    if signed_receipts && !runtime.storage.receipts_durable() {
+        tracing::warn!(
+            "the storage backend cannot persist decision receipts: a restart may serve a \
+             different signed receipt for the same session"
+        );
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<MacpRuntimeServiceServer<MacpServer>>()
