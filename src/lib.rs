@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod launch;
+pub mod loadgen;
 pub mod projection;
 pub mod registry;
 pub mod runs;

@@ -35,6 +35,9 @@ enum Command {
     /// by its environment variables (MACP_BIND_ADDR, MACP_ALLOW_INSECURE, MACP_MEMORY_ONLY,
     /// MACP_DATA_DIR, MACP_AUTH_TOKENS_JSON, ...): a drop-in for that binary.
     Runtime,
+    /// Measure a control plane: play agents' decision sessions against a MACP runtime at a
+    /// target rate and time each message's arrival on the control plane's SSE streams.
+    Loadgen(macp_control_plane::loadgen::LoadgenArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Command::Runs(command) => Ok(macp_control_plane::cli::run(command).await),
             Command::Keys(args) => Ok(macp_control_plane::auth::cli::run(args).await),
             Command::Runtime => macp_control_plane::runtime::standalone::run().await,
+            Command::Loadgen(args) => Ok(macp_control_plane::loadgen::main(args).await),
         }
     });
     match outcome {

@@ -8,6 +8,7 @@ mod discovery;
 mod edge;
 mod fuzz;
 mod golden;
+mod loadgen;
 mod messages;
 mod metrics;
 mod observability;

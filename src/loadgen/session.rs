@@ -1,0 +1,128 @@
+//! One slot of concurrent load: decision sessions played one after another by their agents,
+//! each watched on the control plane while it runs.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Shared;
+use super::agents::{self, Outgoing, Sent};
+use super::report::SessionOutcome;
+use super::watch::Note;
+
+/// Runs sessions in this slot until the run's end: one, or with a duration, as many as fit.
+/// With a duration the first session of slot `index` is shorter in proportion to the index, so
+/// the slots' sessions end at different times rather than all together, wave after wave.
+pub async fn slot(shared: Arc<Shared>, index: usize) -> Vec<SessionOutcome> {
+    let mut outcomes = Vec::new();
+    let full = shared.config.messages;
+    let mut messages = match shared.config.duration {
+        Some(_) => (full * (index + 1)).div_ceil(shared.config.sessions).max(1),
+        None => full,
+    };
+    loop {
+        outcomes.push(session(&shared, index, messages).await);
+        messages = full;
+        if shared.config.duration.is_none() || shared.past_end() {
+            return outcomes;
+        }
+    }
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    runtime: &'a agents::Runtime,
+    id: String,
+    outcome: SessionOutcome,
+    notes: mpsc::UnboundedSender<Note>,
+}
+
+impl Session<'_> {
+    /// Sends on the next turn; returns when it was accepted.
+    async fn send(&mut self, outgoing: Outgoing, measured: bool) -> Option<Instant> {
+        self.shared.pacer.turn().await;
+        let message_id = uuid::Uuid::new_v4().to_string();
+        self.outcome.sent += 1;
+        match self.runtime.send(&self.id, &message_id, outgoing).await {
+            Sent::Accepted { at, took } => {
+                self.outcome.accepted += 1;
+                self.outcome.ack_times.push(took);
+                self.shared.progress.accepted();
+                // The watcher is gone only when it panicked; the session goes on regardless.
+                let _ = self.notes.send(Note::Accepted {
+                    message_id,
+                    at,
+                    measured,
+                });
+                Some(at)
+            }
+            Sent::Rejected(reason) => {
+                self.outcome.rejected += 1;
+                self.outcome
+                    .problem
+                    .get_or_insert(format!("refused: {reason}"));
+                None
+            }
+            Sent::Failed(reason) => {
+                self.outcome.failed += 1;
+                self.outcome
+                    .problem
+                    .get_or_insert(format!("send failed: {reason}"));
+                None
+            }
+        }
+    }
+}
+
+async fn session(shared: &Shared, index: usize, messages: usize) -> SessionOutcome {
+    let id = uuid::Uuid::new_v4().to_string();
+    let (notes, notes_rx) = mpsc::unbounded_channel();
+    let mut session = Session {
+        shared,
+        runtime: &shared.runtimes[index % shared.runtimes.len()],
+        outcome: SessionOutcome {
+            session_id: id.clone(),
+            ..SessionOutcome::default()
+        },
+        id: id.clone(),
+        notes,
+    };
+    let Some(started) = session.send(agents::session_start(), false).await else {
+        return session.outcome;
+    };
+    session.outcome.started = true;
+    let (subscribed, subscribed_rx) = oneshot::channel();
+    let watcher = tokio::spawn(shared.control_plane.clone().observe(
+        id,
+        started,
+        notes_rx,
+        subscribed,
+        shared.config.grace,
+        shared.progress.clone(),
+    ));
+    // Talk once the run's stream is open, so latencies are of live delivery, not of the
+    // backfill of what was said before the run was found. Without a stream within the grace
+    // period the agents go on: what the control plane missed is counted.
+    let _ = tokio::time::timeout(shared.config.grace, subscribed_rx).await;
+    for message in 0..messages {
+        // Past the end of a timed run the session commits at once (after its first message:
+        // a decision needs a proposal to commit to).
+        if message > 0 && shared.past_end() {
+            break;
+        }
+        session.send(agents::message(message, messages), true).await;
+    }
+    session.send(agents::commitment(), true).await;
+    let _ = session.notes.send(Note::Done(Instant::now()));
+    let Session { mut outcome, .. } = session;
+    match watcher.await {
+        Ok(observed) => outcome.observed = observed,
+        Err(error) => {
+            outcome
+                .problem
+                .get_or_insert(format!("watcher failed: {error}"));
+        }
+    }
+    outcome
+}
