@@ -7,8 +7,6 @@ use futures::StreamExt;
 use macp_control_plane::api::proto;
 use macp_control_plane::projection::reducer;
 use macp_control_plane::stack::Stack;
-use macp_runtime::pb::macp_runtime_service_client::MacpRuntimeServiceClient;
-use macp_runtime::pb::{Envelope, SendRequest};
 use serde_json::{Value, json};
 
 use crate::golden::{Scrubber, assert_golden};
