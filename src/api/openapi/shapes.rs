@@ -144,6 +144,8 @@ pub const SHAPES: &[Shape] = &[
         body: Body::Field("request"),
         example: Some(include_str!("../../../examples/seed-decision.json")),
         success: STARTED,
+        // A RunDescriptor naming a session that already has a run.
+        refusals: &[ErrorCode::SessionAlreadyExists],
         ..DEFAULT
     },
     Shape {
