@@ -64,10 +64,13 @@ pub struct LoadgenArgs {
     /// sessions together, sent evenly
     #[arg(long, default_value_t = 100.0, value_parser = positive)]
     rate: f64,
-    /// Keep going this many seconds, starting a new session whenever one ends (without it,
-    /// each slot runs one session)
+    /// Keep starting a new session whenever one ends for this many seconds; the sessions in
+    /// progress then finish (without it, each slot runs one session)
     #[arg(long, value_parser = positive)]
     duration: Option<f64>,
+    /// Seconds over which the sessions' first SessionStarts are spread
+    #[arg(long, default_value_t = 1.0, value_parser = not_negative)]
+    ramp: f64,
     /// Seconds to wait, after a session's last send, for what the control plane has yet to
     /// show; what has not arrived by then is missing
     #[arg(long, default_value_t = 10.0, value_parser = positive)]
@@ -75,6 +78,13 @@ pub struct LoadgenArgs {
     /// Print the report as JSON (stdout) instead of the summary
     #[arg(long)]
     json: bool,
+}
+
+fn not_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && (0.0..=86_400.0).contains(&value) => Ok(value),
+        _ => Err("a number of seconds from 0 to 86,400 is needed".into()),
+    }
 }
 
 fn positive(text: &str) -> Result<f64, String> {
@@ -94,7 +104,10 @@ pub struct Config {
     pub messages: usize,
     /// Envelopes per second.
     pub rate: f64,
+    /// New sessions start until this has passed (else one per slot).
     pub duration: Option<Duration>,
+    /// The first sessions start spread over this.
+    pub ramp: Duration,
     pub grace: Duration,
 }
 
@@ -132,6 +145,7 @@ struct Shared {
     control_plane: watch::ControlPlane,
     pacer: pacer::Pacer,
     progress: Arc<Progress>,
+    started: Instant,
     end: Option<Instant>,
 }
 
@@ -164,6 +178,7 @@ pub async fn run(config: Config, progress: bool) -> Result<Report, Error> {
     }
     let started = Instant::now();
     let shared = Arc::new(Shared {
+        started,
         end: config.duration.map(|duration| started + duration),
         pacer: pacer::Pacer::new(config.rate),
         progress: Arc::new(Progress::default()),
@@ -197,8 +212,9 @@ pub async fn run(config: Config, progress: bool) -> Result<Report, Error> {
             messages_per_session: config.messages,
             rate: config.rate,
             duration_secs: config.duration.map(|duration| duration.as_secs_f64()),
+            ramp_secs: config.ramp.as_secs_f64(),
         },
-        started.elapsed(),
+        started,
         &outcomes,
     ))
 }
@@ -227,6 +243,7 @@ pub async fn main(args: LoadgenArgs) -> ExitCode {
         messages: args.messages as usize,
         rate: args.rate,
         duration: args.duration.map(Duration::from_secs_f64),
+        ramp: Duration::from_secs_f64(args.ramp),
         grace: Duration::from_secs_f64(args.grace),
     };
     let report = match run(config, !args.json).await {

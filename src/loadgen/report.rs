@@ -34,6 +34,7 @@ pub struct Target {
     pub messages_per_session: usize,
     pub rate: f64,
     pub duration_secs: Option<f64>,
+    pub ramp_secs: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -121,6 +122,19 @@ pub struct Backlog {
     pub growing: bool,
 }
 
+/// One second of the run (counted from its start): what was accepted in it, what was seen in
+/// it, and the latency of the messages accepted in it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Second {
+    pub second: u64,
+    pub accepted: u64,
+    pub seen: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
@@ -132,13 +146,16 @@ pub struct Report {
     pub messages: Messages,
     pub rates: Rates,
     /// Runtime Ack → `message.received` on the run's stream, for every accepted envelope but
-    /// the SessionStart (which the stream can only carry once the run exists).
+    /// the SessionStart, whose delay is the run's discovery (`run_found_ms`). Messages sent
+    /// before the run was found count from their Ack too.
     pub accept_to_sse_ms: Distribution,
     pub backlog: Backlog,
     /// Send → Ack at the runtime.
     pub runtime_ack_ms: Distribution,
     /// SessionStart's Ack → the run answering `GET /runs/{id}`.
     pub run_found_ms: Distribution,
+    /// Second by second, to tell a warm-up, a stall or a growing backlog apart.
+    pub timeline: Vec<Second>,
     /// A few of the problems met (refusals, failed calls), for a start at finding out why.
     pub problems: Vec<String>,
     /// Nothing missing and nothing duplicated.
@@ -153,9 +170,10 @@ impl Report {
         runtime: String,
         control_plane: String,
         target: Target,
-        elapsed: Duration,
+        started: Instant,
         outcomes: &[SessionOutcome],
     ) -> Report {
+        let elapsed = started.elapsed();
         let mut sessions = Sessions::default();
         let mut messages = Messages::default();
         let mut problems: Vec<String> = Vec::new();
@@ -231,6 +249,7 @@ impl Report {
                 growing: last > 2.0 * first + 5.0,
             }
         };
+        let timeline = timeline(started, &acks, &sightings, &measured);
         let ok = messages.missing == 0 && messages.duplicated == 0;
         Report {
             runtime,
@@ -250,6 +269,7 @@ impl Report {
             backlog,
             runtime_ack_ms: Distribution::of(ack_times),
             run_found_ms: Distribution::of(found),
+            timeline,
             problems,
             ok,
         }
@@ -265,8 +285,8 @@ impl Report {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "loadgen: {} concurrent sessions x {} messages, target {} msg/s{duration}",
-            target.sessions, target.messages_per_session, target.rate
+            "loadgen: {} concurrent sessions x {} messages, target {} msg/s{duration}, ramp {} s",
+            target.sessions, target.messages_per_session, target.rate, target.ramp_secs
         );
         let _ = writeln!(
             out,
@@ -319,6 +339,17 @@ impl Report {
                 "none"
             }
         );
+        if let Some(worst) = self
+            .timeline
+            .iter()
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+        {
+            let _ = writeln!(
+                out,
+                "worst second {} s in: p99 {:.2} ms, max {:.2} ms ({} accepted)",
+                worst.second, worst.p99_ms, worst.max_ms, worst.accepted
+            );
+        }
         let _ = writeln!(
             out,
             "runtime ack  {} (ms)",
@@ -352,6 +383,48 @@ fn percentiles(distribution: &Distribution) -> String {
         "p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
         distribution.p50, distribution.p90, distribution.p99, distribution.max
     )
+}
+
+/// Per second since `started`: Acks, sightings, and the latency of what was accepted in it.
+fn timeline(
+    started: Instant,
+    acks: &[Instant],
+    sightings: &[Instant],
+    measured: &[(Instant, Duration)],
+) -> Vec<Second> {
+    let second = |at: &Instant| at.saturating_duration_since(started).as_secs();
+    let mut seconds: BTreeMap<u64, (Second, Vec<Duration>)> = BTreeMap::new();
+    fn at(
+        seconds: &mut BTreeMap<u64, (Second, Vec<Duration>)>,
+        index: u64,
+    ) -> &mut (Second, Vec<Duration>) {
+        seconds.entry(index).or_insert_with(|| {
+            let second = Second {
+                second: index,
+                ..Second::default()
+            };
+            (second, Vec::new())
+        })
+    }
+    for ack in acks {
+        at(&mut seconds, second(ack)).0.accepted += 1;
+    }
+    for seen in sightings {
+        at(&mut seconds, second(seen)).0.seen += 1;
+    }
+    for (accepted, latency) in measured {
+        at(&mut seconds, second(accepted)).1.push(*latency);
+    }
+    seconds
+        .into_values()
+        .map(|(mut second, latencies)| {
+            let distribution = Distribution::of(latencies);
+            second.p50_ms = distribution.p50;
+            second.p99_ms = distribution.p99;
+            second.max_ms = distribution.max;
+            second
+        })
+        .collect()
 }
 
 /// Events per second between the first and the last instant.
@@ -420,14 +493,9 @@ mod tests {
             messages_per_session: 101,
             rate: 1000.0,
             duration_secs: None,
+            ramp_secs: 0.0,
         };
-        let report = Report::build(
-            String::new(),
-            String::new(),
-            target,
-            Duration::from_secs(1),
-            &[outcome],
-        );
+        let report = Report::build(String::new(), String::new(), target, start, &[outcome]);
         assert_eq!(report.messages.missing, 1);
         assert_eq!(report.messages.duplicated, 1);
         assert_eq!(report.messages.seen, 100);
@@ -435,5 +503,10 @@ mod tests {
         assert!(report.backlog.growing, "{:?}", report.backlog);
         assert!(!report.ok);
         assert_eq!(report.accept_to_sse_ms.max, 99.0);
+        // All accepted within the first second (one of them seen in the next).
+        assert_eq!(report.timeline[0].accepted, 101);
+        assert_eq!(report.timeline[0].p99_ms, 98.0);
+        let seen: u64 = report.timeline.iter().map(|second| second.seen).sum();
+        assert_eq!(seen, 100);
     }
 }

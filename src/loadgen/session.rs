@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Shared;
@@ -11,11 +11,18 @@ use super::agents::{self, Outgoing, Sent};
 use super::report::SessionOutcome;
 use super::watch::Note;
 
-/// Runs sessions in this slot until the run's end: one, or with a duration, as many as fit.
-/// With a duration the first session of slot `index` is shorter in proportion to the index, so
-/// the slots' sessions end at different times rather than all together, wave after wave.
+/// Runs sessions in this slot: one, or with a duration, a new one whenever the last ended
+/// until the duration has passed. Slot `index` starts its first session `index / sessions` of
+/// the ramp in, so sessions arrive rather than all at once; with a duration its first session is
+/// also shorter in proportion to the index, so the slots' sessions end at different times
+/// rather than all together, wave after wave.
 pub async fn slot(shared: Arc<Shared>, index: usize) -> Vec<SessionOutcome> {
     let mut outcomes = Vec::new();
+    let offset = shared
+        .config
+        .ramp
+        .mul_f64(index as f64 / shared.config.sessions as f64);
+    tokio::time::sleep_until(shared.started + offset).await;
     let full = shared.config.messages;
     let mut messages = match shared.config.duration {
         Some(_) => (full * (index + 1)).div_ceil(shared.config.sessions).max(1),
@@ -92,25 +99,19 @@ async fn session(shared: &Shared, index: usize, messages: usize) -> SessionOutco
         return session.outcome;
     };
     session.outcome.started = true;
-    let (subscribed, subscribed_rx) = oneshot::channel();
     let watcher = tokio::spawn(shared.control_plane.clone().observe(
         id,
         started,
         notes_rx,
-        subscribed,
         shared.config.grace,
         shared.progress.clone(),
     ));
-    // Talk once the run's stream is open, so latencies are of live delivery, not of the
-    // backfill of what was said before the run was found. Without a stream within the grace
-    // period the agents go on: what the control plane missed is counted.
-    let _ = tokio::time::timeout(shared.config.grace, subscribed_rx).await;
+    // The agents talk at once, as agents do: waiting for the control plane would offer it less
+    // load the slower it is (coordinated omission). What they say before the run is found
+    // reaches the stream in its backfill, late, and is measured so.
+    // A session in progress when a timed run's duration passes still says all it has to: a
+    // cut would end every slot's session in the same instant.
     for message in 0..messages {
-        // Past the end of a timed run the session commits at once (after its first message:
-        // a decision needs a proposal to commit to).
-        if message > 0 && shared.past_end() {
-            break;
-        }
         session.send(agents::message(message, messages), true).await;
     }
     session.send(agents::commitment(), true).await;

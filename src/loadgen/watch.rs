@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::sse::{SseEvent, SseParser};
@@ -148,14 +148,12 @@ impl ControlPlane {
         }
     }
 
-    /// Watches the run of `session_id` (see the module comment). `subscribed` is sent when its
-    /// stream first opens.
+    /// Watches the run of `session_id` (see the module comment).
     pub async fn observe(
         self,
         session_id: String,
         started: Instant,
         notes: mpsc::UnboundedReceiver<Note>,
-        subscribed: oneshot::Sender<()>,
         grace: Duration,
         progress: std::sync::Arc<Progress>,
     ) -> Observed {
@@ -172,7 +170,7 @@ impl ControlPlane {
             terminal_seen: false,
         };
         if watcher.find(started).await {
-            watcher.follow(subscribed).await;
+            watcher.follow().await;
         }
         watcher.finish().await
     }
@@ -284,8 +282,7 @@ impl Watcher {
         }
     }
 
-    async fn follow(&mut self, subscribed: oneshot::Sender<()>) {
-        let mut subscribed = Some(subscribed);
+    async fn follow(&mut self) {
         let mut stream: Option<reqwest::Response> = None;
         let mut opened_before = false;
         let mut reopen_at = Instant::now();
@@ -327,9 +324,6 @@ impl Watcher {
                                 self.observed.reconnects += 1;
                             }
                             opened_before = true;
-                            if let Some(subscribed) = subscribed.take() {
-                                let _ = subscribed.send(());
-                            }
                             stream = Some(response);
                         }
                         None => reopen_at = Instant::now() + Duration::from_millis(100),

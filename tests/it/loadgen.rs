@@ -16,6 +16,7 @@ fn config(runtime: String, control_plane: String, api_key: Option<&str>) -> Conf
         messages: 25,
         rate: 200.0,
         duration: None,
+        ramp: Duration::from_millis(100),
         grace: Duration::from_secs(10),
     }
 }
