@@ -12,6 +12,7 @@ mod observer;
 pub mod replay;
 pub mod request;
 pub mod service;
+mod suspend;
 pub mod watch;
 mod watcher;
 pub mod writer;
