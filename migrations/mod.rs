@@ -8,6 +8,7 @@ mod m0002_checkpoints;
 mod m0003_artifacts;
 mod m0004_projection_storage;
 mod m0005_auth;
+mod m0006_run_management;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_artifacts::Migration),
             Box::new(m0004_projection_storage::Migration),
             Box::new(m0005_auth::Migration),
+            Box::new(m0006_run_management::Migration),
         ]
     }
 }

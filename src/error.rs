@@ -38,14 +38,14 @@ error_codes! {
     InvalidStateTransition => "INVALID_STATE_TRANSITION",
     /// The run is not in a state that takes messages (not started yet, or finished).
     RunNotActive => "RUN_NOT_ACTIVE",
+    /// The action needs a run that has ended (completed, failed or cancelled), e.g. deleting it.
+    RunNotTerminal => "RUN_NOT_TERMINAL",
     /// The sender is neither a participant nor the initiator of the run's session.
     NotAParticipant => "NOT_A_PARTICIPANT",
     Conflict => "CONFLICT",
     ModeNotSupported => "MODE_NOT_SUPPORTED",
     InvalidSessionId => "INVALID_SESSION_ID",
     UnknownPolicyVersion => "UNKNOWN_POLICY_VERSION",
-    /// The runtime refused a policy definition (its rules, schema version or id).
-    InvalidPolicyDefinition => "INVALID_POLICY_DEFINITION",
     PolicyDenied => "POLICY_DENIED",
     SessionAlreadyExists => "SESSION_ALREADY_EXISTS",
     SessionNotOpen => "SESSION_NOT_OPEN",
@@ -92,7 +92,6 @@ impl ErrorCode {
             | ErrorCode::ModeNotSupported
             | ErrorCode::InvalidSessionId
             | ErrorCode::UnknownPolicyVersion
-            | ErrorCode::InvalidPolicyDefinition
             | ErrorCode::InvalidScenarioRef
             | ErrorCode::CompilationError => 400,
             ErrorCode::Unauthenticated => 401,
@@ -112,7 +111,8 @@ impl ErrorCode {
             | ErrorCode::SessionAlreadyExists
             | ErrorCode::SessionNotOpen
             | ErrorCode::SessionNotStarted
-            | ErrorCode::RunNotActive => 409,
+            | ErrorCode::RunNotActive
+            | ErrorCode::RunNotTerminal => 409,
             ErrorCode::SessionExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
@@ -145,7 +145,6 @@ impl ErrorCode {
             | ErrorCode::ModeNotSupported
             | ErrorCode::InvalidSessionId
             | ErrorCode::UnknownPolicyVersion
-            | ErrorCode::InvalidPolicyDefinition
             | ErrorCode::InvalidScenarioRef
             | ErrorCode::CompilationError
             | ErrorCode::UnsupportedMediaType => INVALID_ARGUMENT,
@@ -168,7 +167,8 @@ impl ErrorCode {
             | ErrorCode::SessionNotOpen
             | ErrorCode::SessionNotStarted
             | ErrorCode::SessionExpired
-            | ErrorCode::RunNotActive => FAILED_PRECONDITION,
+            | ErrorCode::RunNotActive
+            | ErrorCode::RunNotTerminal => FAILED_PRECONDITION,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::TooManySubscribers => {
                 RESOURCE_EXHAUSTED
             }

@@ -338,13 +338,12 @@ struct Fields {
     from: Option<String>,
 }
 
-/// The `{id}` of a `/runs/{id}/…` route, the `{keyId}` of `/keys/{keyId}`, or the
-/// `{policyId}` of `/runtime/policies/{policyId}`.
+/// The `{id}` of a `/runs/{id}/…` route, or the `{keyId}` of `/keys/{keyId}`.
 fn path_id(request: &Request) -> Option<String> {
     let template = request.extensions().get::<MatchedPath>()?.as_str();
     let position = template
         .split('/')
-        .position(|segment| matches!(segment, "{id}" | "{keyId}" | "{policyId}"))?;
+        .position(|segment| segment == "{id}" || segment == "{keyId}")?;
     request
         .uri()
         .path()

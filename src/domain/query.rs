@@ -19,6 +19,15 @@ pub struct RunFilter {
     pub offset: u64,
     pub sort_by_updated: bool,
     pub ascending: bool,
+    /// `metadata.environment` equals it.
+    pub environment: Option<String>,
+    /// Matches, case-insensitively and in part, the id, the scenario ref, the environment or a
+    /// tag.
+    pub search: Option<String>,
+    /// Matches, case-insensitively and in part, the source ref or `metadata.scenarioRef`.
+    pub scenario_ref: Option<String>,
+    pub include_archived: bool,
+    pub include_sandbox: bool,
 }
 
 /// A page of runs.
@@ -40,6 +49,28 @@ pub(super) fn optional_time(
     let parsed = time::parse(&text);
     if parsed.is_none() {
         errors.push(FieldError::new(field, "must be an RFC 3339 time"));
+    }
+    parsed
+}
+
+/// An optional time that may also be a plain date (`2026-12-06`, the start of that day, UTC):
+/// what a date picker sends.
+pub(super) fn optional_day_or_time(
+    field: &str,
+    value: Option<String>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Timestamp> {
+    let text = value.filter(|text| !text.is_empty())?;
+    let parsed = time::parse(&text).or_else(|| {
+        chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .ok()
+            .map(|day| day.and_time(chrono::NaiveTime::MIN).and_utc())
+    });
+    if parsed.is_none() {
+        errors.push(FieldError::new(
+            field,
+            "must be an RFC 3339 time or a date (YYYY-MM-DD)",
+        ));
     }
     parsed
 }
@@ -89,6 +120,11 @@ pub struct RunQuery {
     pub offset: Option<i64>,
     pub sort_by: Option<String>,
     pub sort_order: Option<String>,
+    pub environment: Option<String>,
+    pub search: Option<String>,
+    pub scenario_ref: Option<String>,
+    pub include_archived: Option<bool>,
+    pub include_sandbox: Option<bool>,
 }
 
 /// The largest seq, offset or interval the API takes: the protos carry them as `uint32`, so REST
@@ -121,8 +157,9 @@ impl RunQuery {
                 }
             },
         };
-        let created_after = optional_time("createdAfter", self.created_after, &mut errors);
-        let created_before = optional_time("createdBefore", self.created_before, &mut errors);
+        let created_after = optional_day_or_time("createdAfter", self.created_after, &mut errors);
+        let created_before =
+            optional_day_or_time("createdBefore", self.created_before, &mut errors);
         let (limit, offset) = page(
             self.limit,
             self.offset,
@@ -166,8 +203,19 @@ impl RunQuery {
             offset,
             sort_by_updated,
             ascending,
+            environment: non_empty(self.environment),
+            search: non_empty(self.search),
+            scenario_ref: non_empty(self.scenario_ref),
+            include_archived: self.include_archived.unwrap_or(false),
+            include_sandbox: self.include_sandbox.unwrap_or(false),
         })
     }
+}
+
+/// A text filter: blank is no filter (an HTML form sends empty fields).
+fn non_empty(text: Option<String>) -> Option<String> {
+    text.map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
 }
 
 /// Validates `ListRunEvents` paging: `(after_seq, limit)`.

@@ -67,6 +67,26 @@ pub struct Run {
     /// The authenticated actor who started the run (`requester` is what the request said).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// When the run was archived: run lists leave it out unless asked to include it.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_time::serialize"
+    )]
+    pub archived_at: Option<Timestamp>,
+}
+
+impl Run {
+    /// How long the run has run, at `now`: from its start to its end, or to `now` while it
+    /// has not ended; `None` before it started (or when it ended without starting).
+    pub fn duration_ms(&self, now: Timestamp) -> Option<i64> {
+        let started = self.started_at?;
+        let until = match self.ended_at {
+            Some(ended) => ended,
+            None if self.status.is_terminal() => return None,
+            None => now,
+        };
+        Some((until - started).num_milliseconds().max(0))
+    }
 }
 
 /// The runtime session bound to a run.

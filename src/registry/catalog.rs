@@ -54,8 +54,7 @@ pub struct ParticipantSummary {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_ref: Option<String>,
+    pub agent_ref: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -176,11 +175,10 @@ impl Snapshot {
                     agent_ref: participant.agent_ref.clone(),
                 })
                 .collect(),
-            // Participants without an agent of the catalog have none to show.
             agents: launch
                 .participants
                 .iter()
-                .filter_map(|participant| self.agent_for(participant).transpose())
+                .map(|participant| self.agent_for(participant))
                 .collect::<Result<_, _>>()?,
             runtime: variant.runtime.clone(),
             launch_summary: LaunchSummary {
@@ -196,16 +194,13 @@ impl Snapshot {
         })
     }
 
-    /// The participant's agent, in the participant's role; none when it names no agent.
-    fn agent_for(&self, participant: &Participant) -> Result<Option<AgentSummary>, Error> {
-        let Some(agent_ref) = &participant.agent_ref else {
-            return Ok(None);
-        };
-        let mut agent = self.agent_summary(agent_ref)?;
+    /// The participant's agent, in the participant's role.
+    fn agent_for(&self, participant: &Participant) -> Result<AgentSummary, Error> {
+        let mut agent = self.agent_summary(&participant.agent_ref)?;
         if participant.role.is_some() {
             agent.role = participant.role.clone();
         }
-        Ok(Some(agent))
+        Ok(agent)
     }
 
     fn agent_summary(&self, agent_ref: &str) -> Result<AgentSummary, Error> {

@@ -123,8 +123,7 @@ pub struct ParticipantBinding {
     pub participant_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_ref: Option<String>,
+    pub agent_ref: String,
 }
 
 #[derive(Deserialize)]
@@ -439,11 +438,7 @@ fn commitment(index: usize, entry: &Map<String, Value>, variables: &Value) -> Re
 
 fn session_participant(participant: &Participant) -> Value {
     let mut metadata = participant.metadata.clone().unwrap_or_default();
-    put(
-        &mut metadata,
-        "agentRef",
-        participant.agent_ref.clone().map(Value::from),
-    );
+    metadata.insert("agentRef".into(), participant.agent_ref.clone().into());
     put(
         &mut metadata,
         "displayName",

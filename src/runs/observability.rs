@@ -167,9 +167,11 @@ impl RunService {
         Ok(artifact)
     }
 
-    /// Counts of the run's stored events by kind, token usage and timing.
+    /// Counts of the run's stored events by kind, token usage and timing. `durationMs` is the
+    /// run's: from its start to its end, or to now while it has not ended (not first to last
+    /// event, which is 0 for a run that has barely begun).
     pub async fn metrics(&self, run_id: &str) -> Result<Metrics, ApiError> {
-        self.get(run_id).await?;
+        let run = self.get(run_id).await?;
         let counts = self.store().event_type_counts(run_id).await?;
         let count = |predicate: &dyn Fn(&str) -> bool| -> i64 {
             counts
@@ -204,9 +206,7 @@ impl RunService {
             stream_reconnect_count: reconnects,
             first_event_at: first.as_ref().map(time::format),
             last_event_at: last.as_ref().map(time::format),
-            duration_ms: first
-                .zip(last)
-                .map(|(first, last)| (last - first).num_milliseconds()),
+            duration_ms: run.duration_ms(time::now()),
             session_state: state.run.session_state,
             prompt_tokens: totals.prompt_tokens,
             completion_tokens: totals.completion_tokens,

@@ -91,10 +91,9 @@ pub(super) struct Inner {
     runtime: RuntimeClient,
     hub: Hub,
     pub(super) writers: Writers,
-    /// Run id → the reason of a cancel, suspend or resume requested through this process: it
-    /// goes on the event recording the change (`run.cancelled`, `run.suspended`, `run.resumed`)
-    /// whichever task writes that event.
-    requested_reasons: Mutex<HashMap<String, String>>,
+    /// Run id → the reason of a cancel requested through this process: it goes on
+    /// `run.cancelled` whichever task writes that event.
+    cancel_reasons: Mutex<HashMap<String, String>>,
     /// Runtime session id → the observer of its run.
     observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
     /// Sessions discovery has already matched to a run (a cache: the store decides).
@@ -154,7 +153,7 @@ pub struct RunService {
     pub(super) inner: Arc<Inner>,
 }
 
-fn not_found(run_id: &str) -> ApiError {
+pub(super) fn not_found(run_id: &str) -> ApiError {
     ApiError::new(ErrorCode::RunNotFound, format!("run {run_id} not found"))
 }
 
@@ -179,7 +178,7 @@ impl RunService {
                 store,
                 runtime,
                 hub,
-                requested_reasons: Mutex::default(),
+                cancel_reasons: Mutex::default(),
                 observers: Mutex::default(),
                 discovered: super::discovery::Seen::default(),
                 own_signals: super::discovery::Seen::default(),
@@ -579,8 +578,11 @@ impl RunService {
             .ok_or_else(|| not_found(run_id))
     }
 
+    /// A page of run records (with their figures, `records`).
     pub async fn list(&self, filter: &RunFilter) -> Result<RunPage, ApiError> {
-        Ok(self.inner.store.list_runs(filter).await?)
+        let mut page = self.inner.store.list_runs(filter).await?;
+        page.data = self.with_figures(page.data).await?;
+        Ok(page)
     }
 
     /// The run's current projection (the fold of every committed event).
@@ -624,7 +626,7 @@ impl RunService {
             Some(session) => {
                 // Set before asking: the observer may write `run.cancelled` as soon as the
                 // runtime has cancelled.
-                self.requested_reasons()
+                self.cancel_reasons()
                     .insert(run_id.to_owned(), reason.clone());
                 let span = self
                     .inner
@@ -637,7 +639,7 @@ impl RunService {
                     .with_context(span.context())
                     .await
                     .map_err(|error| {
-                        self.requested_reasons().remove(run_id);
+                        self.cancel_reasons().remove(run_id);
                         error.to_api_error()
                     })?;
                 drop(span);
@@ -675,9 +677,9 @@ impl RunService {
         self.get(run_id).await
     }
 
-    pub(super) fn requested_reasons(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn cancel_reasons(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.inner
-            .requested_reasons
+            .cancel_reasons
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -743,7 +745,7 @@ impl RunService {
             S::Expired => RunStatus::Failed,
             S::Cancelled => RunStatus::Cancelled,
             S::Suspended | S::Open | S::Unspecified => {
-                return self.record_session_state(run_id, metadata, reason).await;
+                return self.record_session_state(run_id, metadata).await;
             }
         };
         let mut guard = self.inner.writers.lock(run_id).await?;
@@ -760,7 +762,7 @@ impl RunService {
                 "runtime session expired before it resolved".to_owned(),
             )
         });
-        let requested = self.requested_reasons().remove(run_id);
+        let requested = self.cancel_reasons().remove(run_id);
         let reason = match status {
             RunStatus::Cancelled => reason.or(requested),
             _ => reason,
@@ -797,14 +799,11 @@ impl RunService {
         Ok(())
     }
 
-    /// Records a non-terminal session state change: a running run suspended, a suspended one
-    /// resumed (`run.suspended`, `run.resumed`). Other changes (an open session of a run still
-    /// binding) are the observer's.
+    /// Records a non-terminal session state change (suspended, resumed).
     async fn record_session_state(
         &self,
         run_id: &str,
         metadata: SessionMetadata,
-        reason: Option<String>,
     ) -> Result<(), ApiError> {
         use macp_runtime::pb::SessionState as S;
         let status = match S::try_from(metadata.state) {
@@ -816,23 +815,17 @@ impl RunService {
         let Some(writer) = guard.as_mut() else {
             return Err(not_found(run_id));
         };
-        let from = writer.status();
-        if !from.may_become(status) {
+        if !writer.status().may_become(status) {
             return Ok(());
         }
-        let now = crate::time::now();
-        let event =
-            super::suspend::transition_event(run_id, writer.state(), from, status, now, || {
-                reason.or_else(|| self.requested_reasons().remove(run_id))
-            });
         let session_state = crate::events::normalizer::state_name(metadata.state).to_owned();
         self.inner
             .writers
             .ingest(
                 writer,
                 &[RuntimeItem::SessionState(metadata)],
-                now,
-                event.into_iter().collect(),
+                crate::time::now(),
+                Vec::new(),
                 Change {
                     run: RunChange {
                         status: Some(status),
@@ -886,7 +879,7 @@ impl RunService {
             .await?;
         drop(guard);
         self.inner.writers.forget(run_id);
-        self.requested_reasons().remove(run_id);
+        self.cancel_reasons().remove(run_id);
         self.inner
             .tracing
             .end_run(run_id, status.as_str(), error_message.as_deref());

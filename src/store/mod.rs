@@ -3,6 +3,7 @@
 
 mod entities;
 mod group;
+mod manage;
 #[path = "../../migrations/mod.rs"]
 mod migrations;
 
@@ -34,6 +35,7 @@ use crate::error::ApiError;
 use crate::events::canonical::{CanonicalEvent, SCHEMA_VERSION, Source, Subject, TraceRef};
 use crate::projection::state::RunState;
 use crate::time::Timestamp;
+pub use manage::{Deleted, RunFigures};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -320,6 +322,7 @@ impl Store {
             ended_at: Set(None),
             updated_at: Set(new.created_at),
             created_by: Set(new.created_by),
+            archived_at: Set(None),
         };
         let conflict = match (&new.idempotency_key, &new.runtime_session_id) {
             (Some(_), _) => Some(run::Column::IdempotencyKey),
@@ -495,7 +498,7 @@ impl Store {
     }
 
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, Error> {
-        let mut query = run::Entity::find();
+        let mut query = manage::list_filters(self.backend(), run::Entity::find(), filter);
         if let Some(status) = filter.status {
             query = query.filter(run::Column::Status.eq(status.as_str()));
         }
@@ -1162,6 +1165,7 @@ fn run_from_row(row: run::Model) -> Result<Run, Error> {
         ended_at: row.ended_at,
         updated_at: row.updated_at,
         created_by: row.created_by,
+        archived_at: row.archived_at,
     })
 }
 

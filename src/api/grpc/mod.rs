@@ -2,6 +2,7 @@
 //! the REST routes make. The `ScenarioRegistry` service is in [`registry`].
 
 mod admin;
+mod manage;
 pub mod registry;
 
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::events::canonical::CanonicalEvent;
 use crate::runs::RunService;
 use crate::runs::replay::{ReplayItem, ReplayQuery};
 use crate::runs::watch::{WatchItem, WatchOptions};
-use crate::runtime::{info, policies};
+use crate::runtime::info;
 
 pub struct ControlPlaneApi {
     service: RunService,
@@ -100,7 +101,38 @@ pub fn run_message(run: Run) -> Result<proto::Run, Status> {
         ended_at: run.ended_at.as_ref().map(crate::time::format),
         updated_at: crate::time::format(&run.updated_at),
         created_by: run.created_by,
+        archived_at: run.archived_at.as_ref().map(crate::time::format),
     })
+}
+
+fn started_message(outcome: crate::runs::service::StartOutcome) -> proto::RunStartResponse {
+    proto::RunStartResponse {
+        run_id: outcome.run_id,
+        status: outcome.status.as_str().to_owned(),
+        trace_id: outcome.trace_id,
+        existing: outcome.existing,
+    }
+}
+
+fn metrics_message(metrics: crate::runs::observability::Metrics) -> proto::RunMetrics {
+    proto::RunMetrics {
+        run_id: metrics.run_id,
+        event_count: to_u32(metrics.event_count),
+        message_count: to_u32(metrics.message_count),
+        signal_count: to_u32(metrics.signal_count),
+        proposal_count: to_u32(metrics.proposal_count),
+        tool_call_count: to_u32(metrics.tool_call_count),
+        decision_count: to_u32(metrics.decision_count),
+        stream_reconnect_count: to_u32(metrics.stream_reconnect_count),
+        first_event_at: metrics.first_event_at,
+        last_event_at: metrics.last_event_at,
+        duration_ms: metrics.duration_ms,
+        session_state: metrics.session_state,
+        prompt_tokens: to_u32(metrics.prompt_tokens),
+        completion_tokens: to_u32(metrics.completion_tokens),
+        total_tokens: to_u32(metrics.total_tokens),
+        estimated_cost_usd: metrics.estimated_cost_usd,
+    }
 }
 
 pub fn event_message(event: CanonicalEvent) -> Result<proto::CanonicalEvent, Status> {
@@ -155,17 +187,6 @@ fn receipt_message(
             session_state: receipt.ack.session_state,
         }),
     }
-}
-
-fn policy_message(policy: policies::Policy) -> Result<proto::PolicyDescriptor, Status> {
-    Ok(proto::PolicyDescriptor {
-        policy_id: policy.policy_id,
-        mode: policy.mode,
-        description: policy.description,
-        rules: to_struct(&Value::Object(policy.rules))?,
-        schema_version: policy.schema_version,
-        registered_at_unix_ms: policy.registered_at_unix_ms,
-    })
 }
 
 fn artifact_message(artifact: Artifact) -> Result<proto::Artifact, Status> {
@@ -242,12 +263,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
     ) -> Result<Response<proto::RunStartResponse>, Status> {
         let body = request_json(request.into_inner().request)?;
         let outcome = self.service.start(body).await.map_err(status)?;
-        Ok(Response::new(proto::RunStartResponse {
-            run_id: outcome.run_id,
-            status: outcome.status.as_str().to_owned(),
-            trace_id: outcome.trace_id,
-            existing: outcome.existing,
-        }))
+        Ok(Response::new(started_message(outcome)))
     }
 
     async fn validate_run(
@@ -280,7 +296,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
     ) -> Result<Response<proto::Run>, Status> {
         let run = self
             .service
-            .get(&request.into_inner().run_id)
+            .run_record(&request.into_inner().run_id)
             .await
             .map_err(status)?;
         Ok(Response::new(run_message(run)?))
@@ -300,6 +316,11 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             offset: request.offset.map(i64::from),
             sort_by: request.sort_by,
             sort_order: request.sort_order,
+            environment: request.environment,
+            search: request.search,
+            scenario_ref: request.scenario_ref,
+            include_archived: request.include_archived,
+            include_sandbox: request.include_sandbox,
         }
         .into_filter()
         .map_err(status)?;
@@ -511,32 +532,6 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         Ok(Response::new(run_message(run)?))
     }
 
-    async fn suspend_session(
-        &self,
-        request: Request<proto::SuspendSessionRequest>,
-    ) -> Result<Response<proto::Run>, Status> {
-        let request = request.into_inner();
-        let run = self
-            .service
-            .suspend(&request.run_id, request.reason)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(run_message(run)?))
-    }
-
-    async fn resume_session(
-        &self,
-        request: Request<proto::ResumeSessionRequest>,
-    ) -> Result<Response<proto::Run>, Status> {
-        let request = request.into_inner();
-        let run = self
-            .service
-            .resume(&request.run_id, request.reason)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(run_message(run)?))
-    }
-
     async fn send_run_message(
         &self,
         request: Request<proto::SendRunMessageRequest>,
@@ -653,24 +648,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .metrics(&request.into_inner().run_id)
             .await
             .map_err(status)?;
-        Ok(Response::new(proto::RunMetrics {
-            run_id: metrics.run_id,
-            event_count: to_u32(metrics.event_count),
-            message_count: to_u32(metrics.message_count),
-            signal_count: to_u32(metrics.signal_count),
-            proposal_count: to_u32(metrics.proposal_count),
-            tool_call_count: to_u32(metrics.tool_call_count),
-            decision_count: to_u32(metrics.decision_count),
-            stream_reconnect_count: to_u32(metrics.stream_reconnect_count),
-            first_event_at: metrics.first_event_at,
-            last_event_at: metrics.last_event_at,
-            duration_ms: metrics.duration_ms,
-            session_state: metrics.session_state,
-            prompt_tokens: to_u32(metrics.prompt_tokens),
-            completion_tokens: to_u32(metrics.completion_tokens),
-            total_tokens: to_u32(metrics.total_tokens),
-            estimated_cost_usd: metrics.estimated_cost_usd,
-        }))
+        Ok(Response::new(metrics_message(metrics)))
     }
 
     async fn get_runtime_manifest(
@@ -737,56 +715,6 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         }))
     }
 
-    async fn list_policies(
-        &self,
-        request: Request<proto::ListPoliciesRequest>,
-    ) -> Result<Response<proto::ListPoliciesResponse>, Status> {
-        let mode = request.into_inner().mode;
-        let policies = policies::list(self.service.runtime(), mode.as_deref())
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::ListPoliciesResponse {
-            policies: policies
-                .into_iter()
-                .map(policy_message)
-                .collect::<Result<_, _>>()?,
-        }))
-    }
-
-    async fn get_policy(
-        &self,
-        request: Request<proto::GetPolicyRequest>,
-    ) -> Result<Response<proto::PolicyDescriptor>, Status> {
-        let policy_id = request.into_inner().policy_id;
-        let policy = policies::get(self.service.runtime(), &policy_id)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(policy_message(policy)?))
-    }
-
-    async fn register_policy(
-        &self,
-        request: Request<proto::RegisterPolicyRequest>,
-    ) -> Result<Response<proto::PolicyChange>, Status> {
-        let policy =
-            policies::Policy::from_json(&to_json(&request.into_inner())?).map_err(status)?;
-        let change = policies::register(self.service.runtime(), policy)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::PolicyChange { ok: change.ok }))
-    }
-
-    async fn unregister_policy(
-        &self,
-        request: Request<proto::UnregisterPolicyRequest>,
-    ) -> Result<Response<proto::PolicyChange>, Status> {
-        let policy_id = request.into_inner().policy_id;
-        let change = policies::unregister(self.service.runtime(), &policy_id)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::PolicyChange { ok: change.ok }))
-    }
-
     async fn list_audit(
         &self,
         request: Request<proto::ListAuditRequest>,
@@ -817,6 +745,89 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         request: Request<proto::RevokeApiKeyRequest>,
     ) -> Result<Response<proto::ApiKey>, Status> {
         admin::revoke_key(&self.admin, &request.into_inner().key_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn archive_run(
+        &self,
+        request: Request<proto::ArchiveRunRequest>,
+    ) -> Result<Response<proto::Run>, Status> {
+        manage::archive(&self.service, &request.into_inner().run_id, true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn unarchive_run(
+        &self,
+        request: Request<proto::UnarchiveRunRequest>,
+    ) -> Result<Response<proto::Run>, Status> {
+        manage::archive(&self.service, &request.into_inner().run_id, false)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_run(
+        &self,
+        request: Request<proto::DeleteRunRequest>,
+    ) -> Result<Response<proto::DeleteRunResponse>, Status> {
+        manage::delete(&self.service, &request.into_inner().run_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn clone_run(
+        &self,
+        request: Request<proto::CloneRunRequest>,
+    ) -> Result<Response<proto::RunStartResponse>, Status> {
+        manage::clone_run(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn compare_runs(
+        &self,
+        request: Request<proto::CompareRunsRequest>,
+    ) -> Result<Response<proto::RunComparison>, Status> {
+        manage::compare(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn export_run(
+        &self,
+        request: Request<proto::ExportRunRequest>,
+    ) -> Result<Response<proto::RunExport>, Status> {
+        manage::export(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type StreamRunExportStream = BoxStream<pbjson_types::Struct>;
+
+    async fn stream_run_export(
+        &self,
+        request: Request<proto::StreamRunExportRequest>,
+    ) -> Result<Response<Self::StreamRunExportStream>, Status> {
+        manage::export_records(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn batch_runs(
+        &self,
+        request: Request<proto::BatchRunsRequest>,
+    ) -> Result<Response<proto::BatchRunsResponse>, Status> {
+        manage::batch(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn rebuild_projection(
+        &self,
+        request: Request<proto::RebuildProjectionRequest>,
+    ) -> Result<Response<proto::RebuildProjectionResponse>, Status> {
+        manage::rebuild_projection(&self.service, &request.into_inner().run_id)
             .await
             .map(Response::new)
     }

@@ -3,9 +3,9 @@
 mod admin;
 mod docs;
 mod extract;
+mod manage;
 mod messages;
 mod observability;
-mod policies;
 mod registry;
 mod streams;
 
@@ -59,12 +59,10 @@ pub fn router(
     Router::new()
         .route("/runs", post(start_run).get(list_runs))
         .route("/runs/validate", post(validate_run))
-        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}", get(get_run).delete(manage::delete_run))
         .route("/runs/{id}/state", get(get_run_state))
         .route("/runs/{id}/events", get(list_run_events))
         .route("/runs/{id}/cancel", post(cancel_run))
-        .route("/runs/{id}/suspend", post(suspend_run))
-        .route("/runs/{id}/resume", post(resume_run))
         .route("/runtime/manifest", get(runtime_manifest))
         .route("/runtime/modes", get(runtime_modes))
         .route("/runtime/roots", get(runtime_roots))
@@ -76,7 +74,7 @@ pub fn router(
         .merge(docs::router())
         .merge(messages::router())
         .merge(observability::router())
-        .merge(policies::router())
+        .merge(manage::router())
         .with_state(service.clone())
         .merge(registry::router(registry, service))
         .merge(admin::router(admin))
@@ -123,6 +121,11 @@ async fn list_runs(State(service): State<RunService>, query: QueryParams) -> Res
         offset: query.int("offset", &mut errors),
         sort_by: query.string("sortBy"),
         sort_order: query.string("sortOrder"),
+        environment: query.string("environment"),
+        search: query.string("search"),
+        scenario_ref: query.string("scenarioRef"),
+        include_archived: streams::boolean(&query, "includeArchived", &mut errors),
+        include_sandbox: streams::boolean(&query, "includeSandbox", &mut errors),
     };
     if !errors.is_empty() {
         return Err(ApiError::validation(errors).into());
@@ -132,7 +135,7 @@ async fn list_runs(State(service): State<RunService>, query: QueryParams) -> Res
 }
 
 async fn get_run(State(service): State<RunService>, Path(id): Path<String>) -> Result<Response> {
-    Ok(Json(service.get(&run_id(&id)?).await?).into_response())
+    Ok(Json(service.run_record(&run_id(&id)?).await?).into_response())
 }
 
 async fn get_run_state(
@@ -150,54 +153,33 @@ async fn list_run_events(
     streams::run_events(&service, run_id(&id)?, &query).await
 }
 
-/// The `reason` of a cancel, suspend or resume. No body is no options; a body, when sent, is an
-/// object (as `POST /runs/{id}/replay`).
-fn reason(body: Option<JsonBody>) -> Result<Option<String>> {
-    match body.map(|JsonBody(body)| body) {
-        None => Ok(None),
-        Some(Value::Object(map)) => match map.get("reason") {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(reason)) => Ok(Some(reason.clone())),
-            Some(_) => Err(ApiError::validation(vec![FieldError::new(
-                "reason",
-                "must be a string",
-            )])
-            .into()),
-        },
-        Some(_) => {
-            Err(ApiError::validation(vec![FieldError::new("$", "must be an object")]).into())
-        }
-    }
-}
-
 async fn cancel_run(
     State(service): State<RunService>,
     Path(id): Path<String>,
     body: Option<JsonBody>,
 ) -> Result<Response> {
     let id = run_id(&id)?;
-    let reason = reason(body)?;
+    // No body is no options; a body, when sent, is an object (as `POST /runs/{id}/replay`).
+    let reason = match body.map(|JsonBody(body)| body) {
+        None => None,
+        Some(Value::Object(map)) => match map.get("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(reason)) => Some(reason.clone()),
+            Some(_) => {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "reason",
+                    "must be a string",
+                )])
+                .into());
+            }
+        },
+        Some(_) => {
+            return Err(
+                ApiError::validation(vec![FieldError::new("$", "must be an object")]).into(),
+            );
+        }
+    };
     Ok(Json(service.cancel(&id, reason).await?).into_response())
-}
-
-async fn suspend_run(
-    State(service): State<RunService>,
-    Path(id): Path<String>,
-    body: Option<JsonBody>,
-) -> Result<Response> {
-    let id = run_id(&id)?;
-    let reason = reason(body)?;
-    Ok(Json(service.suspend(&id, reason).await?).into_response())
-}
-
-async fn resume_run(
-    State(service): State<RunService>,
-    Path(id): Path<String>,
-    body: Option<JsonBody>,
-) -> Result<Response> {
-    let id = run_id(&id)?;
-    let reason = reason(body)?;
-    Ok(Json(service.resume(&id, reason).await?).into_response())
 }
 
 async fn runtime_manifest(State(service): State<RunService>) -> Result<Response> {

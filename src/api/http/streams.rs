@@ -40,7 +40,11 @@ pub fn router() -> Router<RunService> {
 }
 
 /// `true` or `false`; anything else is a field error.
-fn boolean(query: &QueryParams, key: &str, errors: &mut Vec<FieldError>) -> Option<bool> {
+pub(super) fn boolean(
+    query: &QueryParams,
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<bool> {
     match query.string(key)?.as_str() {
         "true" => Some(true),
         "false" => Some(false),

@@ -415,8 +415,14 @@ impl<'a> Generator<'a> {
         refusals: &[ErrorCode],
     ) -> Result<Value, Error> {
         let mut responses = Map::new();
-        if method.is_server_streaming() {
+        if method.is_server_streaming() && matches!(shape.reply, Reply::Lines) {
+            responses.insert("200".to_owned(), self.lines_response(&method.output()));
+        } else if method.is_server_streaming() {
             responses.insert("200".to_owned(), self.sse_response(&method.output())?);
+        } else if matches!(shape.reply, Reply::NoContent) {
+            for (status, meaning) in shape.success {
+                responses.insert(status.to_string(), json!({"description": meaning}));
+            }
         } else {
             let (schema, note) = self.reply_schema(method, shape)?;
             for (status, meaning) in shape.success {
@@ -445,7 +451,9 @@ impl<'a> Generator<'a> {
     ) -> Result<(Value, Option<String>), Error> {
         let output = method.output();
         match shape.reply {
-            Reply::Message => Ok((self.message_ref(&output), None)),
+            Reply::Message | Reply::NoContent | Reply::Lines => {
+                Ok((self.message_ref(&output), None))
+            }
             Reply::BareList => Ok((self.bare_list(&output)?, None)),
             Reply::BareListUnless(filters) => {
                 let input = method.input();
@@ -481,6 +489,19 @@ impl<'a> Generator<'a> {
                 output.full_name()
             )),
         }
+    }
+
+    /// A streaming RPC as NDJSON: each item's JSON on a line of its own.
+    fn lines_response(&mut self, output: &MessageDescriptor) -> Value {
+        json!({
+            "description": "NDJSON: one JSON object a line, each an item of the stream. Bad \
+                            parameters are answered before the stream opens, as plain error \
+                            responses; a failure after it opened ends it early.",
+            "content": {"application/x-ndjson": {
+                // As for SSE, the schema is one item's (OpenAPI 3.1 has none for a stream).
+                "schema": self.message_ref(output),
+            }},
+        })
     }
 
     /// A streaming RPC as Server-Sent Events: each field of the response message's oneof is one
@@ -899,6 +920,10 @@ fn apply(schema: &mut Value, rule: &Rule, list: bool) {
         Rule::Required | Rule::Count(..) => {}
         Rule::Uuid => set("format", json!("uuid")),
         Rule::DateTime => set("format", json!("date-time")),
+        Rule::DayOrDateTime => set(
+            "anyOf",
+            json!([{"format": "date-time"}, {"format": "date"}]),
+        ),
         Rule::NonBlank => {
             set("minLength", json!(1));
             set("pattern", json!(NON_BLANK));

@@ -12,6 +12,7 @@ use crate::domain::audit::{MAX_AUDIT_LIMIT, MAX_KEY_NAME_LEN};
 use crate::domain::query::{MAX_EVENT_LIMIT, MAX_RUN_LIMIT, MAX_UINT32, MIN_HEARTBEAT_MS};
 use crate::domain::status::RunStatus;
 use crate::error::ErrorCode;
+use crate::runs::manage::{BATCH_ACTIONS, EXPORT_FORMATS, MAX_BATCH_RUNS, MAX_EXPORT_EVENTS};
 use crate::runs::replay::{MAX_SPEED, MIN_SPEED};
 use crate::runs::request::{
     ACTOR_TYPES, ENCODINGS, KICKOFF_KINDS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PARTICIPANTS, MAX_TTL_MS,
@@ -53,6 +54,10 @@ pub enum Reply {
     BareList,
     /// A bare array unless one of these request fields (proto names) is given; then the message.
     BareListUnless(&'static [&'static str]),
+    /// No body (`204`).
+    NoContent,
+    /// A streaming RPC's items as NDJSON, one JSON object a line, instead of Server-Sent Events.
+    Lines,
 }
 
 /// A second name for a request field.
@@ -119,31 +124,6 @@ const SEND_REFUSALS: &[ErrorCode] = &[
     ErrorCode::PayloadTooLarge,
     ErrorCode::RateLimited,
 ];
-/// Suspending or resuming: the run must be running (or suspended), then the runtime decides.
-const TOGGLE_REFUSALS: &[ErrorCode] = &[
-    ErrorCode::InvalidStateTransition,
-    ErrorCode::Unauthenticated,
-    ErrorCode::Forbidden,
-    ErrorCode::NotFound,
-    ErrorCode::SessionNotOpen,
-    ErrorCode::RateLimited,
-];
-/// Asking the runtime about its policies.
-const POLICY_REFUSALS: &[ErrorCode] = &[
-    ErrorCode::Unauthenticated,
-    ErrorCode::Forbidden,
-    ErrorCode::NotFound,
-    ErrorCode::RateLimited,
-];
-/// Changing the runtime's policies: a definition it refuses, an id taken or protected.
-const POLICY_CHANGE_REFUSALS: &[ErrorCode] = &[
-    ErrorCode::InvalidPolicyDefinition,
-    ErrorCode::Conflict,
-    ErrorCode::Unauthenticated,
-    ErrorCode::Forbidden,
-    ErrorCode::NotFound,
-    ErrorCode::RateLimited,
-];
 /// Looking a scenario up in the packs tree.
 const SCENARIO_REFUSALS: &[ErrorCode] = &[
     ErrorCode::InvalidScenarioRef,
@@ -164,6 +144,31 @@ const TYPE_ALIAS: &[Alias] = &[Alias {
 }];
 
 pub const SHAPES: &[Shape] = &[
+    Shape {
+        rpc: "DeleteRun",
+        success: &[(204, "Deleted, with everything stored for the run; no body.")],
+        reply: Reply::NoContent,
+        refusals: &[ErrorCode::RunNotTerminal],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "CloneRun",
+        body: Body::Message { optional: true },
+        success: CREATED,
+        // A run agents started has no stored request to clone.
+        refusals: &[ErrorCode::Conflict],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "CompareRuns",
+        refusals: &[ErrorCode::RunNotFound],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "StreamRunExport",
+        reply: Reply::Lines,
+        ..DEFAULT
+    },
     Shape {
         rpc: "RunStart",
         body: Body::Field("request"),
@@ -259,41 +264,6 @@ pub const SHAPES: &[Shape] = &[
         ..DEFAULT
     },
     Shape {
-        rpc: "SuspendSession",
-        body: Body::Message { optional: true },
-        refusals: TOGGLE_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "ResumeSession",
-        body: Body::Message { optional: true },
-        refusals: TOGGLE_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "ListPolicies",
-        reply: Reply::BareList,
-        refusals: POLICY_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "GetPolicy",
-        refusals: POLICY_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "RegisterPolicy",
-        success: CREATED,
-        refusals: POLICY_CHANGE_REFUSALS,
-        example: Some(include_str!("../../../examples/policy-majority-veto.json")),
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "UnregisterPolicy",
-        refusals: POLICY_CHANGE_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
         rpc: "ListRuntimeModes",
         reply: Reply::BareList,
         refusals: RUNTIME_REFUSALS,
@@ -371,12 +341,8 @@ pub fn shape(rpc: &str) -> &'static Shape {
 
 /// Path parameters whose name is not the request field's (proto name); others bind to the field
 /// of their own name.
-pub const PATH_FIELDS: &[(&str, &str)] = &[
-    ("id", "run_id"),
-    ("ref", "agent_ref"),
-    ("keyId", "key_id"),
-    ("policyId", "policy_id"),
-];
+pub const PATH_FIELDS: &[(&str, &str)] =
+    &[("id", "run_id"), ("ref", "agent_ref"), ("keyId", "key_id")];
 
 /// What the server enforces on a field beyond its proto type. Each rule holds for the field's
 /// value, or for each item of a repeated field, except [`Rule::Count`].
@@ -388,6 +354,8 @@ pub enum Rule {
     Uuid,
     /// An RFC 3339 time (`format: date-time`).
     DateTime,
+    /// An RFC 3339 time, or a date (`YYYY-MM-DD`: the start of that day, UTC).
+    DayOrDateTime,
     /// Holds a character that is not white space (the server trims before it checks).
     NonBlank,
     /// At most this many characters.
@@ -437,6 +405,7 @@ pub const RULES: &[(&str, &[Rule])] = &[
     ("macp.control_plane.v1.Run.updated_at", &[Rule::DateTime]),
     ("macp.control_plane.v1.Run.started_at", &[Rule::DateTime]),
     ("macp.control_plane.v1.Run.ended_at", &[Rule::DateTime]),
+    ("macp.control_plane.v1.Run.archived_at", &[Rule::DateTime]),
     ("macp.control_plane.v1.CanonicalEvent.ts", &[Rule::DateTime]),
     ("macp.control_plane.v1.Heartbeat.ts", &[Rule::DateTime]),
     (
@@ -650,11 +619,11 @@ pub const RULES: &[(&str, &[Rule])] = &[
     ),
     (
         "macp.control_plane.v1.ListRunsRequest.created_after",
-        &[Rule::DateTime, Rule::OrEmpty],
+        &[Rule::DayOrDateTime, Rule::OrEmpty],
     ),
     (
         "macp.control_plane.v1.ListRunsRequest.created_before",
-        &[Rule::DateTime, Rule::OrEmpty],
+        &[Rule::DayOrDateTime, Rule::OrEmpty],
     ),
     (
         "macp.control_plane.v1.ListRunsRequest.limit",
@@ -818,23 +787,6 @@ pub const RULES: &[(&str, &[Rule])] = &[
     (
         "macp.control_plane.v1.CreateRunArtifactRequest.uri",
         &[Rule::NonBlank],
-    ),
-    // Policies (`runtime::policies`).
-    (
-        "macp.control_plane.v1.RegisterPolicyRequest.policy_id",
-        &[Rule::Required, Rule::NonBlank],
-    ),
-    (
-        "macp.control_plane.v1.RegisterPolicyRequest.mode",
-        &[Rule::Required, Rule::NonBlank],
-    ),
-    (
-        "macp.control_plane.v1.RegisterPolicyRequest.rules",
-        &[Rule::Required],
-    ),
-    (
-        "macp.control_plane.v1.RegisterPolicyRequest.schema_version",
-        &[Rule::Range(1, MAX_UINT32)],
     ),
     // Run management (`runs::manage`).
     (

@@ -32,6 +32,8 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
     /// The authenticated actor who started the run (none when auth is off or it was discovered).
     pub created_by: Option<String>,
+    /// When the run was archived (hidden from run lists unless they ask for archived runs).
+    pub archived_at: Option<ChronoDateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
