@@ -46,6 +46,8 @@ error_codes! {
     ModeNotSupported => "MODE_NOT_SUPPORTED",
     InvalidSessionId => "INVALID_SESSION_ID",
     UnknownPolicyVersion => "UNKNOWN_POLICY_VERSION",
+    /// The runtime refused a policy definition (its rules, schema version or id).
+    InvalidPolicyDefinition => "INVALID_POLICY_DEFINITION",
     PolicyDenied => "POLICY_DENIED",
     SessionAlreadyExists => "SESSION_ALREADY_EXISTS",
     SessionNotOpen => "SESSION_NOT_OPEN",
@@ -92,6 +94,7 @@ impl ErrorCode {
             | ErrorCode::ModeNotSupported
             | ErrorCode::InvalidSessionId
             | ErrorCode::UnknownPolicyVersion
+            | ErrorCode::InvalidPolicyDefinition
             | ErrorCode::InvalidScenarioRef
             | ErrorCode::CompilationError => 400,
             ErrorCode::Unauthenticated => 401,
@@ -145,6 +148,7 @@ impl ErrorCode {
             | ErrorCode::ModeNotSupported
             | ErrorCode::InvalidSessionId
             | ErrorCode::UnknownPolicyVersion
+            | ErrorCode::InvalidPolicyDefinition
             | ErrorCode::InvalidScenarioRef
             | ErrorCode::CompilationError
             | ErrorCode::UnsupportedMediaType => INVALID_ARGUMENT,

@@ -6,6 +6,8 @@
 //! Both API adapters (`ScenarioRegistry.Launch`, `POST /launch`, `POST /examples/run`) parse
 //! their request into the same JSON body and call [`launch`].
 
+mod preview;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -13,6 +15,8 @@ use crate::domain::status::RunStatus;
 use crate::error::{ApiError, FieldError};
 use crate::registry::{self, CompileRequest, Compiled, Registry};
 use crate::runs::RunService;
+
+pub use preview::Preview;
 
 /// Runs a registry call on a blocking thread: registry calls read and parse files, which must
 /// not stall the async executor.
@@ -193,6 +197,16 @@ pub struct LaunchedRun {
     pub trace_id: Option<String>,
     /// The request's idempotency key matched an existing run; nothing new was started.
     pub existing: bool,
+}
+
+/// Compiles the scenario (`CompileLaunch`): the ExecutionRequest, and the launch preview the UI
+/// console reads beside it.
+pub async fn compile(registry: &Registry, request: Value) -> Result<Preview, ApiError> {
+    let compiled = registry_call(registry, move |registry| {
+        registry.compile(&CompileRequest::from_json(&request)?)
+    })
+    .await?;
+    Ok(preview::preview(compiled))
 }
 
 /// Compiles the scenario, applies the launch options and starts the run.

@@ -338,12 +338,13 @@ struct Fields {
     from: Option<String>,
 }
 
-/// The `{id}` of a `/runs/{id}/…` route, or the `{keyId}` of `/keys/{keyId}`.
+/// The `{id}` of a `/runs/{id}/…` route, the `{keyId}` of `/keys/{keyId}`, or the
+/// `{policyId}` of `/runtime/policies/{policyId}`.
 fn path_id(request: &Request) -> Option<String> {
     let template = request.extensions().get::<MatchedPath>()?.as_str();
     let position = template
         .split('/')
-        .position(|segment| segment == "{id}" || segment == "{keyId}")?;
+        .position(|segment| matches!(segment, "{id}" | "{keyId}" | "{policyId}"))?;
     request
         .uri()
         .path()

@@ -21,6 +21,8 @@ pub mod types {
     pub const RUN_COMPLETED: &str = "run.completed";
     pub const RUN_FAILED: &str = "run.failed";
     pub const RUN_CANCELLED: &str = "run.cancelled";
+    pub const RUN_SUSPENDED: &str = "run.suspended";
+    pub const RUN_RESUMED: &str = "run.resumed";
     pub const SESSION_BOUND: &str = "session.bound";
     pub const SESSION_STREAM_OPENED: &str = "session.stream.opened";
     pub const SESSION_STATE_CHANGED: &str = "session.state.changed";
@@ -49,6 +51,8 @@ pub mod types {
         RUN_COMPLETED,
         RUN_FAILED,
         RUN_CANCELLED,
+        RUN_SUSPENDED,
+        RUN_RESUMED,
         SESSION_BOUND,
         SESSION_STREAM_OPENED,
         SESSION_STATE_CHANGED,

@@ -38,6 +38,12 @@ pub fn apply(state: &mut RunState, event: &CanonicalEvent) {
                 finish(state, status, &ts);
             }
         }
+        types::RUN_SUSPENDED | types::RUN_RESUMED => {
+            merge_run_fields(state, data);
+            if let Some(status) = str_at(data, "status").and_then(RunStatus::parse) {
+                set_status(state, status);
+            }
+        }
         types::SESSION_BOUND => apply_session_bound(state, data, &ts),
         types::SESSION_STATE_CHANGED => apply_session_state(state, data, &ts),
         types::PARTICIPANT_SEEN => {
@@ -520,10 +526,22 @@ fn apply_contribution(state: &mut RunState, data: &Value, ts: &str) {
         .unwrap_or(&message_type)
         .to_owned();
     let vote = vote_of(&message_type, stance).map(str::to_owned);
-    let confidence = payload_f64(data, "confidence").or_else(|| {
-        // A vote is a full-confidence statement unless it says otherwise.
-        (message_type == "Vote").then_some(1.0)
-    });
+    // A Vote rarely states a confidence: the one the participant stated before (its Evaluation's)
+    // stands; only a vote with none before it is a full-confidence statement.
+    let stated_before = state
+        .decision
+        .current
+        .as_ref()
+        .and_then(|decision| {
+            decision
+                .proposals
+                .iter()
+                .find(|existing| existing.participant_id == sender)
+        })
+        .and_then(|existing| existing.confidence);
+    let confidence = payload_f64(data, "confidence")
+        .or(stated_before)
+        .or_else(|| (message_type == "Vote").then_some(1.0));
     let reason = payload_str(data, &["reason", "rationale", "summary"]).map(str::to_owned);
     let proposal_id = payload_str(
         data,
@@ -878,5 +896,74 @@ mod tests {
             (i64::MAX, i64::MAX, i64::MAX)
         );
         assert!(totals.estimated_cost_usd.is_finite());
+    }
+
+    fn contribution(seq: i64, sender: &str, message_type: &str, payload: Value) -> CanonicalEvent {
+        let draft = EventDraft::new(
+            types::PROPOSAL_UPDATED,
+            time::now(),
+            None,
+            Source::control_plane("test"),
+            json!({"sender": sender, "messageType": message_type, "decodedPayload": payload}),
+        );
+        CanonicalEvent::from_draft(draft, "run", seq, None)
+    }
+
+    /// A contributor's confidence is the one it stated (its Evaluation's), not its Vote's
+    /// implied 1.0; a vote with nothing stated before it counts as full confidence.
+    #[test]
+    fn a_vote_keeps_the_evaluation_confidence() {
+        let mut state = RunState::empty("run");
+        let events = [
+            contribution(
+                1,
+                "fraud-agent",
+                "Evaluation",
+                json!({"proposalId": "p1", "recommendation": "APPROVE", "confidence": 0.82}),
+            ),
+            contribution(
+                2,
+                "fraud-agent",
+                "Vote",
+                json!({"proposalId": "p1", "vote": "APPROVE"}),
+            ),
+            contribution(
+                3,
+                "risk-agent",
+                "Vote",
+                json!({"proposalId": "p1", "vote": "REJECT"}),
+            ),
+            contribution(
+                4,
+                "growth-agent",
+                "Evaluation",
+                json!({"proposalId": "p1", "recommendation": "APPROVE", "confidence": 0.4}),
+            ),
+            contribution(
+                5,
+                "growth-agent",
+                "Vote",
+                json!({"proposalId": "p1", "vote": "APPROVE", "confidence": 0.6}),
+            ),
+        ];
+        for event in &events {
+            apply(&mut state, event);
+        }
+        let confidences: Vec<(String, Option<f64>)> = state
+            .decision
+            .current
+            .expect("a decision")
+            .proposals
+            .into_iter()
+            .map(|contribution| (contribution.participant_id, contribution.confidence))
+            .collect();
+        assert_eq!(
+            confidences,
+            [
+                ("fraud-agent".to_owned(), Some(0.82)),
+                ("risk-agent".to_owned(), Some(1.0)),
+                ("growth-agent".to_owned(), Some(0.6)),
+            ]
+        );
     }
 }

@@ -54,7 +54,8 @@ pub struct ParticipantSummary {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    pub agent_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -175,10 +176,11 @@ impl Snapshot {
                     agent_ref: participant.agent_ref.clone(),
                 })
                 .collect(),
+            // Participants without an agent of the catalog have none to show.
             agents: launch
                 .participants
                 .iter()
-                .map(|participant| self.agent_for(participant))
+                .filter_map(|participant| self.agent_for(participant).transpose())
                 .collect::<Result<_, _>>()?,
             runtime: variant.runtime.clone(),
             launch_summary: LaunchSummary {
@@ -194,13 +196,16 @@ impl Snapshot {
         })
     }
 
-    /// The participant's agent, in the participant's role.
-    fn agent_for(&self, participant: &Participant) -> Result<AgentSummary, Error> {
-        let mut agent = self.agent_summary(&participant.agent_ref)?;
+    /// The participant's agent, in the participant's role; none when it names no agent.
+    fn agent_for(&self, participant: &Participant) -> Result<Option<AgentSummary>, Error> {
+        let Some(agent_ref) = &participant.agent_ref else {
+            return Ok(None);
+        };
+        let mut agent = self.agent_summary(agent_ref)?;
         if participant.role.is_some() {
             agent.role = participant.role.clone();
         }
-        Ok(agent)
+        Ok(Some(agent))
     }
 
     fn agent_summary(&self, agent_ref: &str) -> Result<AgentSummary, Error> {

@@ -210,6 +210,17 @@ fn check_version(
         if let Some(template) = template {
             diagnostics.extend(check_template(version, template));
         }
+        for participant in &variant.launch.participants {
+            if participant.agent_ref.is_none() {
+                diagnostics.push(Diagnostic::warning(
+                    file,
+                    format!(
+                        "participant \"{}\" has no agentRef: no catalog agent plays it",
+                        participant.id
+                    ),
+                ));
+            }
+        }
         for agent_ref in variant.agent_refs() {
             if !snapshot.agents.contains_key(agent_ref) {
                 diagnostics.push(Diagnostic::error(
@@ -564,6 +575,53 @@ mod tests {
                 .filter(|(_, _, m)| m.contains("ghost"))
                 .count(),
             1
+        );
+    }
+
+    /// A participant no catalog agent plays compiles (as in the reference registry), without an
+    /// agentRef anywhere in the output; validate and lint say so once.
+    #[test]
+    fn a_participant_without_an_agent_compiles_and_is_reported() {
+        let dir = shop_tree();
+        write(
+            dir.path(),
+            "_shared/participants.yaml",
+            "- {id: reviewer, role: reviewer}\n- {id: lead, role: lead, agentRef: lead-agent}\n",
+        );
+        let registry = crate::registry::Registry::new(crate::registry::RegistryOptions::new(
+            dir.path().to_path_buf(),
+        ));
+        let compiled = registry
+            .compile(&CompileRequest {
+                scenario_ref: "shop/refund@1.0.0".to_owned(),
+                ..CompileRequest::default()
+            })
+            .unwrap();
+        let reviewer = &compiled.execution_request["session"]["participants"][0];
+        assert_eq!(reviewer["id"], "reviewer");
+        assert!(reviewer["metadata"].get("agentRef").is_none(), "{reviewer}");
+        assert_eq!(compiled.participant_bindings[0].agent_ref, None);
+        let schema = registry
+            .launch_schema("shop", "refund", "1.0.0", None)
+            .unwrap();
+        assert_eq!(schema.agents.len(), 1);
+        let warning = (
+            Severity::Warning,
+            format!("{VERSION_DIR}/scenario.yaml"),
+            "participant \"reviewer\" has no agentRef: no catalog agent plays it".to_owned(),
+        );
+        let messages = lint_messages(dir.path());
+        assert_eq!(
+            messages.iter().filter(|m| **m == warning).count(),
+            1,
+            "{messages:?}"
+        );
+        let validated = validate_path(dir.path(), &dir.path().join(VERSION_DIR)).unwrap();
+        assert!(
+            validated
+                .iter()
+                .any(|d| d.severity == Severity::Warning && d.location.message == warning.2),
+            "{validated:?}"
         );
     }
 

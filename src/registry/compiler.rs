@@ -123,7 +123,8 @@ pub struct ParticipantBinding {
     pub participant_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    pub agent_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_ref: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -438,7 +439,11 @@ fn commitment(index: usize, entry: &Map<String, Value>, variables: &Value) -> Re
 
 fn session_participant(participant: &Participant) -> Value {
     let mut metadata = participant.metadata.clone().unwrap_or_default();
-    metadata.insert("agentRef".into(), participant.agent_ref.clone().into());
+    put(
+        &mut metadata,
+        "agentRef",
+        participant.agent_ref.clone().map(Value::from),
+    );
     put(
         &mut metadata,
         "displayName",

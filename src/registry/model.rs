@@ -174,7 +174,9 @@ pub(crate) struct Launch {
 pub(crate) struct Participant {
     pub(crate) id: String,
     pub(crate) role: Option<String>,
-    pub(crate) agent_ref: String,
+    /// The agent that plays the participant; none when the participant's agent is not one of
+    /// the catalog's (it compiles; `scenario validate` and `lint` say so).
+    pub(crate) agent_ref: Option<String>,
     pub(crate) display_name: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) transport_identity: Option<String>,
@@ -272,12 +274,12 @@ impl Variant {
         })
     }
 
-    /// The agent behind each participant, in roster order.
+    /// The agent behind each participant that names one, in roster order.
     pub(crate) fn agent_refs(&self) -> impl Iterator<Item = &str> {
         self.launch
             .participants
             .iter()
-            .map(|participant| participant.agent_ref.as_str())
+            .filter_map(|participant| participant.agent_ref.as_deref())
     }
 }
 
@@ -326,15 +328,9 @@ mod tests {
     #[test]
     fn parse_errors_name_the_field() {
         let mut bad = launch();
-        bad["participants"][0]
-            .as_object_mut()
-            .unwrap()
-            .remove("agentRef");
+        bad["participants"][0].as_object_mut().unwrap().remove("id");
         let error = Variant::resolve(&spec(bad), &Map::new(), None).unwrap_err();
-        assert_eq!(
-            error,
-            "spec.launch.participants[0]: missing field `agentRef`"
-        );
+        assert_eq!(error, "spec.launch.participants[0]: missing field `id`");
     }
 
     #[test]

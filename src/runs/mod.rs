@@ -14,6 +14,7 @@ mod records;
 pub mod replay;
 pub mod request;
 pub mod service;
+mod suspend;
 pub mod watch;
 mod watcher;
 pub mod writer;

@@ -91,9 +91,10 @@ pub(super) struct Inner {
     runtime: RuntimeClient,
     hub: Hub,
     pub(super) writers: Writers,
-    /// Run id → the reason of a cancel requested through this process: it goes on
-    /// `run.cancelled` whichever task writes that event.
-    cancel_reasons: Mutex<HashMap<String, String>>,
+    /// Run id → the reason of a cancel, suspend or resume requested through this process: it
+    /// goes on the event recording the change (`run.cancelled`, `run.suspended`, `run.resumed`)
+    /// whichever task writes that event.
+    requested_reasons: Mutex<HashMap<String, String>>,
     /// Runtime session id → the observer of its run.
     observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
     /// Sessions discovery has already matched to a run (a cache: the store decides).
@@ -178,7 +179,7 @@ impl RunService {
                 store,
                 runtime,
                 hub,
-                cancel_reasons: Mutex::default(),
+                requested_reasons: Mutex::default(),
                 observers: Mutex::default(),
                 discovered: super::discovery::Seen::default(),
                 own_signals: super::discovery::Seen::default(),
@@ -626,7 +627,7 @@ impl RunService {
             Some(session) => {
                 // Set before asking: the observer may write `run.cancelled` as soon as the
                 // runtime has cancelled.
-                self.cancel_reasons()
+                self.requested_reasons()
                     .insert(run_id.to_owned(), reason.clone());
                 let span = self
                     .inner
@@ -639,7 +640,7 @@ impl RunService {
                     .with_context(span.context())
                     .await
                     .map_err(|error| {
-                        self.cancel_reasons().remove(run_id);
+                        self.requested_reasons().remove(run_id);
                         error.to_api_error()
                     })?;
                 drop(span);
@@ -677,9 +678,9 @@ impl RunService {
         self.get(run_id).await
     }
 
-    fn cancel_reasons(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    pub(super) fn requested_reasons(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.inner
-            .cancel_reasons
+            .requested_reasons
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -745,7 +746,7 @@ impl RunService {
             S::Expired => RunStatus::Failed,
             S::Cancelled => RunStatus::Cancelled,
             S::Suspended | S::Open | S::Unspecified => {
-                return self.record_session_state(run_id, metadata).await;
+                return self.record_session_state(run_id, metadata, reason).await;
             }
         };
         let mut guard = self.inner.writers.lock(run_id).await?;
@@ -762,7 +763,7 @@ impl RunService {
                 "runtime session expired before it resolved".to_owned(),
             )
         });
-        let requested = self.cancel_reasons().remove(run_id);
+        let requested = self.requested_reasons().remove(run_id);
         let reason = match status {
             RunStatus::Cancelled => reason.or(requested),
             _ => reason,
@@ -799,11 +800,14 @@ impl RunService {
         Ok(())
     }
 
-    /// Records a non-terminal session state change (suspended, resumed).
+    /// Records a non-terminal session state change: a running run suspended, a suspended one
+    /// resumed (`run.suspended`, `run.resumed`). Other changes (an open session of a run still
+    /// binding) are the observer's.
     async fn record_session_state(
         &self,
         run_id: &str,
         metadata: SessionMetadata,
+        reason: Option<String>,
     ) -> Result<(), ApiError> {
         use macp_runtime::pb::SessionState as S;
         let status = match S::try_from(metadata.state) {
@@ -815,17 +819,23 @@ impl RunService {
         let Some(writer) = guard.as_mut() else {
             return Err(not_found(run_id));
         };
-        if !writer.status().may_become(status) {
+        let from = writer.status();
+        if !from.may_become(status) {
             return Ok(());
         }
+        let now = crate::time::now();
+        let event =
+            super::suspend::transition_event(run_id, writer.state(), from, status, now, || {
+                reason.or_else(|| self.requested_reasons().remove(run_id))
+            });
         let session_state = crate::events::normalizer::state_name(metadata.state).to_owned();
         self.inner
             .writers
             .ingest(
                 writer,
                 &[RuntimeItem::SessionState(metadata)],
-                crate::time::now(),
-                Vec::new(),
+                now,
+                event.into_iter().collect(),
                 Change {
                     run: RunChange {
                         status: Some(status),
@@ -879,7 +889,7 @@ impl RunService {
             .await?;
         drop(guard);
         self.inner.writers.forget(run_id);
-        self.cancel_reasons().remove(run_id);
+        self.requested_reasons().remove(run_id);
         self.inner
             .tracing
             .end_run(run_id, status.as_str(), error_message.as_deref());

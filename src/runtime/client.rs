@@ -74,6 +74,7 @@ pub fn map_runtime_code(code: &str) -> ErrorCode {
         "POLICY_DENIED" => ErrorCode::PolicyDenied,
         "SESSION_NOT_FOUND" | "AGENT_NOT_FOUND" => ErrorCode::NotFound,
         "UNKNOWN_POLICY_VERSION" => ErrorCode::UnknownPolicyVersion,
+        "INVALID_POLICY_DEFINITION" => ErrorCode::InvalidPolicyDefinition,
         "SESSION_NOT_OPEN" => ErrorCode::SessionNotOpen,
         "SESSION_ALREADY_EXISTS" => ErrorCode::SessionAlreadyExists,
         "INVALID_SESSION_ID" => ErrorCode::InvalidSessionId,
@@ -129,6 +130,16 @@ pub fn error_from_ack(error: &pb::MacpError) -> Error {
         code: error.code.clone(),
         message: error.message.clone(),
         details,
+    }
+}
+
+/// The Ack of a session lifecycle call (cancel, suspend, resume); a refused one as an error.
+fn lifecycle_ack(call: &str, ack: Option<pb::Ack>) -> Result<pb::Ack, Error> {
+    let ack =
+        ack.ok_or_else(|| Error::Unavailable(format!("runtime answered {call} without an ack")))?;
+    match (&ack.error, ack.ok) {
+        (Some(error), false) => Err(error_from_ack(error)),
+        _ => Ok(ack),
     }
 }
 
@@ -380,13 +391,113 @@ impl RuntimeClient {
         let response = self
             .with_deadline("CancelSession", client.cancel_session(request))
             .await?;
-        let ack = response.ack.ok_or_else(|| {
-            Error::Unavailable("runtime answered CancelSession without an ack".into())
-        })?;
-        match (&ack.error, ack.ok) {
-            (Some(error), false) => Err(error_from_ack(error)),
-            _ => Ok(ack),
-        }
+        lifecycle_ack("CancelSession", response.ack)
+    }
+
+    /// Suspends an open session as `actor` (its initiator): it takes no messages until resumed.
+    pub async fn suspend_session(
+        &self,
+        session_id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<pb::Ack, Error> {
+        let request = self.request(
+            pb::SuspendSessionRequest {
+                session_id: session_id.to_owned(),
+                reason: reason.to_owned(),
+            },
+            Some(self.bearer(actor)?),
+        )?;
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline("SuspendSession", client.suspend_session(request))
+            .await?;
+        lifecycle_ack("SuspendSession", response.ack)
+    }
+
+    /// Resumes a suspended session as `actor` (its initiator).
+    pub async fn resume_session(
+        &self,
+        session_id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<pb::Ack, Error> {
+        let request = self.request(
+            pb::ResumeSessionRequest {
+                session_id: session_id.to_owned(),
+                reason: reason.to_owned(),
+            },
+            Some(self.bearer(actor)?),
+        )?;
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline("ResumeSession", client.resume_session(request))
+            .await?;
+        lifecycle_ack("ResumeSession", response.ack)
+    }
+
+    /// The runtime's policies, those for `mode` (and mode-agnostic ones) when given.
+    pub async fn list_policies(&self, mode: &str) -> Result<Vec<pb::PolicyDescriptor>, Error> {
+        let request = self.request(
+            pb::ListPoliciesRequest {
+                mode: mode.to_owned(),
+            },
+            Some(self.credentials.observer_bearer()),
+        )?;
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline("ListPolicies", client.list_policies(request))
+            .await?;
+        Ok(response.descriptors)
+    }
+
+    pub async fn get_policy(&self, policy_id: &str) -> Result<pb::PolicyDescriptor, Error> {
+        let request = self.request(
+            pb::GetPolicyRequest {
+                policy_id: policy_id.to_owned(),
+            },
+            Some(self.credentials.observer_bearer()),
+        )?;
+        let mut client = self.inner.clone();
+        let response = self
+            .with_deadline("GetPolicy", client.get_policy(request))
+            .await?;
+        response.policy_descriptor.ok_or_else(|| {
+            Error::Unavailable("runtime answered GetPolicy without a descriptor".into())
+        })
+    }
+
+    /// Registers a policy as the control plane's own identity (which the runtime must allow to
+    /// manage its registries). The runtime answers `ok: false` with its reason for a policy it
+    /// does not take.
+    pub async fn register_policy(
+        &self,
+        descriptor: pb::PolicyDescriptor,
+    ) -> Result<pb::RegisterPolicyResponse, Error> {
+        let request = self.request(
+            pb::RegisterPolicyRequest {
+                policy_descriptor: Some(descriptor),
+            },
+            Some(self.credentials.observer_bearer()),
+        )?;
+        let mut client = self.inner.clone();
+        self.with_deadline("RegisterPolicy", client.register_policy(request))
+            .await
+    }
+
+    pub async fn unregister_policy(
+        &self,
+        policy_id: &str,
+    ) -> Result<pb::UnregisterPolicyResponse, Error> {
+        let request = self.request(
+            pb::UnregisterPolicyRequest {
+                policy_id: policy_id.to_owned(),
+            },
+            Some(self.credentials.observer_bearer()),
+        )?;
+        let mut client = self.inner.clone();
+        self.with_deadline("UnregisterPolicy", client.unregister_policy(request))
+            .await
     }
 
     pub async fn get_manifest(&self) -> Result<pb::AgentManifest, Error> {

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod credentials;
 pub mod embedded;
 pub mod info;
+pub mod policies;
 pub mod standalone;
 
 pub use client::{Error, RuntimeClient};

@@ -22,7 +22,7 @@ use crate::events::canonical::CanonicalEvent;
 use crate::runs::RunService;
 use crate::runs::replay::{ReplayItem, ReplayQuery};
 use crate::runs::watch::{WatchItem, WatchOptions};
-use crate::runtime::info;
+use crate::runtime::{info, policies};
 
 pub struct ControlPlaneApi {
     service: RunService,
@@ -187,6 +187,17 @@ fn receipt_message(
             session_state: receipt.ack.session_state,
         }),
     }
+}
+
+fn policy_message(policy: policies::Policy) -> Result<proto::PolicyDescriptor, Status> {
+    Ok(proto::PolicyDescriptor {
+        policy_id: policy.policy_id,
+        mode: policy.mode,
+        description: policy.description,
+        rules: to_struct(&Value::Object(policy.rules))?,
+        schema_version: policy.schema_version,
+        registered_at_unix_ms: policy.registered_at_unix_ms,
+    })
 }
 
 fn artifact_message(artifact: Artifact) -> Result<proto::Artifact, Status> {
@@ -532,6 +543,32 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         Ok(Response::new(run_message(run)?))
     }
 
+    async fn suspend_session(
+        &self,
+        request: Request<proto::SuspendSessionRequest>,
+    ) -> Result<Response<proto::Run>, Status> {
+        let request = request.into_inner();
+        let run = self
+            .service
+            .suspend(&request.run_id, request.reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(run_message(run)?))
+    }
+
+    async fn resume_session(
+        &self,
+        request: Request<proto::ResumeSessionRequest>,
+    ) -> Result<Response<proto::Run>, Status> {
+        let request = request.into_inner();
+        let run = self
+            .service
+            .resume(&request.run_id, request.reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(run_message(run)?))
+    }
+
     async fn send_run_message(
         &self,
         request: Request<proto::SendRunMessageRequest>,
@@ -713,6 +750,56 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             manifest: health.manifest.map(manifest_message).transpose()?,
             embedded_address: health.embedded_address,
         }))
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<proto::ListPoliciesRequest>,
+    ) -> Result<Response<proto::ListPoliciesResponse>, Status> {
+        let mode = request.into_inner().mode;
+        let policies = policies::list(self.service.runtime(), mode.as_deref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ListPoliciesResponse {
+            policies: policies
+                .into_iter()
+                .map(policy_message)
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<proto::GetPolicyRequest>,
+    ) -> Result<Response<proto::PolicyDescriptor>, Status> {
+        let policy_id = request.into_inner().policy_id;
+        let policy = policies::get(self.service.runtime(), &policy_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(policy_message(policy)?))
+    }
+
+    async fn register_policy(
+        &self,
+        request: Request<proto::RegisterPolicyRequest>,
+    ) -> Result<Response<proto::PolicyChange>, Status> {
+        let policy =
+            policies::Policy::from_json(&to_json(&request.into_inner())?).map_err(status)?;
+        let change = policies::register(self.service.runtime(), policy)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::PolicyChange { ok: change.ok }))
+    }
+
+    async fn unregister_policy(
+        &self,
+        request: Request<proto::UnregisterPolicyRequest>,
+    ) -> Result<Response<proto::PolicyChange>, Status> {
+        let policy_id = request.into_inner().policy_id;
+        let change = policies::unregister(self.service.runtime(), &policy_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::PolicyChange { ok: change.ok }))
     }
 
     async fn list_audit(

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::{internal, status, to_json};
 use crate::api::proto;
 use crate::launch::{self, LaunchRequest, registry_call};
-use crate::registry::{CompileRequest, Registry};
+use crate::registry::Registry;
 use crate::runs::RunService;
 
 pub struct ScenarioRegistryApi {
@@ -95,12 +95,10 @@ impl proto::scenario_registry_server::ScenarioRegistry for ScenarioRegistryApi {
         request: Request<proto::CompileLaunchRequest>,
     ) -> Result<Response<proto::CompiledLaunch>, Status> {
         let body = to_json(&request.into_inner())?;
-        let compiled = registry_call(&self.registry, move |registry| {
-            registry.compile(&CompileRequest::from_json(&body)?)
-        })
-        .await
-        .map_err(status)?;
-        Ok(Response::new(message(&compiled)?))
+        let preview = launch::compile(&self.registry, body)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(message(&preview)?))
     }
 
     async fn launch(

@@ -6,6 +6,7 @@ mod extract;
 mod manage;
 mod messages;
 mod observability;
+mod policies;
 mod registry;
 mod streams;
 
@@ -63,6 +64,8 @@ pub fn router(
         .route("/runs/{id}/state", get(get_run_state))
         .route("/runs/{id}/events", get(list_run_events))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/suspend", post(suspend_run))
+        .route("/runs/{id}/resume", post(resume_run))
         .route("/runtime/manifest", get(runtime_manifest))
         .route("/runtime/modes", get(runtime_modes))
         .route("/runtime/roots", get(runtime_roots))
@@ -75,6 +78,7 @@ pub fn router(
         .merge(messages::router())
         .merge(observability::router())
         .merge(manage::router())
+        .merge(policies::router())
         .with_state(service.clone())
         .merge(registry::router(registry, service))
         .merge(admin::router(admin))
@@ -153,33 +157,54 @@ async fn list_run_events(
     streams::run_events(&service, run_id(&id)?, &query).await
 }
 
+/// The `reason` of a cancel, suspend or resume. No body is no options; a body, when sent, is an
+/// object (as `POST /runs/{id}/replay`).
+fn reason(body: Option<JsonBody>) -> Result<Option<String>> {
+    match body.map(|JsonBody(body)| body) {
+        None => Ok(None),
+        Some(Value::Object(map)) => match map.get("reason") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(reason)) => Ok(Some(reason.clone())),
+            Some(_) => Err(ApiError::validation(vec![FieldError::new(
+                "reason",
+                "must be a string",
+            )])
+            .into()),
+        },
+        Some(_) => {
+            Err(ApiError::validation(vec![FieldError::new("$", "must be an object")]).into())
+        }
+    }
+}
+
 async fn cancel_run(
     State(service): State<RunService>,
     Path(id): Path<String>,
     body: Option<JsonBody>,
 ) -> Result<Response> {
     let id = run_id(&id)?;
-    // No body is no options; a body, when sent, is an object (as `POST /runs/{id}/replay`).
-    let reason = match body.map(|JsonBody(body)| body) {
-        None => None,
-        Some(Value::Object(map)) => match map.get("reason") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(reason)) => Some(reason.clone()),
-            Some(_) => {
-                return Err(ApiError::validation(vec![FieldError::new(
-                    "reason",
-                    "must be a string",
-                )])
-                .into());
-            }
-        },
-        Some(_) => {
-            return Err(
-                ApiError::validation(vec![FieldError::new("$", "must be an object")]).into(),
-            );
-        }
-    };
+    let reason = reason(body)?;
     Ok(Json(service.cancel(&id, reason).await?).into_response())
+}
+
+async fn suspend_run(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let reason = reason(body)?;
+    Ok(Json(service.suspend(&id, reason).await?).into_response())
+}
+
+async fn resume_run(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let reason = reason(body)?;
+    Ok(Json(service.resume(&id, reason).await?).into_response())
 }
 
 async fn runtime_manifest(State(service): State<RunService>) -> Result<Response> {

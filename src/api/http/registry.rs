@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use super::Result;
 use super::extract::{JsonBody, QueryParams};
 use crate::launch::{self, LaunchRequest, registry_call};
-use crate::registry::{CompileRequest, Registry};
+use crate::registry::Registry;
 use crate::runs::RunService;
 
 #[derive(Clone)]
@@ -76,11 +76,8 @@ async fn launch_schema(
 }
 
 async fn compile(State(state): State<Registries>, JsonBody(body): JsonBody) -> Result<Response> {
-    let compiled = registry_call(&state.registry, move |registry| {
-        registry.compile(&CompileRequest::from_json(&body)?)
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(compiled)).into_response())
+    let preview = launch::compile(&state.registry, body).await?;
+    Ok((StatusCode::CREATED, Json(preview)).into_response())
 }
 
 async fn launch(State(state): State<Registries>, JsonBody(body): JsonBody) -> Result<Response> {

@@ -124,6 +124,31 @@ const SEND_REFUSALS: &[ErrorCode] = &[
     ErrorCode::PayloadTooLarge,
     ErrorCode::RateLimited,
 ];
+/// Suspending or resuming: the run must be running (or suspended), then the runtime decides.
+const TOGGLE_REFUSALS: &[ErrorCode] = &[
+    ErrorCode::InvalidStateTransition,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::SessionNotOpen,
+    ErrorCode::RateLimited,
+];
+/// Asking the runtime about its policies.
+const POLICY_REFUSALS: &[ErrorCode] = &[
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::RateLimited,
+];
+/// Changing the runtime's policies: a definition it refuses, an id taken or protected.
+const POLICY_CHANGE_REFUSALS: &[ErrorCode] = &[
+    ErrorCode::InvalidPolicyDefinition,
+    ErrorCode::Conflict,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::RateLimited,
+];
 /// Looking a scenario up in the packs tree.
 const SCENARIO_REFUSALS: &[ErrorCode] = &[
     ErrorCode::InvalidScenarioRef,
@@ -264,6 +289,41 @@ pub const SHAPES: &[Shape] = &[
         ..DEFAULT
     },
     Shape {
+        rpc: "SuspendSession",
+        body: Body::Message { optional: true },
+        refusals: TOGGLE_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "ResumeSession",
+        body: Body::Message { optional: true },
+        refusals: TOGGLE_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "ListPolicies",
+        reply: Reply::BareList,
+        refusals: POLICY_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "GetPolicy",
+        refusals: POLICY_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "RegisterPolicy",
+        success: CREATED,
+        refusals: POLICY_CHANGE_REFUSALS,
+        example: Some(include_str!("../../../examples/policy-majority-veto.json")),
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "UnregisterPolicy",
+        refusals: POLICY_CHANGE_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
         rpc: "ListRuntimeModes",
         reply: Reply::BareList,
         refusals: RUNTIME_REFUSALS,
@@ -341,8 +401,12 @@ pub fn shape(rpc: &str) -> &'static Shape {
 
 /// Path parameters whose name is not the request field's (proto name); others bind to the field
 /// of their own name.
-pub const PATH_FIELDS: &[(&str, &str)] =
-    &[("id", "run_id"), ("ref", "agent_ref"), ("keyId", "key_id")];
+pub const PATH_FIELDS: &[(&str, &str)] = &[
+    ("id", "run_id"),
+    ("ref", "agent_ref"),
+    ("keyId", "key_id"),
+    ("policyId", "policy_id"),
+];
 
 /// What the server enforces on a field beyond its proto type. Each rule holds for the field's
 /// value, or for each item of a repeated field, except [`Rule::Count`].
@@ -787,6 +851,23 @@ pub const RULES: &[(&str, &[Rule])] = &[
     (
         "macp.control_plane.v1.CreateRunArtifactRequest.uri",
         &[Rule::NonBlank],
+    ),
+    // Policies (`runtime::policies`).
+    (
+        "macp.control_plane.v1.RegisterPolicyRequest.policy_id",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.RegisterPolicyRequest.mode",
+        &[Rule::Required, Rule::NonBlank],
+    ),
+    (
+        "macp.control_plane.v1.RegisterPolicyRequest.rules",
+        &[Rule::Required],
+    ),
+    (
+        "macp.control_plane.v1.RegisterPolicyRequest.schema_version",
+        &[Rule::Range(1, MAX_UINT32)],
     ),
     // Run management (`runs::manage`).
     (
