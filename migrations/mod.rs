@@ -9,6 +9,7 @@ mod m0003_artifacts;
 mod m0004_projection_storage;
 mod m0005_auth;
 mod m0006_run_management;
+mod m0007_webhooks;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_projection_storage::Migration),
             Box::new(m0005_auth::Migration),
             Box::new(m0006_run_management::Migration),
+            Box::new(m0007_webhooks::Migration),
         ]
     }
 }

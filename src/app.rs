@@ -107,6 +107,8 @@ impl AppConfig {
                 discovery: args.session_discovery_enabled,
                 hub_max_bytes: usize::try_from(args.connections.hub_max_bytes_per_run)
                     .unwrap_or(usize::MAX),
+                webhooks: args.webhooks.options(),
+                circuit_breaker: args.runtime.circuit_breaker(),
                 ..RunOptions::default()
             },
             registry: args.registry.options(),
@@ -148,7 +150,8 @@ impl App {
             config.credentials.clone(),
             config.request_timeout,
             tls,
-        )?;
+        )?
+        .with_circuit_breaker(config.run_options.circuit_breaker.clone());
         let tracing = match &config.otlp_endpoint {
             Some(endpoint) => {
                 crate::telemetry::trace::Tracing::otlp(endpoint, "macp-control-plane")

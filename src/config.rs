@@ -13,6 +13,7 @@ use crate::api::edge::{self, EdgeOptions};
 use crate::api::server::Limits;
 use crate::registry::RegistryOptions;
 use crate::runs::service::RunOptions;
+use crate::runtime::breaker::BreakerOptions;
 use crate::runtime::credentials::Credentials;
 use crate::runtime::embedded::{self, EmbeddedOptions, Storage};
 use crate::stack::Stack;
@@ -44,6 +45,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub auth: crate::auth::AuthArgs,
+
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookArgs,
 
     /// Browser origins allowed to call the API (REST, SSE, grpc-web), comma separated; the
     /// default is the UI console on this machine; `*` allows any origin.
@@ -247,6 +251,16 @@ pub struct RuntimeArgs {
     #[arg(long, env = "RUNTIME_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub runtime_request_timeout_ms: u64,
 
+    /// Consecutive unary runtime calls that find the runtime down (unreachable, timed out,
+    /// failing internally; not refusals or NOT_FOUND) before calls fail at once without
+    /// trying; 0 never stops trying.
+    #[arg(long, env = "RUNTIME_CIRCUIT_BREAKER_THRESHOLD", default_value_t = BreakerOptions::default().threshold)]
+    pub runtime_circuit_breaker_threshold: u32,
+
+    /// How long calls fail at once before one trial call is let through, in ms.
+    #[arg(long, env = "RUNTIME_CIRCUIT_BREAKER_RESET_MS", default_value_t = BreakerOptions::default().reset.as_millis() as u64)]
+    pub runtime_circuit_breaker_reset_ms: u64,
+
     /// Where the embedded runtime listens (without RUNTIME_ADDRESS), for the control plane and
     /// for agents: the reference runtime's own default, so SDK agents find it. `127.0.0.1:0`
     /// or `:0` picks any free port. Off loopback it requires RUNTIME_TOKENS.
@@ -390,6 +404,13 @@ pub enum Error {
 impl RuntimeArgs {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.runtime_request_timeout_ms.max(1))
+    }
+
+    pub fn circuit_breaker(&self) -> BreakerOptions {
+        BreakerOptions {
+            threshold: self.runtime_circuit_breaker_threshold,
+            reset: Duration::from_millis(self.runtime_circuit_breaker_reset_ms),
+        }
     }
 
     /// The token table (sender → token), from RUNTIME_TOKENS or RUNTIME_TOKENS_FILE.

@@ -339,12 +339,12 @@ struct Fields {
 }
 
 /// The `{id}` of a `/runs/{id}/…` route, the `{keyId}` of `/keys/{keyId}`, or the
-/// `{policyId}` of `/runtime/policies/{policyId}`.
+/// `{policyId}` of `/runtime/policies/{policyId}`, or the `{webhookId}` of `/webhooks/{webhookId}`.
 fn path_id(request: &Request) -> Option<String> {
     let template = request.extensions().get::<MatchedPath>()?.as_str();
     let position = template
         .split('/')
-        .position(|segment| matches!(segment, "{id}" | "{keyId}" | "{policyId}"))?;
+        .position(|segment| matches!(segment, "{id}" | "{keyId}" | "{policyId}" | "{webhookId}"))?;
     request
         .uri()
         .path()

@@ -145,7 +145,7 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<Timestamp>,
 }
 
-fn optional_rfc3339<S: serde::Serializer>(
+pub(crate) fn optional_rfc3339<S: serde::Serializer>(
     value: &Option<Timestamp>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

@@ -10,3 +10,4 @@ pub mod query;
 pub mod run;
 pub mod signals;
 pub mod status;
+pub mod webhook;

@@ -68,6 +68,10 @@ pub struct Readiness {
     pub ok: bool,
     pub database: String,
     pub runtime: info::Health,
+    /// `ok` while the runtime's session feed (`WatchSessions`) is followed, else `unhealthy`.
+    pub stream_consumer: String,
+    /// The runtime circuit breaker: `CLOSED`, `OPEN` or `HALF_OPEN`.
+    pub circuit_breaker: String,
 }
 
 /// A page of canonical events (`GET /events`, filtered `GET /runs/{id}/events`).
@@ -109,6 +113,9 @@ pub(super) struct Inner {
     pub(super) shutdown: CancellationToken,
     pub(super) tracing: Tracing,
     pub(super) options: RunOptions,
+    webhooks: crate::webhooks::Webhooks,
+    /// Whether the `WatchSessions` stream is open now (readiness' `streamConsumer`).
+    pub(super) sessions_watched: std::sync::atomic::AtomicBool,
 }
 
 /// Tunables of the background work.
@@ -132,6 +139,10 @@ pub struct RunOptions {
     /// The embedded runtime's address (agents connect to it), reported by the runtime's health
     /// and manifest; `None` with an external runtime.
     pub embedded_runtime: Option<std::net::SocketAddr>,
+    /// Webhook delivery (`WEBHOOK_*`).
+    pub webhooks: crate::webhooks::WebhookOptions,
+    /// The runtime client's circuit breaker (`RUNTIME_CIRCUIT_BREAKER_*`).
+    pub circuit_breaker: crate::runtime::breaker::BreakerOptions,
 }
 
 impl Default for RunOptions {
@@ -145,6 +156,8 @@ impl Default for RunOptions {
             max_subscribers_per_run: 20_000,
             discovery: true,
             embedded_runtime: None,
+            webhooks: crate::webhooks::WebhookOptions::default(),
+            circuit_breaker: crate::runtime::breaker::BreakerOptions::default(),
         }
     }
 }
@@ -172,6 +185,7 @@ impl RunService {
                 bytes: options.hub_max_bytes,
             },
         );
+        let webhooks = crate::webhooks::Webhooks::new(store.clone(), options.webhooks.clone());
         RunService {
             inner: Arc::new(Inner {
                 writers: Writers::new(store.clone(), hub.clone(), tracing.clone()),
@@ -187,6 +201,8 @@ impl RunService {
                 modes: tokio::sync::Mutex::new(None),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                webhooks,
+                sessions_watched: std::sync::atomic::AtomicBool::new(false),
                 options,
             }),
         }
@@ -292,8 +308,18 @@ impl RunService {
         &self.inner.runtime
     }
 
+    /// Webhook subscriptions (their deliveries run in the background).
+    pub fn webhooks(&self) -> &crate::webhooks::Webhooks {
+        &self.inner.webhooks
+    }
+
     /// Starts the session watcher and resumes runs left active by a previous process.
     pub async fn start_background(&self) -> Result<(), ApiError> {
+        let webhooks = self.inner.webhooks.clone();
+        let (shutdown, tasks) = (self.inner.shutdown.clone(), self.inner.tasks.clone());
+        self.inner
+            .tasks
+            .spawn(async move { webhooks.deliver(shutdown, tasks).await });
         let service = self.clone();
         self.inner
             .tasks
@@ -1056,10 +1082,22 @@ impl RunService {
                 embedded_address: None,
             },
         };
+        let watched = self
+            .inner
+            .sessions_watched
+            .load(std::sync::atomic::Ordering::Relaxed);
         Readiness {
             ok: database == "ok" && runtime.ok,
             database,
             runtime,
+            stream_consumer: if watched { "ok" } else { "unhealthy" }.to_owned(),
+            circuit_breaker: self
+                .inner
+                .runtime
+                .circuit_breaker()
+                .state()
+                .as_str()
+                .to_owned(),
         }
     }
 }

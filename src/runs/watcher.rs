@@ -18,6 +18,7 @@ pub async fn watch_sessions(service: RunService) {
     follow(
         &service,
         "session",
+        Some(&service.inner.sessions_watched),
         |service| async move { service.runtime().watch_sessions().await },
         |service, response| async move {
             if let Some(session) = response.event.and_then(|event| event.session) {
@@ -37,6 +38,7 @@ pub async fn watch_signals(service: RunService) {
     follow(
         &service,
         "signal",
+        None,
         |service| async move { service.runtime().watch_signals().await },
         |service, response| async move {
             if let Some(envelope) = response.envelope
@@ -50,10 +52,12 @@ pub async fn watch_signals(service: RunService) {
 }
 
 /// Follows one of the runtime's watch streams until shutdown: each item handled in order,
-/// reconnecting with backoff whenever the stream ends or cannot be opened.
+/// reconnecting with backoff whenever the stream ends or cannot be opened; `open_now` says
+/// whether the stream is open.
 async fn follow<T, Open, Opened, Handle, Handled>(
     service: &RunService,
     what: &'static str,
+    open_now: Option<&std::sync::atomic::AtomicBool>,
     open: Open,
     handle: Handle,
 ) where
@@ -64,8 +68,15 @@ async fn follow<T, Open, Opened, Handle, Handled>(
 {
     let shutdown = service.inner.shutdown.clone();
     let mut backoff = BACKOFF_START;
+    let set_open = |open: bool| {
+        if let Some(flag) = open_now {
+            flag.store(open, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     loop {
-        match open(service.clone()).await {
+        let opened = open(service.clone()).await;
+        set_open(opened.is_ok());
+        match opened {
             Ok(mut stream) => loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -84,6 +95,7 @@ async fn follow<T, Open, Opened, Handle, Handled>(
             },
             Err(error) => tracing::debug!(%error, "cannot watch runtime {what}s; retrying"),
         }
+        set_open(false);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}

@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
+use super::breaker::{BreakerOptions, CircuitBreaker};
 use super::credentials::{Bearer, Credentials};
 use crate::error::{ApiError, ErrorCode};
 
@@ -35,6 +36,9 @@ pub enum Error {
     },
     #[error("no runtime credential configured for sender '{0}'")]
     NoCredential(String),
+    /// Refused without calling: recent calls found the runtime down (`breaker`).
+    #[error("runtime unreachable: circuit breaker open ({reason}); next try in {retry_in_ms} ms")]
+    CircuitOpen { reason: String, retry_in_ms: u64 },
 }
 
 impl Error {
@@ -46,11 +50,27 @@ impl Error {
         }
     }
 
+    /// Whether the error shows the runtime down (what the circuit breaker counts): an answer,
+    /// even a refusal or NOT_FOUND, shows it working.
+    fn shows_runtime_down(&self) -> bool {
+        match self {
+            Error::Unavailable(_) | Error::Timeout(_) => true,
+            Error::Refused { code, .. } => {
+                matches!(code.as_str(), "INTERNAL" | "INTERNAL_ERROR" | "DATALOSS")
+            }
+            Error::NoCredential(_) | Error::CircuitOpen { .. } => false,
+        }
+    }
+
     pub fn to_api_error(&self) -> ApiError {
         match self {
             Error::Unavailable(_) => ApiError::new(ErrorCode::RuntimeUnavailable, self.to_string()),
             Error::Timeout(_) => ApiError::new(ErrorCode::RuntimeTimeout, self.to_string()),
             Error::NoCredential(_) => ApiError::new(ErrorCode::Unauthenticated, self.to_string()),
+            Error::CircuitOpen { .. } => {
+                ApiError::new(ErrorCode::RuntimeUnavailable, self.to_string())
+                    .with_details(json!({ "circuitBreaker": super::breaker::State::Open.as_str() }))
+            }
             Error::Refused {
                 code,
                 message,
@@ -150,6 +170,7 @@ pub struct RuntimeClient {
     credentials: Credentials,
     timeout: Duration,
     address: String,
+    breaker: std::sync::Arc<CircuitBreaker>,
 }
 
 /// A passive session subscription; dropping it ends the stream. The request side is kept open
@@ -196,7 +217,18 @@ impl RuntimeClient {
             credentials,
             timeout,
             address: address.to_owned(),
+            breaker: std::sync::Arc::new(CircuitBreaker::new(BreakerOptions::default())),
         })
+    }
+
+    /// The same client behind a breaker with these settings.
+    pub fn with_circuit_breaker(mut self, options: BreakerOptions) -> Self {
+        self.breaker = std::sync::Arc::new(CircuitBreaker::new(options));
+        self
+    }
+
+    pub fn circuit_breaker(&self) -> &CircuitBreaker {
+        &self.breaker
     }
 
     pub fn address(&self) -> &str {
@@ -241,7 +273,26 @@ impl RuntimeClient {
             .unwrap_or_else(|| self.credentials.observer_bearer())
     }
 
+    /// A unary call, through the circuit breaker.
     async fn with_deadline<F, T>(&self, name: &'static str, call: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.breaker.admit().map_err(|open| Error::CircuitOpen {
+            reason: open.reason,
+            retry_in_ms: u64::try_from(open.retry_in.as_millis()).unwrap_or(u64::MAX),
+        })?;
+        let outcome = self.timed(name, call).await;
+        match &outcome {
+            Err(error) if error.shows_runtime_down() => self.breaker.failed(&error.to_string()),
+            _ => self.breaker.succeeded(),
+        }
+        outcome
+    }
+
+    /// A call with its deadline, timed for `/metrics`. Stream opens come here directly: the
+    /// breaker is for unary calls, and the watch and observer loops back off on their own.
+    async fn timed<F, T>(&self, name: &'static str, call: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
@@ -323,7 +374,7 @@ impl RuntimeClient {
         let request = self.request(ReceiverStream::new(receiver), Some(bearer))?;
         let mut client = self.inner.clone();
         let responses = self
-            .with_deadline("StreamSession", client.stream_session(request))
+            .timed("StreamSession", client.stream_session(request))
             .await?;
         Ok(Subscription {
             responses,
@@ -337,7 +388,7 @@ impl RuntimeClient {
         let bearer = self.credentials.observer_bearer();
         let request = self.request(pb::WatchSessionsRequest {}, Some(bearer))?;
         let mut client = self.inner.clone();
-        self.with_deadline("WatchSessions", client.watch_sessions(request))
+        self.timed("WatchSessions", client.watch_sessions(request))
             .await
     }
 
@@ -346,7 +397,7 @@ impl RuntimeClient {
         let bearer = self.credentials.observer_bearer();
         let request = self.request(pb::WatchSignalsRequest {}, Some(bearer))?;
         let mut client = self.inner.clone();
-        self.with_deadline("WatchSignals", client.watch_signals(request))
+        self.timed("WatchSignals", client.watch_signals(request))
             .await
     }
 

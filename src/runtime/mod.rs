@@ -1,6 +1,7 @@
 //! Everything that talks to the MACP runtime: the gRPC client with per-sender credentials, the
 //! payload codec, discovery records, and the reference runtime (embedded, or standalone).
 
+pub mod breaker;
 pub mod client;
 pub mod codec;
 pub mod credentials;

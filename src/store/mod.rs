@@ -6,6 +6,7 @@ mod group;
 mod manage;
 #[path = "../../migrations/mod.rs"]
 mod migrations;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +37,7 @@ use crate::events::canonical::{CanonicalEvent, SCHEMA_VERSION, Source, Subject, 
 use crate::projection::state::RunState;
 use crate::time::Timestamp;
 pub use manage::{Deleted, RunFigures};
+pub use webhooks::{AttemptOutcome, ClaimedDelivery, NewWebhook, WebhookUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -159,6 +161,8 @@ pub struct Store {
     db: DatabaseConnection,
     sqlite_writer: Option<Arc<SqliteWriter>>,
     appends: group::GroupCommit,
+    /// Notified after a commit that wrote webhook outbox rows (`webhooks::outbox_insert`).
+    webhook_outbox: Arc<tokio::sync::Notify>,
 }
 
 /// SQLite write transactions between two WAL checkpoints. Small and often: a group commit
@@ -260,6 +264,7 @@ impl Store {
             appends: group::GroupCommit::spawn(db.clone(), sqlite_writer.clone()),
             db,
             sqlite_writer,
+            webhook_outbox: Arc::default(),
         })
     }
 
@@ -376,7 +381,16 @@ impl Store {
         if let Some(entry) = new.audit {
             txn.execute_raw(audit_insert(backend, entry)).await?;
         }
+        // A discovered run is created running, with its `run.started`.
+        let outbox = webhooks::outbox_insert(backend, &new.id, true, events);
+        let notify = outbox.is_some();
+        if let Some(statement) = outbox {
+            txn.execute_raw(statement).await?;
+        }
         txn.commit().await?;
+        if notify {
+            self.webhook_outbox.notify_one();
+        }
         let created = self
             .run(&new.id)
             .await?
@@ -483,10 +497,22 @@ impl Store {
             }
             None => {}
         }
+        let outbox = webhooks::outbox_insert(
+            backend,
+            append.run_id,
+            change.status.is_some(),
+            append.events,
+        );
+        let notify = outbox.is_some();
+        statements.extend(outbox);
 
         self.appends
             .commit(append.run_id, compare_and_set, statements)
-            .await
+            .await?;
+        if notify {
+            self.webhook_outbox.notify_one();
+        }
+        Ok(())
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<Run>, Error> {

@@ -185,6 +185,7 @@ fn fill_path(path: &str, run_id: &str, missing_id: &str) -> String {
         .replace("{version}", "1.0.0")
         .replace("{ref}", "fraud-agent")
         .replace("{keyId}", missing_id)
+        .replace("{webhookId}", missing_id)
 }
 
 /// What a REST answer says about auth: `None` when it was let through.
@@ -277,6 +278,7 @@ async fn every_route_and_rpc_answers_each_caller_as_declared() {
             let mut request = match *method {
                 "GET" => app.http.get(&url),
                 "DELETE" => app.http.delete(&url),
+                "PATCH" => app.http.patch(&url).json(&json!({"from": "risk-agent"})),
                 _ => app.http.post(&url).json(&json!({"from": "risk-agent"})),
             };
             if let Some(credential) = caller.credential() {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (linking dominates build time), one module per area.
 
 mod auth;
+mod circuit_breaker;
 mod cli;
 mod cli_auth;
 mod connections;
@@ -27,3 +28,4 @@ mod streams;
 mod support;
 mod suspend;
 mod telemetry;
+mod webhooks;

@@ -119,6 +119,8 @@ fn body(path: &str) -> Value {
         }),
         "/runs/{id}/artifacts" => json!({"kind": "json", "label": "notes", "inline": {"a": 1}}),
         "/keys" => json!({"actor": "ops", "roles": ["viewer"]}),
+        "/webhooks" => json!({"url": "http://127.0.0.1:9/hook", "secret": "s"}),
+        "/webhooks/{webhookId}" => json!({"active": false}),
         _ => requests::seed_example(),
     }
 }
@@ -250,6 +252,14 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
     let key_id = app.create_viewer_key().await;
     for (path, item) in document["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("path item") {
+            // A webhook of its own for each route that names one (one of them deletes it).
+            let webhook_id = if path.contains("{webhookId}") {
+                let (status, webhook) = app.post("/webhooks", &body("/webhooks")).await;
+                assert_eq!(status, 201, "{webhook}");
+                webhook["id"].as_str().expect("a webhook id").to_owned()
+            } else {
+                String::new()
+            };
             // Path parameters that name things that exist, so a 404 can only mean "not routed".
             let url = format!(
                 "{}{}",
@@ -260,10 +270,13 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
                     .replace("{version}", "1.0.0")
                     .replace("{ref}", "fraud-agent")
                     .replace("{keyId}", &key_id)
+                    .replace("{policyId}", "policy.default")
+                    .replace("{webhookId}", &webhook_id)
             );
             let request = match (method.as_str(), body(path.as_str())) {
                 ("get", _) => app.http.get(&url),
                 ("delete", _) => app.http.delete(&url),
+                ("patch", body) => app.http.patch(&url).json(&body),
                 // Optional bodies are left out, so those routes answer their success.
                 _ if operation["requestBody"]["required"] == false => app.http.post(&url),
                 (_, body) => app.http.post(&url).json(&body),

@@ -209,6 +209,14 @@ async fn every_rpc_has_a_rest_route() {
     // `DELETE /runs/{id}` may take its run away (the cancel before it ended it): one of its own.
     let deleted_run = app.start_run(&requests::seed_example()).await;
     let key_id = app.create_viewer_key().await;
+    let (status, webhook) = app
+        .post(
+            "/webhooks",
+            &serde_json::json!({"url": "http://127.0.0.1:9/hook", "secret": "s"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().expect("a webhook id");
     for (method, path) in RPC_ROUTES
         .iter()
         .chain(ALIAS_ROUTES)
@@ -227,11 +235,14 @@ async fn every_rpc_has_a_rest_route() {
             .replace("{scenario}", "high-value-new-device")
             .replace("{version}", "1.0.0")
             .replace("{ref}", "fraud-agent")
-            .replace("{keyId}", &key_id);
+            .replace("{keyId}", &key_id)
+            .replace("{policyId}", "policy.default")
+            .replace("{webhookId}", webhook_id);
         let url = format!("{}{path}", app.base);
         let request = match method {
             "GET" => app.http.get(&url),
             "DELETE" => app.http.delete(&url),
+            "PATCH" => app.http.patch(&url).json(&serde_json::json!({})),
             _ => app.http.post(&url).json(&requests::seed_example()),
         };
         let status = request.send().await.expect("request").status();

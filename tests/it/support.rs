@@ -12,10 +12,12 @@ use macp_control_plane::auth::AuthArgs;
 use macp_control_plane::projection::state::RunState;
 use macp_control_plane::registry::RegistryOptions;
 use macp_control_plane::runs::service::RunOptions;
+use macp_control_plane::runtime::breaker::BreakerOptions;
 use macp_control_plane::runtime::credentials::Credentials;
 use macp_control_plane::runtime::embedded::EmbeddedOptions;
 use macp_control_plane::stack::Stack;
 use macp_control_plane::store::Store;
+use macp_control_plane::webhooks::WebhookOptions;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -33,6 +35,8 @@ pub struct TestApp {
     pub app: App,
     pub base: String,
     pub http: reqwest::Client,
+    /// What it was started with, for `restart`.
+    config: AppConfig,
     _dir: tempfile::TempDir,
     postgres_db: Option<String>,
 }
@@ -103,6 +107,10 @@ pub struct Options {
     pub max_subscribers_per_run: usize,
     /// Credentials, roles and rate limits (auth off on loopback by default).
     pub auth: AuthArgs,
+    /// Webhook delivery settings.
+    pub webhooks: WebhookOptions,
+    /// The runtime client's circuit breaker.
+    pub circuit_breaker: BreakerOptions,
 }
 
 impl Default for Options {
@@ -121,6 +129,8 @@ impl Default for Options {
             stack: Stack::default(),
             max_subscribers_per_run: RunOptions::default().max_subscribers_per_run,
             auth: AuthArgs::default(),
+            webhooks: WebhookOptions::default(),
+            circuit_breaker: BreakerOptions::default(),
         }
     }
 }
@@ -150,7 +160,7 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
         }
         None => reqwest::Client::new(),
     };
-    let app = App::start(AppConfig {
+    let config = AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: database_url.into(),
         runtime: options.runtime,
@@ -163,6 +173,8 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
                 .unwrap_or(RunOptions::default().hub_capacity),
             stack: options.stack,
             max_subscribers_per_run: options.max_subscribers_per_run,
+            webhooks: options.webhooks,
+            circuit_breaker: options.circuit_breaker,
             ..RunOptions::default()
         },
         // The repository's sample packs.
@@ -174,20 +186,32 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
         edge: options.edge,
         limits: options.limits,
         auth: options.auth,
-    })
-    .await
-    .expect("app starts");
+    };
+    let app = App::start(config.clone()).await.expect("app starts");
     let base = format!("http://{}", app.address);
     Some(TestApp {
         app,
         base,
         http,
+        config,
         _dir: dir,
         postgres_db,
     })
 }
 
 impl TestApp {
+    /// Stops the service and starts a new one on the same database (a new port, and a new
+    /// embedded runtime): what a restart of the process does.
+    pub async fn restart(self) -> TestApp {
+        self.app.stop().await;
+        let app = App::start(self.config.clone()).await.expect("app restarts");
+        TestApp {
+            base: format!("http://{}", app.address),
+            app,
+            ..self
+        }
+    }
+
     pub async fn stop(self) {
         self.app.stop().await;
         if let Some(name) = self.postgres_db

@@ -4,6 +4,7 @@
 mod admin;
 mod manage;
 pub mod registry;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -834,6 +835,63 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         admin::revoke_key(&self.admin, &request.into_inner().key_id)
             .await
             .map(Response::new)
+    }
+
+    async fn create_webhook(
+        &self,
+        request: Request<proto::CreateWebhookRequest>,
+    ) -> Result<Response<proto::Webhook>, Status> {
+        webhooks::create(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_webhooks(
+        &self,
+        _: Request<proto::ListWebhooksRequest>,
+    ) -> Result<Response<proto::ListWebhooksResponse>, Status> {
+        webhooks::list(&self.service).await.map(Response::new)
+    }
+
+    async fn update_webhook(
+        &self,
+        request: Request<proto::UpdateWebhookRequest>,
+    ) -> Result<Response<proto::Webhook>, Status> {
+        webhooks::update(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<proto::DeleteWebhookRequest>,
+    ) -> Result<Response<proto::Webhook>, Status> {
+        webhooks::delete(&self.service, &request.into_inner().webhook_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<proto::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<proto::ListWebhookDeliveriesResponse>, Status> {
+        webhooks::deliveries(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reset_circuit_breaker(
+        &self,
+        _: Request<proto::ResetCircuitBreakerRequest>,
+    ) -> Result<Response<proto::CircuitBreakerReset>, Status> {
+        Ok(Response::new(webhooks::reset_breaker(&self.service)))
+    }
+
+    async fn get_circuit_breaker_history(
+        &self,
+        request: Request<proto::GetCircuitBreakerHistoryRequest>,
+    ) -> Result<Response<proto::CircuitBreakerHistory>, Status> {
+        webhooks::breaker_history(&self.service, request.get_ref()).map(Response::new)
     }
 
     async fn archive_run(

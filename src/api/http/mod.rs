@@ -9,6 +9,7 @@ mod observability;
 mod policies;
 mod registry;
 mod streams;
+mod webhooks;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -79,6 +80,7 @@ pub fn router(
         .merge(observability::router())
         .merge(manage::router())
         .merge(policies::router())
+        .merge(webhooks::router())
         .with_state(service.clone())
         .merge(registry::router(registry, service))
         .merge(admin::router(admin))

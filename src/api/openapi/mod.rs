@@ -292,12 +292,17 @@ impl<'a> Generator<'a> {
                     parameters.push(self.parameter(&field, field.json_name(), "query", false));
                 }
             }
-            "POST" => {
+            // PATCH sets the fields its body carries (`UpdateWebhook`).
+            "POST" | "PATCH" => {
                 if let Some(body) = self.request_body(&input, &bound, shape)? {
                     operation.insert("requestBody".to_owned(), body);
                 }
             }
-            other => return fail(format!("{other} {path}: only GET and POST are mapped")),
+            other => {
+                return fail(format!(
+                    "{other} {path}: only GET, DELETE, POST and PATCH are mapped"
+                ));
+            }
         }
         for alias in shape.aliases {
             let Some(field) = input.get_field_by_name(alias.field) else {

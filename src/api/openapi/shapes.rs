@@ -11,6 +11,9 @@ use crate::domain::artifact::{ARTIFACT_KINDS, MAX_LABEL_LEN};
 use crate::domain::audit::{MAX_AUDIT_LIMIT, MAX_KEY_NAME_LEN};
 use crate::domain::query::{MAX_EVENT_LIMIT, MAX_RUN_LIMIT, MAX_UINT32, MIN_HEARTBEAT_MS};
 use crate::domain::status::RunStatus;
+use crate::domain::webhook::{
+    DeliveryStatus, EVENTS as WEBHOOK_EVENTS, MAX_DELIVERY_LIMIT, MAX_SECRET_LEN, MAX_URL_LEN,
+};
 use crate::error::ErrorCode;
 use crate::runs::manage::{BATCH_ACTIONS, EXPORT_FORMATS, MAX_BATCH_RUNS, MAX_EXPORT_EVENTS};
 use crate::runs::replay::{MAX_SPEED, MIN_SPEED};
@@ -170,6 +173,35 @@ const TYPE_ALIAS: &[Alias] = &[Alias {
 
 pub const SHAPES: &[Shape] = &[
     Shape {
+        rpc: "CreateWebhook",
+        success: CREATED,
+        example: Some(
+            r#"{"url": "http://127.0.0.1:8080/hooks/macp", "events": ["run.completed", "run.failed"], "secret": "change-me"}"#,
+        ),
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "UpdateWebhook",
+        refusals: &[ErrorCode::NotFound],
+        example: Some(r#"{"active": false}"#),
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "DeleteWebhook",
+        refusals: &[ErrorCode::NotFound],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "ListWebhookDeliveries",
+        refusals: &[ErrorCode::NotFound],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "ResetCircuitBreaker",
+        body: Body::Message { optional: true },
+        ..DEFAULT
+    },
+    Shape {
         rpc: "DeleteRun",
         success: &[(204, "Deleted, with everything stored for the run; no body.")],
         reply: Reply::NoContent,
@@ -225,6 +257,41 @@ pub const SHAPES: &[Shape] = &[
         rpc: "CancelRun",
         body: Body::Message { optional: true },
         refusals: RUNTIME_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "SuspendSession",
+        body: Body::Message { optional: true },
+        refusals: TOGGLE_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "ResumeSession",
+        body: Body::Message { optional: true },
+        refusals: TOGGLE_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "ListPolicies",
+        reply: Reply::BareList,
+        refusals: POLICY_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "GetPolicy",
+        refusals: POLICY_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "RegisterPolicy",
+        success: CREATED,
+        refusals: POLICY_CHANGE_REFUSALS,
+        example: Some(include_str!("../../../examples/policy-majority-veto.json")),
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "UnregisterPolicy",
+        refusals: POLICY_CHANGE_REFUSALS,
         ..DEFAULT
     },
     Shape {
@@ -286,41 +353,6 @@ pub const SHAPES: &[Shape] = &[
     Shape {
         rpc: "RevokeApiKey",
         refusals: &[ErrorCode::NotFound],
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "SuspendSession",
-        body: Body::Message { optional: true },
-        refusals: TOGGLE_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "ResumeSession",
-        body: Body::Message { optional: true },
-        refusals: TOGGLE_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "ListPolicies",
-        reply: Reply::BareList,
-        refusals: POLICY_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "GetPolicy",
-        refusals: POLICY_REFUSALS,
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "RegisterPolicy",
-        success: CREATED,
-        refusals: POLICY_CHANGE_REFUSALS,
-        example: Some(include_str!("../../../examples/policy-majority-veto.json")),
-        ..DEFAULT
-    },
-    Shape {
-        rpc: "UnregisterPolicy",
-        refusals: POLICY_CHANGE_REFUSALS,
         ..DEFAULT
     },
     Shape {
@@ -406,6 +438,7 @@ pub const PATH_FIELDS: &[(&str, &str)] = &[
     ("ref", "agent_ref"),
     ("keyId", "key_id"),
     ("policyId", "policy_id"),
+    ("webhookId", "webhook_id"),
 ];
 
 /// What the server enforces on a field beyond its proto type. Each rule holds for the field's
@@ -456,8 +489,116 @@ const REPLAY_MODES: &[&str] = &["instant", "timed", "step"];
 /// `pack/scenario@version`: the pack up to the first `/`, the version after the last `@`.
 const SCENARIO_REF: &str = "^[^/]+/[\\s\\S]+@[^@]+$";
 
+const BREAKER_STATES: &[&str] = &["CLOSED", "OPEN", "HALF_OPEN"];
+const BREAKER_WINDOWS: &[&str] = &["1h", "6h", "24h", "7d"];
+
 /// Rules by field: a full field name, or `*.name` for the fields of that name in every message.
 pub const RULES: &[(&str, &[Rule])] = &[
+    // Webhooks (`webhooks`) and the circuit breaker (`runtime::breaker`).
+    (
+        "macp.control_plane.v1.CreateWebhookRequest.url",
+        &[
+            Rule::Required,
+            Rule::NonBlank,
+            Rule::MaxLength(MAX_URL_LEN as u64),
+        ],
+    ),
+    (
+        "macp.control_plane.v1.CreateWebhookRequest.events",
+        &[Rule::OneOf(WEBHOOK_EVENTS)],
+    ),
+    (
+        "macp.control_plane.v1.CreateWebhookRequest.secret",
+        &[
+            Rule::Required,
+            Rule::NonBlank,
+            Rule::MaxLength(MAX_SECRET_LEN as u64),
+        ],
+    ),
+    (
+        "macp.control_plane.v1.UpdateWebhookRequest.url",
+        &[Rule::NonBlank, Rule::MaxLength(MAX_URL_LEN as u64)],
+    ),
+    (
+        "macp.control_plane.v1.UpdateWebhookRequest.secret",
+        &[Rule::NonBlank, Rule::MaxLength(MAX_SECRET_LEN as u64)],
+    ),
+    (
+        "macp.control_plane.v1.ListWebhookDeliveriesRequest.status",
+        &[Rule::OneOfFn(DeliveryStatus::names), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.ListWebhookDeliveriesRequest.limit",
+        &[Rule::Range(1, MAX_DELIVERY_LIMIT as i64)],
+    ),
+    (
+        "macp.control_plane.v1.ListWebhookDeliveriesRequest.offset",
+        &[Rule::Range(0, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.Webhook.events",
+        &[Rule::OneOf(WEBHOOK_EVENTS)],
+    ),
+    (
+        "macp.control_plane.v1.Webhook.created_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.Webhook.updated_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.WebhookDeliveryStats.last_delivered_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.WebhookDelivery.status",
+        &[Rule::OneOfFn(DeliveryStatus::names)],
+    ),
+    (
+        "macp.control_plane.v1.WebhookDelivery.event",
+        &[Rule::OneOf(WEBHOOK_EVENTS)],
+    ),
+    (
+        "macp.control_plane.v1.WebhookDelivery.created_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.WebhookDelivery.last_attempt_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.WebhookDelivery.next_attempt_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.WebhookDelivery.delivered_at",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.GetCircuitBreakerHistoryRequest.window",
+        &[Rule::OneOf(BREAKER_WINDOWS), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.GetCircuitBreakerHistoryRequest.since",
+        &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.CircuitBreakerReset.state",
+        &[Rule::OneOf(BREAKER_STATES)],
+    ),
+    (
+        "macp.control_plane.v1.CircuitBreakerHistory.state",
+        &[Rule::OneOf(BREAKER_STATES)],
+    ),
+    (
+        "macp.control_plane.v1.CircuitBreakerTransition.state",
+        &[Rule::OneOf(BREAKER_STATES)],
+    ),
+    (
+        "macp.control_plane.v1.CircuitBreakerTransition.entered_at",
+        &[Rule::DateTime],
+    ),
     // Ids and times.
     ("*.run_id", &[Rule::Uuid]),
     ("macp.control_plane.v1.Run.id", &[Rule::Uuid]),
@@ -976,8 +1117,12 @@ pub const OPS: &[Ops] = &[
         media_type: "application/json",
         schema: r#"{"type": "object", "properties": {"ok": {"type": "boolean"},
                     "database": {"type": "string"},
-                    "runtime": {"type": "object", "description": "As GET /runtime/health."}},
-                    "required": ["ok", "database", "runtime"]}"#,
+                    "runtime": {"type": "object", "description": "As GET /runtime/health."},
+                    "streamConsumer": {"enum": ["ok", "unhealthy"],
+                      "description": "Whether the runtime's session feed is followed."},
+                    "circuitBreaker": {"enum": ["CLOSED", "OPEN", "HALF_OPEN"],
+                      "description": "The runtime circuit breaker's state."}},
+                    "required": ["ok", "database", "runtime", "streamConsumer", "circuitBreaker"]}"#,
         statuses: &[(200, "Ready."), (503, "Not ready yet.")],
     },
     Ops {

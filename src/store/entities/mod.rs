@@ -9,3 +9,6 @@ pub mod projection;
 pub mod raw_event;
 pub mod run;
 pub mod runtime_session;
+pub mod webhook;
+pub mod webhook_delivery;
+pub mod webhook_outbox;

@@ -1,0 +1,265 @@
+//! The delivery worker. Each round fans the outbox out into deliveries, claims the due ones (at
+//! most [`CONCURRENT`] in flight) and sends each in a task of its own; an attempt is delivered
+//! on a 2xx answer, otherwise retried `retry_base · 2^(attempt−1)` later (with jitter, at most
+//! [`MAX_BACKOFF`]) until `max_attempts`. Everything is in the database, so a restart loses
+//! nothing: an attempt cut short is retried once its lease is over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::WebhookOptions;
+use super::address::{self, GuardedResolver};
+use super::signature::{self, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::domain::webhook::DeliveryStatus;
+use crate::store::{self, AttemptOutcome, ClaimedDelivery, Store};
+use crate::time::{self, Timestamp};
+
+/// Deliveries in flight at once.
+const CONCURRENT: usize = 16;
+/// Outbox rows fanned out per transaction.
+const OUTBOX_BATCH: u64 = 100;
+/// The longest wait between rounds: deliveries another process wrote are found this late.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// The shortest: a round that found nothing it could claim does not spin.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long past an attempt's timeout a claimed delivery stays leased to its worker.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Error text kept per attempt.
+const MAX_ERROR_LEN: usize = 500;
+
+struct Worker {
+    store: Store,
+    options: WebhookOptions,
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+pub(super) async fn run(
+    store: Store,
+    options: WebhookOptions,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(options.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            allow_link_local: options.allow_link_local,
+        }))
+        .user_agent(concat!("macp-control-plane/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "webhook deliveries are off: no HTTP client");
+            return;
+        }
+    };
+    let worker = Worker {
+        store,
+        options,
+        client,
+        slots: Arc::new(Semaphore::new(CONCURRENT)),
+        shutdown,
+        tasks,
+    };
+    worker.run().await;
+}
+
+impl Worker {
+    async fn run(self) {
+        let wake = self.store.webhook_outbox_written();
+        loop {
+            let wait = match self.round().await {
+                Ok(next) if self.slots.available_permits() > 0 => next.map_or(IDLE_POLL, until),
+                // Every slot is busy: a finishing delivery wakes the worker.
+                Ok(_) => IDLE_POLL,
+                Err(error) => {
+                    tracing::warn!(%error, "webhook round failed; retrying");
+                    IDLE_POLL
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait.clamp(MIN_WAIT, IDLE_POLL)) => {}
+            }
+        }
+    }
+
+    /// Fans out the outbox, starts the due deliveries; when the next one is due.
+    async fn round(&self) -> Result<Option<Timestamp>, store::Error> {
+        while self.store.dispatch_webhook_outbox(OUTBOX_BATCH).await? == OUTBOX_BATCH as usize {}
+        let free = self.slots.available_permits();
+        if free > 0 {
+            let now = time::now();
+            let lease = chrono::Duration::from_std(self.options.timeout + LEASE_MARGIN)
+                .unwrap_or(chrono::Duration::MAX);
+            let claimed = self
+                .store
+                .claim_webhook_deliveries(now, now + lease, free as u64)
+                .await?;
+            for delivery in claimed {
+                // At most `free` were claimed, and only this loop takes slots.
+                let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let (store, options, client) = (
+                    self.store.clone(),
+                    self.options.clone(),
+                    self.client.clone(),
+                );
+                let shutdown = self.shutdown.clone();
+                self.tasks.spawn(async move {
+                    let outcome = tokio::select! {
+                        // Left leased: the next process retries it when the lease is over.
+                        _ = shutdown.cancelled() => return,
+                        outcome = attempt(&client, &options, &delivery) => outcome,
+                    };
+                    if let Err(error) = store
+                        .finish_webhook_attempt(&delivery.id, delivery.attempt, outcome)
+                        .await
+                    {
+                        tracing::warn!(%error, delivery = %delivery.id, "a webhook attempt's outcome was not stored; it is retried");
+                    }
+                    drop(slot);
+                    store.webhook_outbox_written().notify_one();
+                });
+            }
+        }
+        self.store.next_webhook_attempt().await
+    }
+}
+
+/// From now until `at` (zero when it has passed).
+fn until(at: Timestamp) -> Duration {
+    (at - time::now()).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// One attempt and what it leaves the delivery as.
+async fn attempt(
+    client: &reqwest::Client,
+    options: &WebhookOptions,
+    delivery: &ClaimedDelivery,
+) -> AttemptOutcome {
+    match send(client, options, delivery).await {
+        Ok(status) => AttemptOutcome {
+            status: DeliveryStatus::Delivered,
+            response_status: Some(status),
+            error: None,
+            next_attempt_at: time::now(),
+        },
+        Err((status, error)) => {
+            let exhausted =
+                u32::try_from(delivery.attempt).unwrap_or(u32::MAX) >= options.max_attempts;
+            tracing::info!(delivery = %delivery.id, attempt = delivery.attempt, exhausted, %error, "webhook attempt failed");
+            AttemptOutcome {
+                status: if exhausted {
+                    DeliveryStatus::Failed
+                } else {
+                    DeliveryStatus::Pending
+                },
+                response_status: status,
+                error: Some(error.chars().take(MAX_ERROR_LEN).collect()),
+                next_attempt_at: time::now() + backoff(options.retry_base, delivery.attempt),
+            }
+        }
+    }
+}
+
+/// Sends the delivery, signed: the 2xx status, or the status (if any) and why it failed.
+async fn send(
+    client: &reqwest::Client,
+    options: &WebhookOptions,
+    delivery: &ClaimedDelivery,
+) -> Result<u16, (Option<u16>, String)> {
+    let url = reqwest::Url::parse(&delivery.url)
+        .map_err(|error| (None, format!("invalid URL: {error}")))?;
+    address::check_target(&url, options.allow_link_local).map_err(|reason| (None, reason))?;
+    let timestamp = chrono::Utc::now().timestamp();
+    let body = delivery.payload.clone().into_bytes();
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(EVENT_HEADER, &delivery.event)
+        .header(DELIVERY_HEADER, &delivery.id)
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(
+            SIGNATURE_HEADER,
+            signature::sign(&delivery.secret, timestamp, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|error| (None, with_causes(&error)))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        Err((
+            Some(status.as_u16()),
+            format!("the receiver answered {status}"),
+        ))
+    }
+}
+
+/// An error with its causes (reqwest's own message hides why a connection failed).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// The wait after failed attempt `attempt` (from 1): `base · 2^(attempt−1)`, at most
+/// [`MAX_BACKOFF`], of which a random half is taken off so receivers that failed together are
+/// not retried together.
+fn backoff(base: Duration, attempt: i32) -> chrono::Duration {
+    let doublings = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(30);
+    let full = base.saturating_mul(1 << doublings).min(MAX_BACKOFF);
+    let random = getrandom::u64().unwrap_or(u64::MAX) as f64 / u64::MAX as f64;
+    let wait = full.mul_f64(0.5 + 0.5 * random);
+    chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(1000);
+        for attempt in 1..=5 {
+            let full = 1000 * (1i64 << (attempt - 1));
+            let wait = backoff(base, attempt).num_milliseconds();
+            assert!(
+                (full / 2..=full).contains(&wait),
+                "attempt {attempt}: {wait} ms not in [{}, {full}]",
+                full / 2
+            );
+        }
+        let capped = backoff(base, 40).to_std().expect("positive");
+        assert!(capped <= MAX_BACKOFF && capped >= MAX_BACKOFF / 2);
+    }
+
+    #[test]
+    fn error_text_keeps_its_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let outer = std::io::Error::other(io);
+        assert!(with_causes(&outer).contains("refused"));
+    }
+}

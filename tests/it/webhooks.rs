@@ -1,0 +1,468 @@
+//! Webhooks: the admin CRUD with its field errors (the SSRF guard among them) on both backends,
+//! gRPC = REST, and deliveries to a receiver on loopback: signed, retried until the receiver
+//! takes one, and not lost across a restart of the service.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use macp_control_plane::api::proto;
+use macp_control_plane::webhooks::WebhookOptions;
+use macp_control_plane::webhooks::signature::{
+    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::on_both_backends;
+use crate::parity::{assert_same, json};
+use crate::requests;
+use crate::support::{self, Backend, TestApp};
+
+/// The field names of a validation error's `details.errors`.
+fn error_fields(body: &Value) -> Vec<String> {
+    body["details"]["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|error| error["field"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn patch(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .http
+        .patch(format!("{}{path}", app.base))
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn delete(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app
+        .http
+        .delete(format!("{}{path}", app.base))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn webhooks_crud_and_bad_input(backend: Backend) {
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let (status, created) = app
+        .post(
+            "/webhooks",
+            &json!({
+                "url": "http://127.0.0.1:9/hooks/macp",
+                "events": ["run.completed", "run.failed", "run.completed"],
+                "secret": "s3cret-value",
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["secret"], "s3cret-value", "shown once, on create");
+    assert_eq!(created["active"], true);
+    assert_eq!(created["events"], json!(["run.completed", "run.failed"]));
+    assert_eq!(created["deliveryStats"]["total"], 0);
+
+    // Bad input: every problem by field, and nothing written.
+    for (body, fields) in [
+        (
+            json!({"url": "http://169.254.169.254/latest/meta-data", "secret": "x"}),
+            vec!["url"],
+        ),
+        (
+            json!({"url": "http://[fe80::1]/", "secret": "x"}),
+            vec!["url"],
+        ),
+        (
+            json!({"url": "ftp://example.com/", "secret": " ", "events": ["signal.emitted", 3]}),
+            vec!["events[1]"],
+        ),
+        (
+            json!({"url": "ftp://example.com/", "secret": " ", "events": ["signal.emitted"]}),
+            vec!["url", "secret", "events[0]"],
+        ),
+        (json!({"events": []}), vec!["url", "secret"]),
+        (
+            json!({"url": "http://127.0.0.1/", "secret": "x", "active": false}),
+            vec!["active"],
+        ),
+        (json!(["not", "an object"]), vec!["$"]),
+    ] {
+        let (status, error) = app.post("/webhooks", &body).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["errorCode"], "VALIDATION_ERROR", "{error}");
+        assert_eq!(error_fields(&error), fields, "{body}: {error}");
+    }
+    let (status, error) = patch(
+        &app,
+        &format!("/webhooks/{id}"),
+        &json!({"url": "http://169.254.169.254/"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error_fields(&error), ["url"]);
+
+    let (status, listed) = app.get("/webhooks").await;
+    assert_eq!(status, 200, "{listed}");
+    let data = listed["data"].as_array().expect("data");
+    assert_eq!(data.len(), 1, "refused requests wrote nothing: {listed}");
+    assert!(data[0].get("secret").is_none(), "never listed: {listed}");
+    assert_eq!(data[0]["url"], "http://127.0.0.1:9/hooks/macp");
+
+    let (status, paused) = patch(
+        &app,
+        &format!("/webhooks/{id}"),
+        &json!({"active": false, "events": [], "secret": "rotated-secret"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["active"], false);
+    assert_eq!(paused["events"], json!([]), "empty: every event");
+    assert!(paused.get("secret").is_none(), "{paused}");
+
+    let missing = uuid::Uuid::new_v4();
+    for (status, error) in [
+        patch(
+            &app,
+            &format!("/webhooks/{missing}"),
+            &json!({"active": true}),
+        )
+        .await,
+        delete(&app, &format!("/webhooks/{missing}")).await,
+        app.get(&format!("/webhooks/{missing}/deliveries")).await,
+    ] {
+        assert_eq!(status, 404, "{error}");
+        assert_eq!(error["errorCode"], "NOT_FOUND");
+    }
+    let (status, deliveries) = app.get(&format!("/webhooks/{id}/deliveries")).await;
+    assert_eq!(status, 200, "{deliveries}");
+    assert_eq!(deliveries, json!({"data": [], "total": 0}));
+    let (status, error) = app
+        .get(&format!("/webhooks/{id}/deliveries?status=lost&limit=0"))
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error_fields(&error), ["status", "limit"]);
+
+    // gRPC = REST.
+    let mut grpc = app.grpc().await;
+    let listed_grpc = grpc
+        .list_webhooks(proto::ListWebhooksRequest {})
+        .await
+        .expect("ListWebhooks")
+        .into_inner();
+    let (_, listed) = app.get("/webhooks").await;
+    assert_same("ListWebhooks", &json(&listed_grpc), &listed);
+    let refused = grpc
+        .create_webhook(proto::CreateWebhookRequest {
+            url: "http://169.254.169.254/".to_owned(),
+            events: vec![],
+            secret: "x".to_owned(),
+        })
+        .await
+        .expect_err("metadata address");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        refused
+            .metadata()
+            .get("x-error-code")
+            .map(|v| v.to_str().ok()),
+        Some(Some("VALIDATION_ERROR"))
+    );
+    let updated = grpc
+        .update_webhook(proto::UpdateWebhookRequest {
+            webhook_id: id.clone(),
+            active: Some(true),
+            events: Some(pbjson_types::ListValue {
+                values: vec![pbjson_types::Value {
+                    kind: Some(pbjson_types::value::Kind::StringValue("run.started".into())),
+                }],
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateWebhook")
+        .into_inner();
+    let (_, listed) = app.get("/webhooks").await;
+    assert_same("UpdateWebhook", &json(&updated), &listed["data"][0]);
+    assert_eq!(updated.events, ["run.started"]);
+
+    let (status, deleted) = delete(&app, &format!("/webhooks/{id}")).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["id"], id.as_str());
+    let (_, listed) = app.get("/webhooks").await;
+    assert_eq!(listed, json!({"data": []}));
+
+    // Each change is audited, with the webhook as its resource.
+    let (_, audit) = app.get("/audit?resource=webhook").await;
+    let mut actions: Vec<&str> = audit["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|row| row["outcome"] == "ok")
+        .filter_map(|row| row["action"].as_str())
+        .collect();
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        [
+            "webhook.create",
+            "webhook.delete",
+            "webhook.update",
+            "webhook.update"
+        ],
+        "{audit}"
+    );
+    app.stop().await;
+}
+on_both_backends!(webhooks_crud_and_bad_input);
+
+/// One request the receiver got.
+struct Received {
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+/// A webhook receiver on loopback that answers 500 to its first `failures` requests and 204
+/// after, and hands each request to the test.
+async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>) {
+    let (sent, received) = mpsc::unbounded_channel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let route = axum::routing::post(move |headers: HeaderMap, body: bytes::Bytes| {
+        let (sent, seen) = (sent.clone(), seen.clone());
+        async move {
+            let _ = sent.send(Received { headers, body });
+            if seen.fetch_add(1, Ordering::SeqCst) < failures {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::NO_CONTENT
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver binds");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, axum::Router::new().route("/hook", route)).await;
+    });
+    (format!("http://{address}/hook"), received)
+}
+
+async fn next_request(requests: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(30), requests.recv())
+        .await
+        .expect("the receiver got a request within 30 s")
+        .expect("receiver open")
+}
+
+/// Checks the signature the way a receiver does: HMAC-SHA256 over `<timestamp>.<body>`.
+fn assert_signed(request: &Received, secret: &str) {
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_owned()
+    };
+    let timestamp: i64 = header(TIMESTAMP_HEADER).parse().expect("unix seconds");
+    assert!(
+        (chrono::Utc::now().timestamp() - timestamp).abs() < 60,
+        "a fresh timestamp"
+    );
+    let signature = header(SIGNATURE_HEADER);
+    let hex = signature.strip_prefix("sha256=").expect("sha256= prefix");
+    let tag: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex"))
+        .collect();
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(&request.body);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    assert!(
+        ring::hmac::verify(&key, &message, &tag).is_ok(),
+        "the signature verifies"
+    );
+    let wrong = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"another secret");
+    assert!(ring::hmac::verify(&wrong, &message, &tag).is_err());
+}
+
+/// Polls the delivery log until `done` holds for the webhook's one delivery (the worker records
+/// an attempt's outcome just after the receiver answers).
+async fn wait_for_delivery(
+    app: &TestApp,
+    webhook_id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, page) = app.get(&format!("/webhooks/{webhook_id}/deliveries")).await;
+        assert_eq!(status, 200, "{page}");
+        if let Some(delivery) = page["data"].get(0).filter(|delivery| done(delivery)) {
+            return delivery.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery did not get there in 30 s: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn deliveries_are_signed_retried_and_survive_a_restart(backend: Backend) {
+    let options = support::Options {
+        webhooks: WebhookOptions {
+            retry_base: Duration::from_millis(50),
+            ..WebhookOptions::default()
+        },
+        ..Default::default()
+    };
+    let Some(app) = support::start_with(backend, options).await else {
+        return;
+    };
+    let (url, mut requests) = receiver(2).await;
+    let secret = "receiver-secret";
+    let (status, webhook) = app
+        .post(
+            "/webhooks",
+            &json!({"url": url, "events": ["run.cancelled"], "secret": secret}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+
+    let run_id = app.start_run(&requests::seed_example()).await;
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    let (status, run) = app
+        .post(
+            &format!("/runs/{run_id}/cancel"),
+            &json!({"reason": "done"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+
+    // The first attempt fails; once it is recorded, the service restarts.
+    let first = next_request(&mut requests).await;
+    assert_signed(&first, secret);
+    wait_for_delivery(&app, &webhook_id, |delivery| {
+        delivery["attempts"] == 1 && delivery["responseStatus"] == 500
+    })
+    .await;
+    let app = app.restart().await;
+
+    // The restarted service retries: the second attempt fails, the third is taken.
+    let second = next_request(&mut requests).await;
+    let third = next_request(&mut requests).await;
+    for request in [&second, &third] {
+        assert_signed(request, secret);
+        assert_eq!(request.body, first.body, "the same body on every attempt");
+        for name in [DELIVERY_HEADER, EVENT_HEADER] {
+            assert_eq!(request.headers.get(name), first.headers.get(name), "{name}");
+        }
+    }
+    assert_eq!(
+        first
+            .headers
+            .get(EVENT_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some("run.cancelled")
+    );
+    let body: Value = serde_json::from_slice(&first.body).expect("a JSON body");
+    assert_eq!(body["event"], "run.cancelled");
+    assert_eq!(body["runId"], run_id.as_str());
+    assert_eq!(body["status"], "cancelled");
+    assert_eq!(body["data"]["reason"], "done", "{body}");
+
+    let delivery = wait_for_delivery(&app, &webhook_id, |delivery| {
+        delivery["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(delivery["attempts"], 3, "{delivery}");
+    assert_eq!(delivery["responseStatus"], 204);
+    assert_eq!(delivery["runId"], run_id.as_str());
+    assert_eq!(delivery["payload"], body);
+    assert!(delivery.get("nextAttemptAt").is_none(), "{delivery}");
+    let (_, listed) = app.get("/webhooks").await;
+    let stats = &listed["data"][0]["deliveryStats"];
+    assert_eq!(stats["total"], 1, "{listed}");
+    assert_eq!(stats["succeeded"], 1, "{listed}");
+    assert!(stats["lastDeliveredAt"].is_string(), "{listed}");
+    // Delivered once: no other event of the run was subscribed to, nothing is sent again.
+    assert!(requests.try_recv().is_err(), "no fourth request");
+    app.stop().await;
+}
+on_both_backends!(deliveries_are_signed_retried_and_survive_a_restart);
+
+/// A receiver that never takes a delivery gets `max_attempts`, then the delivery is failed;
+/// a paused webhook gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_give_up_after_max_attempts_and_paused_webhooks_get_none() {
+    let options = support::Options {
+        webhooks: WebhookOptions {
+            retry_base: Duration::from_millis(10),
+            max_attempts: 2,
+            ..WebhookOptions::default()
+        },
+        ..Default::default()
+    };
+    let Some(app) = support::start_with(Backend::Sqlite, options).await else {
+        return;
+    };
+    let (failing_url, mut failing) = receiver(usize::MAX).await;
+    let (paused_url, mut paused) = receiver(0).await;
+    let (_, failing_hook) = app
+        .post(
+            "/webhooks",
+            &json!({"url": failing_url, "events": ["run.started"], "secret": "one"}),
+        )
+        .await;
+    let (_, paused_hook) = app
+        .post("/webhooks", &json!({"url": paused_url, "secret": "two"}))
+        .await;
+    let paused_id = paused_hook["id"].as_str().expect("id");
+    let (status, _) = patch(
+        &app,
+        &format!("/webhooks/{paused_id}"),
+        &json!({"active": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let run_id = app.start_run(&requests::seed_example()).await;
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    next_request(&mut failing).await;
+    next_request(&mut failing).await;
+    let failing_id = failing_hook["id"].as_str().expect("id");
+    let delivery =
+        wait_for_delivery(&app, failing_id, |delivery| delivery["status"] == "failed").await;
+    assert_eq!(delivery["attempts"], 2, "{delivery}");
+    assert_eq!(delivery["event"], "run.started");
+    assert!(
+        delivery["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("500"),
+        "{delivery}"
+    );
+    let (_, page) = app.get(&format!("/webhooks/{paused_id}/deliveries")).await;
+    assert_eq!(
+        page["total"], 0,
+        "a paused webhook gets no deliveries: {page}"
+    );
+    assert!(paused.try_recv().is_err());
+    assert!(failing.try_recv().is_err(), "no attempt past the last");
+    app.stop().await;
+}
