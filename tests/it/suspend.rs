@@ -49,11 +49,19 @@ async fn session_state(app: &TestApp, session_id: &str) -> SessionState {
     SessionState::try_from(metadata.state).expect("state")
 }
 
-/// Starts the seed (a session that stays open) and waits until it is running.
+/// Starts the seed (a session that stays open) and waits until it is running with its kickoff
+/// (a Proposal) recorded: a session suspended before then would refuse the kickoff.
 async fn running_run(app: &TestApp) -> (String, String) {
     let run_id = app.start_run(&requests::seed_example()).await;
     let state = app
-        .wait_for(&run_id, |state| state.run.status == "running")
+        .wait_for(&run_id, |state| {
+            state.run.status == "running"
+                && state
+                    .timeline
+                    .recent
+                    .iter()
+                    .any(|entry| entry.event_type == "proposal.created")
+        })
         .await;
     let session_id = state.run.runtime_session_id.expect("session bound");
     (run_id, session_id)
