@@ -12,9 +12,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::status::RunStatus;
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::registry::{self, CompileRequest, Compiled, Registry};
 use crate::runs::RunService;
+use crate::runtime::policies::{self, Policy};
 
 pub use preview::Preview;
 
@@ -219,6 +220,7 @@ pub async fn launch(
     let mut compiled = registry_call(registry, move |registry| registry.compile(&compile)).await?;
     request.apply(&mut compiled.execution_request);
     let run = if request.submit {
+        register_pack_policy(registry, runs, &compiled.execution_request).await?;
         let outcome = runs.start(compiled.execution_request.clone()).await?;
         Some(LaunchedRun {
             session_id: outcome.run_id.clone(),
@@ -231,6 +233,36 @@ pub async fn launch(
         None
     };
     Ok(Launched { compiled, run })
+}
+
+/// A scenario bound to a policy its packs tree ships gets it registered with the runtime
+/// first; the session would otherwise be refused `UNKNOWN_POLICY_VERSION`. One the runtime
+/// already has (a `CONFLICT`) is left as it is.
+async fn register_pack_policy(
+    registry: &Registry,
+    runs: &RunService,
+    execution_request: &Value,
+) -> Result<(), ApiError> {
+    let Some(policy_id) = execution_request
+        .pointer("/session/policyVersion")
+        .and_then(Value::as_str)
+        .filter(|policy| !registry::BUILT_IN_POLICIES.contains(policy))
+        .map(str::to_owned)
+    else {
+        return Ok(());
+    };
+    let policies = registry_call(registry, |registry| registry.policies()).await?;
+    let Some(policy) = policies
+        .into_iter()
+        .find(|policy| policy.policy_id == policy_id)
+    else {
+        return Ok(());
+    };
+    let policy = Policy::from_json(&policy.body)?;
+    match policies::register(runs.runtime(), policy).await {
+        Err(error) if error.code != ErrorCode::Conflict => Err(error),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

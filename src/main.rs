@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate(args) => migrate(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Scenario(command) => Ok(macp_control_plane::registry::cli::run(command)),
+            Command::Scenario(command) => Ok(macp_control_plane::registry::cli::run(command).await),
             Command::Runs(command) => Ok(macp_control_plane::cli::run(command).await),
             Command::Keys(args) => Ok(macp_control_plane::auth::cli::run(args).await),
             Command::Runtime => macp_control_plane::runtime::standalone::run().await,

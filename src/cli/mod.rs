@@ -76,6 +76,15 @@ impl Interceptor for Auth {
 pub type Client = ControlPlaneClient<InterceptedService<Channel, Auth>>;
 
 impl Connection {
+    /// A connection made elsewhere than from `runs`' flags (`scenario policies register`).
+    pub(crate) fn new(address: String, api_key: Option<SecretString>) -> Connection {
+        Connection {
+            address,
+            api_key,
+            json: false,
+        }
+    }
+
     fn url(&self) -> String {
         if self.address.contains("://") {
             self.address.clone()
@@ -86,7 +95,7 @@ impl Connection {
 
     /// Connects eagerly, so an unreachable service is reported as such rather than as the
     /// first call's failure.
-    async fn connect(&self) -> Result<Client, Failure> {
+    pub(crate) async fn connect(&self) -> Result<Client, Failure> {
         let url = self.url();
         let invalid = |message: String| Failure::new("INVALID_ARGUMENT", message);
         let auth = match &self.api_key {

@@ -9,21 +9,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::compiler::{CompileRequest, compile};
-use super::error::LoadError;
+use super::error::{Error, LoadError};
 use super::loader::{ScenarioVersion, Snapshot, Template, load_version, sorted_entries};
+use super::policies::{BUILT_IN_POLICIES, POLICIES_DIR};
 use super::scenario_ref::ScenarioRef;
 use super::yaml::PacksRoot;
 
 /// Modes in which only declared participants may send mode messages.
 const DECLARED_PARTICIPANT_MODES: &[&str] = &["macp.mode.decision.v1"];
-
-/// Policies every runtime knows without registration.
-const BUILT_IN_POLICIES: &[&str] = &[
-    "policy.default",
-    "policy.std.majority",
-    "policy.std.supermajority",
-    "policy.std.unanimous",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -161,6 +154,9 @@ pub(crate) fn lint(snapshot: &Snapshot) -> Vec<Diagnostic> {
             ));
         }
     }
+    if let Err(Error::InvalidPackData(problem)) = super::policies::load(root.path()) {
+        diagnostics.push(problem.into());
+    }
     for version in snapshot.healthy_versions() {
         diagnostics.extend(check_version(snapshot, root, version));
     }
@@ -205,6 +201,15 @@ fn check_version(
             ));
         }
     }
+    // A policy file that does not load is lint's to report, once.
+    let pack_policies: Vec<String> = super::policies::load(root.path())
+        .map(|policies| {
+            policies
+                .into_iter()
+                .map(|policy| policy.policy_id)
+                .collect()
+        })
+        .unwrap_or_default();
     for (template, variant) in version.variants() {
         let file = template.map_or(file, |template| template.file.as_str());
         if let Some(template) = template {
@@ -229,15 +234,12 @@ fn check_version(
                 ));
             }
         }
-        if let Some(policy) = variant
-            .launch
-            .policy_version
-            .as_deref()
-            .filter(|policy| !BUILT_IN_POLICIES.contains(policy))
-        {
+        if let Some(policy) = variant.launch.policy_version.as_deref().filter(|policy| {
+            !BUILT_IN_POLICIES.contains(policy) && !pack_policies.iter().any(|id| id == policy)
+        }) {
             diagnostics.push(Diagnostic::warning(
                 file,
-                format!("policyVersion \"{policy}\" is not built into the runtime; register it before launching"),
+                format!("policyVersion \"{policy}\" is neither built into the runtime nor in {POLICIES_DIR}/; register it before launching"),
             ));
         }
         let request = CompileRequest {
@@ -622,6 +624,44 @@ mod tests {
                 .iter()
                 .any(|d| d.severity == Severity::Warning && d.location.message == warning.2),
             "{validated:?}"
+        );
+    }
+
+    /// A policy the tree ships in `_policies/` is known: no warning; a policy file that does not
+    /// load is an error of its own.
+    #[test]
+    fn pack_policies_are_known_and_broken_ones_reported() {
+        let dir = shop_tree();
+        with_scenario(dir.path(), |text| {
+            text.replace(
+                "policyVersion: policy.default",
+                "policyVersion: policy.custom",
+            )
+        });
+        let warned = |messages: &[(Severity, String, String)]| {
+            messages
+                .iter()
+                .any(|(_, _, m)| m.starts_with("policyVersion \"policy.custom\""))
+        };
+        assert!(warned(&lint_messages(dir.path())));
+        write(
+            dir.path(),
+            "_policies/custom.json",
+            r#"{"policy_id": "policy.custom", "mode": "*", "description": "d", "rules": {}, "schema_version": 1}"#,
+        );
+        let messages = lint_messages(dir.path());
+        assert!(!warned(&messages), "{messages:?}");
+        assert!(
+            messages.iter().all(|(s, _, _)| *s != Severity::Error),
+            "{messages:?}"
+        );
+        write(dir.path(), "_policies/broken.json", "{");
+        let messages = lint_messages(dir.path());
+        assert!(
+            messages
+                .iter()
+                .any(|(s, f, _)| *s == Severity::Error && f == "_policies/broken.json"),
+            "{messages:?}"
         );
     }
 

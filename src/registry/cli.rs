@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::error::FieldError;
@@ -40,6 +41,11 @@ pub enum ScenarioCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// The packs tree's governance policies (`_policies/*.json`)
+    Policies {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Compile a scenario and print the ExecutionRequest, without starting a run
     DryRun {
         /// pack/scenario@version
@@ -57,6 +63,27 @@ pub enum ScenarioCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Register each with the runtime through a running control plane (`RegisterPolicy`, an
+    /// admin's call); one already registered is left as it is
+    Register {
+        /// The control plane's gRPC address (`host:port` or URL)
+        #[arg(long, env = "MACP_ADDRESS", default_value = "http://127.0.0.1:3001")]
+        address: String,
+        /// API key, sent as `authorization: Bearer <key>`
+        #[arg(
+            long,
+            env = "MACP_API_KEY",
+            hide_env_values = true,
+            hide_default_value = true
+        )]
+        api_key: Option<SecretString>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct Common {
     /// Root of the scenario packs tree
@@ -67,8 +94,16 @@ pub struct Common {
     json: bool,
 }
 
-pub fn run(command: ScenarioCommand) -> ExitCode {
+pub async fn run(command: ScenarioCommand) -> ExitCode {
     match command {
+        ScenarioCommand::Policies {
+            command:
+                PolicyCommand::Register {
+                    address,
+                    api_key,
+                    common,
+                },
+        } => register_policies(&common, crate::cli::Connection::new(address, api_key)).await,
         ScenarioCommand::New {
             pack,
             slug,
@@ -195,6 +230,75 @@ fn read_inputs(inputs: Option<&str>) -> Result<serde_json::Map<String, Value>, E
         Ok(Value::Object(inputs)) => Ok(inputs),
         Ok(_) => Err(invalid("must be a JSON object".to_owned())),
         Err(error) => Err(invalid(format!("invalid JSON: {error}"))),
+    }
+}
+
+/// Registers the tree's policies one by one, reporting each: registered, already there (the
+/// runtime answers CONFLICT for a taken id), or refused with the runtime's reason.
+async fn register_policies(common: &Common, connection: crate::cli::Connection) -> ExitCode {
+    let registry = Registry::new(RegistryOptions::new(common.packs_dir.clone()));
+    let policies = match registry.policies() {
+        Ok(policies) => policies,
+        Err(error) => return fail(common, &error.to_string()),
+    };
+    let mut client = match connection.connect().await {
+        Ok(client) => client,
+        Err(failure) => return fail(common, &failure.message),
+    };
+    let mut outcomes = Vec::with_capacity(policies.len());
+    for policy in &policies {
+        let (outcome, message) = match serde_json::from_value::<
+            crate::api::proto::RegisterPolicyRequest,
+        >(policy.body.clone())
+        {
+            Err(error) => ("refused", Some(error.to_string())),
+            Ok(request) => match client.register_policy(request).await {
+                Ok(_) => ("registered", None),
+                Err(status)
+                    if status
+                        .metadata()
+                        .get("x-error-code")
+                        .is_some_and(|code| code == "CONFLICT") =>
+                {
+                    ("already registered", None)
+                }
+                Err(status) => ("refused", Some(status.message().to_owned())),
+            },
+        };
+        let mut row =
+            json!({"policyId": policy.policy_id, "file": policy.file, "outcome": outcome});
+        if let (Some(message), Some(map)) = (message, row.as_object_mut()) {
+            map.insert("message".to_owned(), message.into());
+        }
+        outcomes.push(row);
+    }
+    let refused = outcomes
+        .iter()
+        .filter(|outcome| outcome["outcome"] == "refused")
+        .count();
+    if common.json {
+        print_json(&json!({"ok": refused == 0, "policies": outcomes}));
+    } else {
+        println!(
+            "scenario policies register  {} policy file(s)",
+            outcomes.len()
+        );
+        for outcome in &outcomes {
+            let message = outcome["message"]
+                .as_str()
+                .map(|message| format!(": {message}"))
+                .unwrap_or_default();
+            println!(
+                "  {}  {}{message}",
+                outcome["policyId"].as_str().unwrap_or_default(),
+                outcome["outcome"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

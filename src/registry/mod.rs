@@ -14,6 +14,7 @@ mod error;
 mod inputs;
 mod loader;
 mod model;
+mod policies;
 mod scaffold;
 mod scenario_ref;
 mod service;
@@ -31,5 +32,6 @@ pub use compiler::{CompileRequest, Compiled, Display, ParticipantBinding, RunMod
 pub use error::{Error, LoadError};
 pub use inputs::InputError;
 pub use model::PackSummary;
+pub use policies::{BUILT_IN_POLICIES, POLICIES_DIR, PackPolicy};
 pub use scenario_ref::ScenarioRef;
 pub use service::{Registry, RegistryOptions};

@@ -13,6 +13,7 @@ use super::compiler::{self, CompileRequest, Compiled};
 use super::error::{Error, LoadError};
 use super::loader::Snapshot;
 use super::model::PackSummary;
+use super::policies::{self, PackPolicy};
 use super::scenario_ref::ScenarioRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +137,11 @@ impl Registry {
     /// `GET /agents/{ref}`.
     pub fn agent(&self, agent_ref: &str) -> Result<AgentProfile, Error> {
         self.snapshot().agent_profile(agent_ref)
+    }
+
+    /// The governance policies the packs tree ships (`_policies/*.json`).
+    pub fn policies(&self) -> Result<Vec<PackPolicy>, Error> {
+        policies::load(&self.inner.options.packs_dir)
     }
 
     /// Files that failed to load (each one hides only the pack, scenario version or agent it

@@ -86,7 +86,7 @@ async fn the_console_previews_validates_and_starts(backend: Backend) {
     assert_eq!(initiator["sessionStart"]["participants"], json!(ids));
     assert_eq!(
         initiator["sessionStart"]["policyVersion"],
-        "policy.std.majority"
+        "policy.fraud.majority"
     );
     assert_eq!(initiator["sessionStart"]["context"], session["context"]);
     let first = &execution_request["kickoff"][0];

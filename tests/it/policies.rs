@@ -252,3 +252,84 @@ async fn bad_definitions_are_refused_by_field() {
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     app.stop().await;
 }
+
+/// The sample packs' policy (`packs/_policies/policy.fraud.majority.json`, bound by the fraud
+/// scenario's `majority-vote` template) is registered when that template is launched, and the
+/// run is carried to its decision under it; a second launch finds it registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_policy_is_registered_on_launch() {
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let path = "/runtime/policies/policy.fraud.majority";
+    let (status, _) = app.get(path).await;
+    assert_eq!(status, 404);
+    let launch = json!({"scenarioRef": "fraud/high-value-new-device@1.0.0",
+                        "templateId": "majority-vote", "inputs": {}});
+    for _ in 0..2 {
+        let (status, launched) = app.post("/launch", &launch).await;
+        assert_eq!(status, 201, "{launched}");
+        let run_id = launched["runId"].as_str().expect("runId");
+        let state = app.wait_terminal(run_id).await;
+        assert_eq!(state.run.status, "completed", "{:?}", state.run);
+        assert_eq!(state.policy.policy_version, "policy.fraud.majority");
+    }
+    let (status, registered) = app.get(path).await;
+    assert_eq!(status, 200, "{registered}");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packs/_policies/policy.fraud.majority.json"
+        ))
+        .expect("the pack policy"),
+    )
+    .expect("JSON");
+    assert_eq!(canonical(&registered["rules"]), canonical(&file["rules"]));
+    assert_eq!(registered["description"], file["description"]);
+    app.stop().await;
+}
+
+/// `scenario policies register` registers the tree's policies through a running control plane,
+/// and says so for each; a second time they are already registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_registers_the_pack_policies() {
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let base = app.base.clone();
+    let register = move || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_macp-control-plane"))
+            .args([
+                "scenario",
+                "policies",
+                "register",
+                "--json",
+                "--address",
+                &base,
+            ])
+            .arg("--packs-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/packs"))
+            .output()
+            .expect("the binary runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).expect("JSON output")
+    };
+    let first = tokio::task::spawn_blocking(register.clone())
+        .await
+        .expect("first");
+    assert_eq!(
+        first["policies"],
+        json!([{"policyId": "policy.fraud.majority", "file": "_policies/policy.fraud.majority.json",
+                "outcome": "registered"}])
+    );
+    let (status, _) = app.get("/runtime/policies/policy.fraud.majority").await;
+    assert_eq!(status, 200);
+    let again = tokio::task::spawn_blocking(register).await.expect("again");
+    assert_eq!(again["policies"][0]["outcome"], "already registered");
+    assert_eq!(again["ok"], true);
+    app.stop().await;
+}
