@@ -47,6 +47,13 @@ fn valid_body(rpc: &str) -> Value {
         "UpdateRunContext" => json!({"from": "coordinator", "context": {"amount": 2400}}),
         "CreateRunArtifact" => json!({"kind": "json", "label": "notes", "inline": {"a": 1}}),
         "CreateApiKey" => json!({"actor": "ops", "roles": ["viewer"]}),
+        "ArchiveRun" | "UnarchiveRun" | "RebuildProjection" => json!({}),
+        "CloneRun" => json!({"tags": ["forged"]}),
+        "CompareRuns" => json!({
+            "leftRunId": uuid::Uuid::new_v4().to_string(),
+            "rightRunId": uuid::Uuid::new_v4().to_string(),
+        }),
+        "BatchRuns" => json!({"runIds": [uuid::Uuid::new_v4().to_string()]}),
         "CompileLaunch" | "Launch" => {
             json!({"scenarioRef": "fraud/high-value-new-device@1.0.0", "inputs": {}})
         }

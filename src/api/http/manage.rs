@@ -35,11 +35,23 @@ pub fn router() -> Router<RunService> {
         .route("/runs/{id}/projection/rebuild", post(rebuild_projection))
 }
 
-async fn archive(State(service): State<RunService>, Path(id): Path<String>) -> Result<Response> {
+// The actions without options still read their body as JSON (none, or JSON that is ignored): a
+// form or `text/plain` post, which a browser sends cross-origin without asking, is refused (415)
+// before anything changes.
+
+async fn archive(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    _: Option<JsonBody>,
+) -> Result<Response> {
     Ok(Json(service.set_archived(&run_id(&id)?, true).await?).into_response())
 }
 
-async fn unarchive(State(service): State<RunService>, Path(id): Path<String>) -> Result<Response> {
+async fn unarchive(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    _: Option<JsonBody>,
+) -> Result<Response> {
     Ok(Json(service.set_archived(&run_id(&id)?, false).await?).into_response())
 }
 
@@ -137,6 +149,7 @@ async fn export_stream(
 async fn rebuild_projection(
     State(service): State<RunService>,
     Path(id): Path<String>,
+    _: Option<JsonBody>,
 ) -> Result<Response> {
     Ok(Json(service.rebuild_projection(&run_id(&id)?).await?).into_response())
 }
