@@ -486,6 +486,26 @@ impl Store {
         Ok(())
     }
 
+    /// Gives back attempt `attempt` of a delivery that a stopping worker cut short: not counted,
+    /// and due at once for the next worker (unless a later attempt has begun).
+    pub async fn release_webhook_attempt(&self, id: &str, attempt: i32) -> Result<(), Error> {
+        let statement = webhook_delivery::Entity::update_many()
+            .col_expr(
+                webhook_delivery::Column::Attempts,
+                Expr::value(attempt.saturating_sub(1)),
+            )
+            .col_expr(
+                webhook_delivery::Column::NextAttemptAt,
+                Expr::value(time::now()),
+            )
+            .filter(webhook_delivery::Column::Id.eq(id))
+            .filter(webhook_delivery::Column::Attempts.eq(attempt))
+            .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()));
+        let _writer = self.write_turn().await;
+        statement.exec(&self.db).await?;
+        Ok(())
+    }
+
     /// When the next pending delivery of an active webhook is due.
     pub async fn next_webhook_attempt(&self) -> Result<Option<Timestamp>, Error> {
         let next: Option<Option<Timestamp>> = webhook_delivery::Entity::find()

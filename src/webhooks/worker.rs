@@ -2,7 +2,8 @@
 //! most [`CONCURRENT`] in flight) and sends each in a task of its own; an attempt is delivered
 //! on a 2xx answer, otherwise retried `retry_base · 2^(attempt−1)` later (with jitter, at most
 //! [`MAX_BACKOFF`]) until `max_attempts`. Everything is in the database, so a restart loses
-//! nothing: an attempt cut short is retried once its lease is over.
+//! nothing: an attempt a stop cuts short is given back uncounted, and one whose process died is
+//! retried once its lease is over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,8 +121,13 @@ impl Worker {
                 let shutdown = self.shutdown.clone();
                 self.tasks.spawn(async move {
                     let outcome = tokio::select! {
-                        // Left leased: the next process retries it when the lease is over.
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => {
+                            // Given back for the next process; if this fails, the lease ends.
+                            if let Err(error) = store.release_webhook_attempt(&delivery.id, delivery.attempt).await {
+                                tracing::warn!(%error, delivery = %delivery.id, "a webhook attempt cut short stays leased");
+                            }
+                            return;
+                        }
                         outcome = attempt(&client, &options, &delivery) => outcome,
                     };
                     if let Err(error) = store

@@ -54,6 +54,8 @@ fn valid_body(rpc: &str) -> Value {
             "rightRunId": uuid::Uuid::new_v4().to_string(),
         }),
         "BatchRuns" => json!({"runIds": [uuid::Uuid::new_v4().to_string()]}),
+        "CreateWebhook" => json!({"url": "http://127.0.0.1:9/hook", "secret": "s"}),
+        "ResetCircuitBreaker" => json!({}),
         "CompileLaunch" | "Launch" => {
             json!({"scenarioRef": "fraud/high-value-new-device@1.0.0", "inputs": {}})
         }

@@ -236,16 +236,29 @@ struct Received {
 /// A webhook receiver on loopback that answers 500 to its first `failures` requests and 204
 /// after, and hands each request to the test.
 async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>) {
+    receiver_answering(move |seen| {
+        Some(if seen < failures {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::NO_CONTENT
+        })
+    })
+    .await
+}
+
+/// A receiver that answers request `n` (from 0) with `answer(n)`, or never when `None`.
+async fn receiver_answering(
+    answer: impl Fn(usize) -> Option<StatusCode> + Clone + Send + Sync + 'static,
+) -> (String, mpsc::UnboundedReceiver<Received>) {
     let (sent, received) = mpsc::unbounded_channel();
     let seen = Arc::new(AtomicUsize::new(0));
     let route = axum::routing::post(move |headers: HeaderMap, body: bytes::Bytes| {
-        let (sent, seen) = (sent.clone(), seen.clone());
+        let (sent, seen, answer) = (sent.clone(), seen.clone(), answer.clone());
         async move {
             let _ = sent.send(Received { headers, body });
-            if seen.fetch_add(1, Ordering::SeqCst) < failures {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::NO_CONTENT
+            match answer(seen.fetch_add(1, Ordering::SeqCst)) {
+                Some(status) => status,
+                None => std::future::pending().await,
             }
         }
     });
@@ -321,9 +334,11 @@ async fn wait_for_delivery(
 }
 
 async fn deliveries_are_signed_retried_and_survive_a_restart(backend: Backend) {
+    // A second apart (at least half of it, with jitter): the restart right after the first
+    // attempt is recorded comes before the second.
     let options = support::Options {
         webhooks: WebhookOptions {
-            retry_base: Duration::from_millis(50),
+            retry_base: Duration::from_secs(1),
             ..WebhookOptions::default()
         },
         ..Default::default()
@@ -464,5 +479,84 @@ async fn deliveries_give_up_after_max_attempts_and_paused_webhooks_get_none() {
     );
     assert!(paused.try_recv().is_err());
     assert!(failing.try_recv().is_err(), "no attempt past the last");
+    app.stop().await;
+}
+
+/// A webhook of every event hears a run's whole life, suspend and resume included, each
+/// delivery with the status the event left the run in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lifecycle_event_is_delivered() {
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    let (url, mut requests) = receiver(0).await;
+    let (status, _) = app
+        .post(
+            "/webhooks",
+            &json!({"url": url, "events": [], "secret": "all"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let run_id = app.start_run(&requests::seed_example()).await;
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    for action in ["suspend", "resume", "cancel"] {
+        let (status, run) = app
+            .post(&format!("/runs/{run_id}/{action}"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{action}: {run}");
+    }
+    let mut heard = Vec::new();
+    for _ in 0..4 {
+        let request = next_request(&mut requests).await;
+        assert_signed(&request, "all");
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON");
+        assert_eq!(body["runId"], run_id.as_str());
+        heard.push((
+            body["event"].as_str().unwrap_or_default().to_owned(),
+            body["status"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            ("run.cancelled".to_owned(), "cancelled".to_owned()),
+            ("run.resumed".to_owned(), "running".to_owned()),
+            ("run.started".to_owned(), "running".to_owned()),
+            ("run.suspended".to_owned(), "suspended".to_owned()),
+        ]
+    );
+    app.stop().await;
+}
+
+/// An attempt in flight when the service stops is given back, not counted: the restarted
+/// service sends it again at once (not after the attempt's lease), as its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_cut_short_by_a_stop_is_given_back() {
+    let Some(app) = support::start(Backend::Sqlite).await else {
+        return;
+    };
+    // The first request is never answered; the next ones are taken.
+    let (url, mut requests) =
+        receiver_answering(|seen| (seen > 0).then_some(StatusCode::NO_CONTENT)).await;
+    let (status, webhook) = app
+        .post(
+            "/webhooks",
+            &json!({"url": url, "events": ["run.started"], "secret": "s"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+    app.start_run(&requests::seed_example()).await;
+    let hanging = next_request(&mut requests).await;
+    let app = app.restart().await;
+    let again = next_request(&mut requests).await;
+    assert_eq!(again.body, hanging.body);
+    let delivery = wait_for_delivery(&app, &webhook_id, |delivery| {
+        delivery["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(delivery["attempts"], 1, "{delivery}");
     app.stop().await;
 }

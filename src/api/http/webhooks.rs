@@ -72,8 +72,9 @@ async fn list_deliveries(
     Ok(Json(service.webhooks().deliveries(&id, delivery_query).await?).into_response())
 }
 
-/// Takes no body (the console sends none, with a JSON content type).
-async fn reset_breaker(State(service): State<RunService>) -> Response {
+/// Takes no options: the console sends no body (with a JSON content type); a body, when sent,
+/// is JSON like any other route's, and ignored.
+async fn reset_breaker(State(service): State<RunService>, _: Option<JsonBody>) -> Response {
     let state = service.runtime().circuit_breaker().reset();
     Json(json!({ "status": "ok", "state": state.as_str() })).into_response()
 }
