@@ -7,6 +7,11 @@ use macp_control_plane::app::{App, AppConfig};
 use macp_control_plane::config::{self, DatabaseArgs, ServeArgs};
 use macp_control_plane::store::Store;
 
+/// mimalloc rather than glibc's allocator: the service allocates and frees many small buffers
+/// per envelope across threads (see ARCHITECTURE.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Control plane for the MACP runtime: run lifecycle, live streams, replay and a scenario
 /// registry, over gRPC (with reflection and grpc-web) and REST/SSE on one port.
 #[derive(Parser)]

@@ -195,22 +195,48 @@ impl SqliteWriter {
     }
 
     /// Copies the WAL into the database file in the background (what SQLite would otherwise do
-    /// inside some commit).
+    /// inside some commit). A checkpoint beside the writers never catches up with them, and
+    /// SQLite only starts the WAL over once every frame in it is in the database file: under a
+    /// steady load the WAL grew without end (1.4 GB in 25 s at 1,000 envelopes/s). So when it
+    /// has passed `WAL_RESTART_FRAMES`, the frames written during the checkpoint are copied too,
+    /// in the writers' turn: the next write then starts the WAL over, and `journal_size_limit`
+    /// trims the file.
     fn checkpoint_wal(self: &Arc<Self>, db: DatabaseConnection) {
         if self.checkpointing.swap(true, Ordering::AcqRel) {
             return;
         }
         let writer = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = db
-                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
-                .await
-            {
+            let outcome = match checkpoint_passive(&db).await {
+                Ok(frames) if frames >= WAL_RESTART_FRAMES => {
+                    let _turn = writer.turn.lock().await;
+                    checkpoint_passive(&db).await.map(drop)
+                }
+                outcome => outcome.map(drop),
+            };
+            if let Err(error) = outcome {
                 tracing::warn!(%error, "SQLite WAL checkpoint failed");
             }
             writer.checkpointing.store(false, Ordering::Release);
         });
     }
+}
+
+/// A WAL this many frames long (about 32 MB of 4 KB pages) is copied whole and started over.
+const WAL_RESTART_FRAMES: i64 = 8_192;
+
+/// Runs a PASSIVE checkpoint; returns the frames the WAL holds.
+async fn checkpoint_passive(db: &DatabaseConnection) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA wal_checkpoint(PASSIVE)",
+        ))
+        .await?;
+    // The row is (busy, frames in the WAL, frames checkpointed).
+    Ok(row
+        .and_then(|row| row.try_get_by_index::<i64>(1).ok())
+        .unwrap_or(0))
 }
 
 /// A database URL fit to print: the password of its user, if any, replaced by `***`.
@@ -247,6 +273,8 @@ impl Store {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .pragma("wal_autocheckpoint", "0")
+                    // The WAL file is cut back to this when it starts over.
+                    .pragma("journal_size_limit", "67108864")
             });
         } else {
             options.max_connections(16);
