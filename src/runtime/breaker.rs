@@ -96,6 +96,7 @@ impl Inner {
             return;
         }
         self.state = state;
+        crate::telemetry::metrics::record_breaker_transition(state.as_str());
         if self.history.len() == HISTORY_LEN {
             self.history.pop_front();
         }

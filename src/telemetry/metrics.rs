@@ -53,6 +53,16 @@ struct Method {
     method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct State {
+    state: &'static str,
+}
+
+/// How a webhook delivery attempt ended.
+const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
+/// The runtime circuit breaker's states.
+const BREAKER_STATES: [&str; 3] = ["CLOSED", "OPEN", "HALF_OPEN"];
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 struct Metrics {
@@ -69,6 +79,8 @@ struct Metrics {
     runtime_calls: Family<Method, Counter>,
     runtime_call_errors: Family<Method, Counter>,
     runtime_call_seconds: Family<Method, Counter<f64, AtomicU64>>,
+    webhook_attempts: Family<Status, Counter>,
+    breaker_transitions: Family<State, Counter>,
 }
 
 impl Metrics {
@@ -87,7 +99,15 @@ impl Metrics {
             runtime_calls: Family::default(),
             runtime_call_errors: Family::default(),
             runtime_call_seconds: Family::default(),
+            webhook_attempts: Family::default(),
+            breaker_transitions: Family::default(),
         };
+        for status in WEBHOOK_OUTCOMES {
+            let _ = metrics.webhook_attempts.get_or_create(&Status { status });
+        }
+        for state in BREAKER_STATES {
+            let _ = metrics.breaker_transitions.get_or_create(&State { state });
+        }
         // Every status from the start, so a rate over them has a zero to start from.
         for status in RunStatus::ALL {
             let label = Status {
@@ -163,6 +183,16 @@ impl Metrics {
             Unit::Seconds,
             metrics.runtime_call_seconds.clone(),
         );
+        registry.register(
+            "macp_webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, retried, failed: out of attempts)",
+            metrics.webhook_attempts.clone(),
+        );
+        registry.register(
+            "macp_circuit_breaker_transitions",
+            "Runtime circuit breaker state changes, by the state entered",
+            metrics.breaker_transitions.clone(),
+        );
         metrics
     }
 }
@@ -170,6 +200,22 @@ impl Metrics {
 fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+/// One webhook attempt's outcome: `delivered`, `retried` or `failed` (out of attempts).
+pub fn record_webhook_attempt(outcome: &'static str) {
+    metrics()
+        .webhook_attempts
+        .get_or_create(&Status { status: outcome })
+        .inc();
+}
+
+/// The runtime circuit breaker entered `state` (`CLOSED`, `OPEN` or `HALF_OPEN`).
+pub fn record_breaker_transition(state: &'static str) {
+    metrics()
+        .breaker_transitions
+        .get_or_create(&State { state })
+        .inc();
 }
 
 pub fn record_events(count: usize) {

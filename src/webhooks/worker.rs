@@ -156,7 +156,7 @@ async fn attempt(
     options: &WebhookOptions,
     delivery: &ClaimedDelivery,
 ) -> AttemptOutcome {
-    match send(client, options, delivery).await {
+    let outcome = match send(client, options, delivery).await {
         Ok(status) => AttemptOutcome {
             status: DeliveryStatus::Delivered,
             response_status: Some(status),
@@ -178,7 +178,13 @@ async fn attempt(
                 next_attempt_at: time::now() + backoff(options.retry_base, delivery.attempt),
             }
         }
-    }
+    };
+    crate::telemetry::metrics::record_webhook_attempt(match outcome.status {
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Pending => "retried",
+        DeliveryStatus::Failed => "failed",
+    });
+    outcome
 }
 
 /// Sends the delivery, signed: the 2xx status, or the status (if any) and why it failed.

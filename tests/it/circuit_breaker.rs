@@ -82,6 +82,23 @@ async fn breaker_opens_half_opens_closes_and_keeps_its_history() {
     );
     let (_, ready) = app.get("/readyz").await;
     assert_eq!(ready["circuitBreaker"], "OPEN", "{ready}");
+    // Counted for /metrics (process-wide: other tests' breakers count too).
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let opened = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("macp_circuit_breaker_transitions_total{state=\"OPEN\"} ")
+        })
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(opened.is_some_and(|count| count >= 1.0), "{metrics}");
 
     // After the reset interval one trial goes through; it fails, and the breaker opens again.
     wait_for_state(&app, "HALF_OPEN").await;
