@@ -33,7 +33,10 @@ pub struct Call {
 
 #[derive(Default)]
 struct CallState {
-    recorded: bool,
+    /// Rows the domain took (and did not put back).
+    taken: u32,
+    /// Every change of the call takes a row of its own (`per_change`).
+    per_change: bool,
     resource_id: Option<String>,
     failure: Option<ErrorCode>,
 }
@@ -68,7 +71,7 @@ impl Call {
     pub fn unrecorded(&self, refused: bool, error_code: Option<&str>) -> Option<AuditEntry> {
         let action = self.action?;
         let state = self.state();
-        if state.recorded {
+        if state.taken > 0 {
             return None;
         }
         Some(self.entry(
@@ -119,10 +122,10 @@ pub fn take(resource_id: &str) -> Option<AuditEntry> {
     CALL.try_with(|call| {
         let action = call.action?;
         let mut state = call.state();
-        if state.recorded {
+        if state.taken > 0 && !state.per_change {
             return None;
         }
-        state.recorded = true;
+        state.taken += 1;
         let error_code = state.failure.map(|code| code.as_str().to_owned());
         let resource_id = Some(resource_id.to_owned());
         drop(state);
@@ -135,7 +138,21 @@ pub fn take(resource_id: &str) -> Option<AuditEntry> {
 /// Undoes [`take`] when the change it was taken for was not written: the edge then records the
 /// call with how it was answered.
 pub fn put_back() {
-    let _ = CALL.try_with(|call| call.state().recorded = false);
+    let _ = CALL.try_with(|call| {
+        let mut state = call.state();
+        state.taken = state.taken.saturating_sub(1);
+    });
+}
+
+/// How many rows the current call's changes have taken (0 outside a call).
+pub fn taken() -> u32 {
+    CALL.try_with(|call| call.state().taken).unwrap_or(0)
+}
+
+/// Lets every change of the current call take a row of its own rather than the first change
+/// only: a batch, one row per run it changed.
+pub fn per_change() {
+    let _ = CALL.try_with(|call| call.state().per_change = true);
 }
 
 /// Marks the current call as failed with `code`: the row the domain writes with its change

@@ -595,8 +595,11 @@ impl RunService {
         let Some(action) = action.filter(|_| problems.is_empty()) else {
             return Err(ApiError::validation(problems.errors));
         };
+        // One audit row per run the batch changes, each in that change's transaction.
+        audit::per_change();
         let mut results = Vec::with_capacity(run_ids.len());
         for run_id in run_ids {
+            let rows = audit::taken();
             let outcome = match action {
                 BatchAction::Cancel => self.cancel(&run_id, None).await.map(|_| None),
                 BatchAction::Archive => self.set_archived(&run_id, true).await.map(|_| None),
@@ -606,6 +609,17 @@ impl RunService {
                     .await
                     .map(|export| Some(Box::new(export))),
             };
+            // A change the run's observer wrote (a cancel the runtime reported first) took no
+            // row here: the batch records one for the run itself.
+            if outcome.is_ok()
+                && action != BatchAction::Export
+                && audit::taken() == rows
+                && let Some(entry) = audit::take(&run_id)
+                && let Err(error) = self.store().insert_audit(entry).await
+            {
+                audit::put_back();
+                tracing::warn!(%run_id, %error, "the batch's audit row was not written");
+            }
             results.push(match outcome {
                 Ok(export) => BatchResult {
                     run_id,

@@ -694,6 +694,17 @@ async fn batches(backend: Backend) {
         "cancelled is terminal: {deleted}"
     );
     assert_eq!(app.get(&format!("/runs/{done}")).await.0, 404);
+
+    // Each run a batch changed has its own audit row: `done` was archived, then deleted.
+    let (status, audit) = app
+        .get(&format!("/audit?action=run.batch&resourceId={done}"))
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["total"], 2, "{audit}");
+    let (_, audit) = app
+        .get(&format!("/audit?action=run.batch&resourceId={running}"))
+        .await;
+    assert_eq!(audit["total"], 2, "cancelled, then deleted: {audit}");
     app.stop().await;
 }
 on_both_backends!(batches);
