@@ -235,10 +235,17 @@ impl CircuitBreaker {
     }
 }
 
-/// The history query's windows.
-pub const WINDOWS: &[(&str, i64)] = &[("1h", 1), ("6h", 6), ("24h", 24), ("7d", 24 * 7)];
+/// The history query's windows, in minutes: those the UI console's time filter offers.
+pub const WINDOWS: &[(&str, i64)] = &[
+    ("15m", 15),
+    ("1h", 60),
+    ("6h", 6 * 60),
+    ("24h", 24 * 60),
+    ("7d", 7 * 24 * 60),
+    ("30d", 30 * 24 * 60),
+];
 
-/// Where the history starts for `window` (1h, 6h, 24h, 7d before `now`) and `since` (an RFC
+/// Where the history starts for `window` (one of [`WINDOWS`] before `now`) and `since` (an RFC
 /// 3339 time): the later of the two given; every problem is a field error.
 pub fn history_start(
     window: Option<&str>,
@@ -247,18 +254,18 @@ pub fn history_start(
 ) -> Result<Option<Timestamp>, ApiError> {
     let mut errors = Vec::new();
     let window = window.filter(|text| !text.is_empty()).and_then(|text| {
-        let hours = WINDOWS
+        let minutes = WINDOWS
             .iter()
             .find(|(name, _)| *name == text)
-            .map(|(_, hours)| *hours);
-        if hours.is_none() {
+            .map(|(_, minutes)| *minutes);
+        if minutes.is_none() {
             let names: Vec<&str> = WINDOWS.iter().map(|(name, _)| *name).collect();
             errors.push(FieldError::new(
                 "window",
                 format!("must be one of {}", names.join(", ")),
             ));
         }
-        hours.map(|hours| now - chrono::Duration::hours(hours))
+        minutes.map(|minutes| now - chrono::Duration::minutes(minutes))
     });
     let since = since.filter(|text| !text.is_empty()).and_then(|text| {
         let parsed = time::parse(text);
@@ -386,6 +393,10 @@ mod tests {
         assert_eq!(
             history_start(Some("7d"), Some(&recent), now).expect("both"),
             time::parse(&recent)
+        );
+        assert_eq!(
+            history_start(Some("15m"), None, now).expect("the console's shortest"),
+            Some(now - chrono::Duration::minutes(15))
         );
         let error = history_start(Some("2h"), Some("yesterday"), now).expect_err("bad");
         let details = error.details.expect("field errors").to_string();

@@ -115,7 +115,9 @@ async fn webhooks_crud_and_bad_input(backend: Backend) {
 
     let (status, listed) = app.get("/webhooks").await;
     assert_eq!(status, 200, "{listed}");
-    let data = listed["data"].as_array().expect("data");
+    let data = listed
+        .as_array()
+        .expect("a bare array, as the console reads it");
     assert_eq!(data.len(), 1, "refused requests wrote nothing: {listed}");
     assert!(data[0].get("secret").is_none(), "never listed: {listed}");
     assert_eq!(data[0]["url"], "http://127.0.0.1:9/hooks/macp");
@@ -162,7 +164,7 @@ async fn webhooks_crud_and_bad_input(backend: Backend) {
         .expect("ListWebhooks")
         .into_inner();
     let (_, listed) = app.get("/webhooks").await;
-    assert_same("ListWebhooks", &json(&listed_grpc), &listed);
+    assert_same("ListWebhooks", &json(&listed_grpc.data), &listed);
     let refused = grpc
         .create_webhook(proto::CreateWebhookRequest {
             url: "http://169.254.169.254/".to_owned(),
@@ -194,14 +196,14 @@ async fn webhooks_crud_and_bad_input(backend: Backend) {
         .expect("UpdateWebhook")
         .into_inner();
     let (_, listed) = app.get("/webhooks").await;
-    assert_same("UpdateWebhook", &json(&updated), &listed["data"][0]);
+    assert_same("UpdateWebhook", &json(&updated), &listed[0]);
     assert_eq!(updated.events, ["run.started"]);
 
     let (status, deleted) = delete(&app, &format!("/webhooks/{id}")).await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["id"], id.as_str());
     let (_, listed) = app.get("/webhooks").await;
-    assert_eq!(listed, json!({"data": []}));
+    assert_eq!(listed, json!([]));
 
     // Each change is audited, with the webhook as its resource.
     let (_, audit) = app.get("/audit?resource=webhook").await;
@@ -410,7 +412,7 @@ async fn deliveries_are_signed_retried_and_survive_a_restart(backend: Backend) {
     assert_eq!(delivery["payload"], body);
     assert!(delivery.get("nextAttemptAt").is_none(), "{delivery}");
     let (_, listed) = app.get("/webhooks").await;
-    let stats = &listed["data"][0]["deliveryStats"];
+    let stats = &listed[0]["deliveryStats"];
     assert_eq!(stats["total"], 1, "{listed}");
     assert_eq!(stats["succeeded"], 1, "{listed}");
     assert!(stats["lastDeliveredAt"].is_string(), "{listed}");

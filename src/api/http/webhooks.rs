@@ -35,8 +35,9 @@ async fn create_webhook(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// A bare array, what the console reads.
 async fn list_webhooks(State(service): State<RunService>) -> Result<Response> {
-    Ok(Json(json!({ "data": service.webhooks().list().await? })).into_response())
+    Ok(Json(service.webhooks().list().await?).into_response())
 }
 
 async fn update_webhook(

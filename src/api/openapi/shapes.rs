@@ -181,6 +181,11 @@ pub const SHAPES: &[Shape] = &[
         ..DEFAULT
     },
     Shape {
+        rpc: "ListWebhooks",
+        reply: Reply::BareList,
+        ..DEFAULT
+    },
+    Shape {
         rpc: "UpdateWebhook",
         refusals: &[ErrorCode::NotFound],
         example: Some(r#"{"active": false}"#),
@@ -490,7 +495,7 @@ const REPLAY_MODES: &[&str] = &["instant", "timed", "step"];
 const SCENARIO_REF: &str = "^[^/]+/[\\s\\S]+@[^@]+$";
 
 const BREAKER_STATES: &[&str] = &["CLOSED", "OPEN", "HALF_OPEN"];
-const BREAKER_WINDOWS: &[&str] = &["1h", "6h", "24h", "7d"];
+const BREAKER_WINDOWS: &[&str] = &["15m", "1h", "6h", "24h", "7d", "30d"];
 
 /// Rules by field: a full field name, or `*.name` for the fields of that name in every message.
 pub const RULES: &[(&str, &[Rule])] = &[
