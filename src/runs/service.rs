@@ -849,6 +849,14 @@ impl RunService {
         if !from.may_become(status) {
             return Ok(());
         }
+        if super::suspend::toggles(from, status)
+            && let Some(reader) = writer.state().run.initiator.clone()
+            && !self
+                .session_still(&metadata.session_id, metadata.state, &reader)
+                .await
+        {
+            return Ok(());
+        }
         let now = crate::time::now();
         let event =
             super::suspend::transition_event(run_id, writer.state(), from, status, now, || {

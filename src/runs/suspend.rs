@@ -104,8 +104,30 @@ impl RunService {
             ..Default::default()
         };
         self.finalize(run_id, Some(metadata), None).await?;
+        // Taken by whichever path recorded the change; left only when the runtime changed
+        // nothing the run did not have already, and then it must not go on a later event.
+        self.requested_reasons().remove(run_id);
         self.get(run_id).await
     }
+
+    /// Whether the runtime's session is still in `state`. Reports of a suspension or a resumption
+    /// arrive late (WatchSessions replays a session's creation, and a call's answer races the
+    /// runtime's own event), so a move between running and suspended waits for the authority's
+    /// word; a question it does not answer leaves the report as it is.
+    pub(super) async fn session_still(&self, session_id: &str, state: i32, reader: &str) -> bool {
+        match self.runtime().get_session(session_id, reader).await {
+            Ok(current) => current.state == state,
+            Err(_) => true,
+        }
+    }
+}
+
+/// Whether a run moving from `from` to `to` is suspended or resumed.
+pub(super) fn toggles(from: RunStatus, to: RunStatus) -> bool {
+    matches!(
+        (from, to),
+        (RunStatus::Running, RunStatus::Suspended) | (RunStatus::Suspended, RunStatus::Running)
+    )
 }
 
 /// The event recording a move between running and suspended; none for other moves (an open
@@ -118,10 +140,12 @@ pub(super) fn transition_event(
     now: crate::time::Timestamp,
     reason: impl FnOnce() -> Option<String>,
 ) -> Option<EventDraft> {
-    let event_type = match (from, to) {
-        (RunStatus::Running, RunStatus::Suspended) => types::RUN_SUSPENDED,
-        (RunStatus::Suspended, RunStatus::Running) => types::RUN_RESUMED,
-        _ => return None,
+    if !toggles(from, to) {
+        return None;
+    }
+    let event_type = match to {
+        RunStatus::Suspended => types::RUN_SUSPENDED,
+        _ => types::RUN_RESUMED,
     };
     let mut data = json!({
         "status": to.as_str(),
