@@ -1296,6 +1296,66 @@ pub(crate) mod tests {
         assert_eq!(writer.writes.load(Ordering::Relaxed), WAL_CHECKPOINT_EVERY);
     }
 
+    /// Under writes that never pause the WAL is still started over: a checkpoint beside them
+    /// never catches up, so the one that finds the WAL long finishes in the writers' turn. Eight
+    /// runs append 2,000 events each at once, with reads beside them; without the turn the WAL
+    /// reached 200 MB here, with it it stays within `journal_size_limit` (64 MB).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_wal_stays_bounded_under_steady_writes() {
+        use crate::events::canonical::{EventDraft, Source, types};
+        let (dir, store) = sqlite_store().await;
+        let filler = serde_json::json!({ "filler": "x".repeat(512) });
+        let wal = dir.path().join("t.db-wal");
+        let largest = Arc::new(AtomicU64::new(0));
+        let mut writers = tokio::task::JoinSet::new();
+        for run in 0..8 {
+            let run_id = format!("run-{run}");
+            store
+                .create_run(new_run(&run_id), &[], &RunState::empty(&run_id))
+                .await
+                .expect("created");
+            let (store, filler, wal, largest) =
+                (store.clone(), filler.clone(), wal.clone(), largest.clone());
+            writers.spawn(async move {
+                for seq in 1..=2_000 {
+                    let draft = EventDraft::new(
+                        types::SIGNAL_EMITTED,
+                        crate::time::now(),
+                        None,
+                        Source::control_plane("test"),
+                        filler.clone(),
+                    );
+                    let events = [CanonicalEvent::from_draft(draft, &run_id, seq, None)];
+                    let append = Append {
+                        events: &events,
+                        projection: None,
+                        ..start(&run_id, seq - 1, "")
+                    };
+                    store.append(append).await.expect("appended");
+                    let size = std::fs::metadata(&wal).map(|meta| meta.len()).unwrap_or(0);
+                    largest.fetch_max(size, Ordering::Relaxed);
+                }
+            });
+        }
+        // Readers come and go all the time, as the service's do.
+        let reading = tokio::spawn({
+            let store = store.clone();
+            async move {
+                loop {
+                    store.run("run-0").await.expect("reads");
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        writers.join_all().await;
+        reading.abort();
+        let largest = largest.load(Ordering::Relaxed);
+        assert!(
+            largest <= 64 * 1024 * 1024,
+            "the WAL reached {largest} bytes"
+        );
+    }
+
     pub(crate) fn new_run(id: &str) -> NewRun {
         NewRun {
             id: id.to_owned(),
