@@ -35,7 +35,11 @@ fn json_post_routes() -> Vec<(&'static str, &'static str)> {
 fn valid_body(rpc: &str) -> Value {
     match rpc {
         "RunStart" | "ValidateRun" => idle_run(),
-        "CancelRun" => json!({"reason": "forged"}),
+        "CancelRun" | "SuspendSession" | "ResumeSession" => json!({"reason": "forged"}),
+        "RegisterPolicy" => json!({
+            "policyId": "policy.forged", "mode": "*", "description": "forged",
+            "rules": {"voting": {"algorithm": "none"}},
+        }),
         "CreateReplay" => json!({"mode": "instant"}),
         "SendRunMessage" => json!({
             "from": "fraud-agent", "to": ["risk-agent"], "messageType": "Proposal",
