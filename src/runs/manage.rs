@@ -302,12 +302,17 @@ impl RunService {
     /// Deletes a run that has ended, with everything stored for it, in one transaction.
     pub async fn delete(&self, run_id: &str) -> Result<(), ApiError> {
         // Under the run's writer: nothing of this process appends to it meanwhile.
-        let guard = self.writers().lock(run_id).await?;
+        let mut guard = self.writers().lock(run_id).await?;
         let deleted = self
             .store()
             .delete_run(run_id, audit::take(run_id))
             .await
             .inspect_err(|_| audit::put_back())?;
+        if deleted == Deleted::Gone {
+            // A call waiting for this writer reloads it, finds no run, and answers so (its
+            // cached head would have appended to a run that is gone).
+            *guard = None;
+        }
         drop(guard);
         match deleted {
             Deleted::Gone => {

@@ -337,6 +337,40 @@ async fn delete_takes_everything(backend: Backend) {
 }
 on_both_backends!(delete_takes_everything);
 
+/// Writes that wait for a run's writer while it is deleted find no run (404), never a stale head
+/// that appends to a run that is gone (500).
+async fn delete_races_with_writes(backend: Backend) {
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    for _ in 0..4 {
+        let run_id = app.start_run(&requests::seed_example()).await;
+        let (status, _) = app
+            .post(&format!("/runs/{run_id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(status, 200);
+        let artifact = json!({"kind": "json", "label": "race", "inline": {"a": 1}});
+        let path = format!("/runs/{run_id}/artifacts");
+        let writes = futures::future::join_all((0..8).map(|_| app.post(&path, &artifact)));
+        let run_path = format!("/runs/{run_id}");
+        let (deleted, written) = tokio::join!(delete(&app, &run_path), writes);
+        assert_eq!(deleted.0, 204, "{}", deleted.1);
+        for (status, body) in written {
+            assert!(status == 201 || status == 404, "{status}: {body}");
+        }
+        assert!(
+            app.store()
+                .await
+                .artifacts(&run_id)
+                .await
+                .expect("artifacts")
+                .is_empty()
+        );
+    }
+    app.stop().await;
+}
+on_both_backends!(delete_races_with_writes);
+
 async fn clone_and_compare(backend: Backend) {
     let Some(app) = support::start(backend).await else {
         return;
