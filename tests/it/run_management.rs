@@ -216,6 +216,29 @@ async fn archive_and_list_filters(backend: Backend) {
         .expect("UnarchiveRun")
         .into_inner();
     assert!(back.archived_at.is_none());
+    let (_, rest) = app.get(&format!("/runs/{plain}")).await;
+    same("UnarchiveRun", &proto_json(&back), &rest);
+
+    // The list's filters over gRPC answer what REST does.
+    let filtered = grpc
+        .list_runs(proto::ListRunsRequest {
+            search: Some("blue".to_owned()),
+            environment: Some("staging".to_owned()),
+            created_after: Some(today.to_string()),
+            include_archived: Some(true),
+            include_sandbox: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("ListRuns")
+        .into_inner();
+    let (_, rest) = app
+        .get(&format!(
+            "/runs?search=blue&environment=staging&createdAfter={today}&includeArchived=true&includeSandbox=true"
+        ))
+        .await;
+    assert_eq!(ids(&rest), std::slice::from_ref(&tagged));
+    same("ListRuns", &proto_json(&filtered), &rest);
     let unknown = uuid::Uuid::new_v4();
     let (status, body) = app
         .post(&format!("/runs/{unknown}/archive"), &json!({}))
