@@ -185,8 +185,8 @@ pub struct Rebuilt {
     pub rebuilt: bool,
     /// The seq of the last event folded in.
     pub latest_seq: i64,
-    /// The stored projection (its row with the later events folded in) was not the fold of
-    /// every event.
+    /// The stored projection (its row with the later events folded in), or one of its
+    /// checkpoints, was not the fold of the events up to it.
     pub differed: bool,
 }
 
@@ -646,22 +646,33 @@ impl RunService {
     }
 
     /// Folds every stored event of the run into a fresh projection and stores it as the run's
-    /// projection row, under the run's writer (no append of this process interleaves).
+    /// projection row, its checkpoints refolded at their seqs too, under the run's writer (no
+    /// append of this process interleaves).
     pub async fn rebuild_projection(&self, run_id: &str) -> Result<Rebuilt, ApiError> {
         let mut guard = self.writers().lock(run_id).await?;
         if guard.is_none() {
             return Err(not_found(run_id));
         }
         let store = self.store();
+        let mut differed = false;
+        let mut rebuilt = RunState::empty(run_id);
+        let mut checkpoints = Vec::new();
+        for seq in store.checkpoint_seqs(run_id).await? {
+            rebuilt = writer::fold_forward(store, run_id, rebuilt, Some(seq)).await?;
+            let stored = store.checkpoint_at_or_before(run_id, seq).await?;
+            differed |= stored.as_ref() != Some(&rebuilt);
+            checkpoints.push((seq, store::state_text(&rebuilt)?));
+        }
+        let rebuilt = writer::fold_forward(store, run_id, rebuilt, None).await?;
         let stored = writer::current_state(store, run_id).await?;
-        let rebuilt = writer::fold_forward(store, run_id, RunState::empty(run_id), None).await?;
+        differed |= stored.as_ref() != Some(&rebuilt);
         let latest_seq = rebuilt.timeline.latest_seq;
-        let differed = stored.as_ref() != Some(&rebuilt);
         store
             .replace_projection(
                 run_id,
                 latest_seq,
                 store::state_text(&rebuilt)?,
+                checkpoints,
                 audit::take(run_id),
             )
             .await

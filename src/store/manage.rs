@@ -13,7 +13,9 @@ use sea_orm::{
 use super::entities::{
     artifact, canonical_event, checkpoint, projection, raw_event, run, runtime_session,
 };
-use super::{Error, RawRecord, Store, audit_insert, escape_like, upsert_projection};
+use super::{
+    Error, RawRecord, Store, audit_insert, escape_like, insert_checkpoint, upsert_projection,
+};
 use crate::domain::audit::AuditEntry;
 use crate::domain::query::RunFilter;
 use crate::domain::status::RunStatus;
@@ -42,7 +44,7 @@ pub struct RunFigures {
 }
 
 /// A key of `runs.metadata` as SQL text (keys are ours, never a caller's).
-fn metadata_field(backend: DbBackend, key: &str) -> String {
+pub(super) fn metadata_field(backend: DbBackend, key: &str) -> String {
     match backend {
         DbBackend::Postgres => format!("(\"runs\".\"metadata\" ->> '{key}')"),
         _ => format!("json_extract(\"runs\".\"metadata\", '$.{key}')"),
@@ -192,19 +194,46 @@ impl Store {
         Ok(Deleted::Gone)
     }
 
-    /// Rewrites the run's projection row as the state after event `seq` (a rebuild, done under
-    /// the run's writer lock), with the call's audit row.
+    /// Seqs of the run's projection checkpoints, ascending.
+    pub async fn checkpoint_seqs(&self, run_id: &str) -> Result<Vec<i64>, Error> {
+        Ok(checkpoint::Entity::find()
+            .select_only()
+            .column(checkpoint::Column::Seq)
+            .filter(checkpoint::Column::RunId.eq(run_id))
+            .order_by_asc(checkpoint::Column::Seq)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Rewrites the run's projection row as the state after event `seq` and its checkpoints as
+    /// `(seq, state)` (a rebuild, done under the run's writer lock), with the call's audit row,
+    /// in one transaction.
     pub async fn replace_projection(
         &self,
         run_id: &str,
         seq: i64,
         state_json: String,
+        checkpoints: Vec<(i64, String)>,
         audit: Option<AuditEntry>,
     ) -> Result<(), Error> {
         let backend = self.backend();
         let statement = upsert_projection(backend, run_id, seq, state_json)?;
+        let inserts = checkpoints
+            .into_iter()
+            .map(|(seq, json)| insert_checkpoint(backend, run_id, seq, json))
+            .collect::<Result<Vec<_>, _>>()?;
         let _writer = self.write_turn().await;
         let txn = self.db.begin().await?;
+        if !inserts.is_empty() {
+            checkpoint::Entity::delete_many()
+                .filter(checkpoint::Column::RunId.eq(run_id))
+                .exec(&txn)
+                .await?;
+            for insert in inserts {
+                txn.execute_raw(insert).await?;
+            }
+        }
         txn.execute_raw(statement).await?;
         if let Some(entry) = audit {
             txn.execute_raw(audit_insert(backend, entry)).await?;

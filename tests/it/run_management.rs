@@ -771,8 +771,19 @@ async fn projection_rebuild(backend: Backend) {
         return;
     };
     let run_id = completed_run(&app, requests::scripted_decision()).await;
+    // Past 250 events, so the run has a projection checkpoint too.
+    append_events(&app, &run_id, 300).await;
+    let store = app.store().await;
+    let checkpoint = *store
+        .checkpoint_seqs(&run_id)
+        .await
+        .expect("checkpoints")
+        .first()
+        .expect("a checkpoint");
+    let at_checkpoint = format!("/runs/{run_id}/replay/state?seq={checkpoint}");
     let (_, run) = app.get(&format!("/runs/{run_id}")).await;
     let (_, intact) = app.get(&format!("/runs/{run_id}/state")).await;
+    let (_, intact_checkpoint) = app.get(&at_checkpoint).await;
     let (status, rebuilt) = app
         .post(&format!("/runs/{run_id}/projection/rebuild"), &json!({}))
         .await;
@@ -782,35 +793,45 @@ async fn projection_rebuild(backend: Backend) {
         json!({"rebuilt": true, "latestSeq": run["lastEventSeq"], "differed": false})
     );
 
-    // A projection row that no longer is the fold of the events.
-    let store = app.store().await;
-    let mut tampered = store
+    // A projection row and a checkpoint that no longer are the fold of the events.
+    let tamper = |mut state: macp_control_plane::projection::state::RunState| {
+        if let Some(decision) = state.decision.current.as_mut() {
+            decision.action = "tampered".to_owned();
+        }
+        state.participants.clear();
+        macp_control_plane::store::state_text(&state).expect("json")
+    };
+    let row = store
         .projection(&run_id)
         .await
         .expect("read")
         .expect("a row");
-    let seq = tampered.timeline.latest_seq;
-    if let Some(decision) = tampered.decision.current.as_mut() {
-        decision.action = "tampered".to_owned();
-    }
-    tampered.participants.clear();
+    let seq = row.timeline.latest_seq;
+    let stored_checkpoint = store
+        .checkpoint_at_or_before(&run_id, checkpoint)
+        .await
+        .expect("read")
+        .expect("the checkpoint");
     store
         .replace_projection(
             &run_id,
             seq,
-            macp_control_plane::store::state_text(&tampered).expect("json"),
+            tamper(row),
+            vec![(checkpoint, tamper(stored_checkpoint))],
             None,
         )
         .await
         .expect("tampered");
     let (_, broken) = app.get(&format!("/runs/{run_id}/state")).await;
     assert_ne!(broken, intact);
+    assert_ne!(app.get(&at_checkpoint).await.1, intact_checkpoint);
     let (_, rebuilt) = app
         .post(&format!("/runs/{run_id}/projection/rebuild"), &json!({}))
         .await;
     assert_eq!(rebuilt["differed"], true, "{rebuilt}");
     let (_, repaired) = app.get(&format!("/runs/{run_id}/state")).await;
     assert_eq!(repaired, intact);
+    assert_eq!(app.get(&at_checkpoint).await.1, intact_checkpoint);
     assert_eq!(
         store
             .projection(&run_id)
