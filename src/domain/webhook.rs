@@ -9,7 +9,8 @@ use super::query::page;
 use crate::error::{ApiError, FieldError};
 use crate::time::{self, Timestamp};
 
-/// The run lifecycle events a webhook can subscribe to (an empty list subscribes to all).
+/// The run events a webhook can subscribe to (an empty list subscribes to all): the lifecycle
+/// events, and the signals participants emit (the UI console's default subscription has them).
 pub const EVENTS: &[&str] = &[
     "run.started",
     "run.completed",
@@ -17,7 +18,11 @@ pub const EVENTS: &[&str] = &[
     "run.cancelled",
     "run.suspended",
     "run.resumed",
+    SIGNAL_EVENT,
 ];
+
+/// The one subscribable event that does not change the run's status.
+pub const SIGNAL_EVENT: &str = "signal.emitted";
 
 pub const DEFAULT_DELIVERY_LIMIT: u64 = 50;
 pub const MAX_DELIVERY_LIMIT: u64 = 200;

@@ -1,5 +1,5 @@
-//! Webhook rows: subscriptions, the outbox (written in the transaction of the run status change
-//! it announces) and the deliveries the worker fans it out to and attempts.
+//! Webhook rows: subscriptions, the outbox (written in the transaction of the run event it
+//! announces) and the deliveries the worker fans it out to and attempts.
 
 use std::collections::HashMap;
 
@@ -15,7 +15,8 @@ use super::{Error, Store, audit_insert, strings};
 use crate::domain::audit::AuditEntry;
 use crate::domain::status::RunStatus;
 use crate::domain::webhook::{
-    DeliveryFilter, DeliveryPage, DeliveryStats, DeliveryStatus, EVENTS, Webhook, WebhookDelivery,
+    DeliveryFilter, DeliveryPage, DeliveryStats, DeliveryStatus, EVENTS, SIGNAL_EVENT, Webhook,
+    WebhookDelivery,
 };
 use crate::events::canonical::CanonicalEvent;
 use crate::time::{self, Timestamp};
@@ -62,32 +63,38 @@ pub struct AttemptOutcome {
     pub next_attempt_at: Timestamp,
 }
 
-/// The outbox rows of an append that changes the run's status: one per lifecycle event a
-/// webhook can subscribe to, in one INSERT. Appends without a status change (every ordinary
-/// event) write none.
+/// The outbox rows of an append: one per event a webhook can subscribe to, in one INSERT. A
+/// lifecycle event counts only in the append that changes the run's status; a signal always.
+/// An ordinary append writes none, at the cost of comparing its event types.
 pub(super) fn outbox_insert(
     backend: DbBackend,
     run_id: &str,
     status_changed: bool,
     events: &[CanonicalEvent],
 ) -> Option<Statement> {
-    if !status_changed {
-        return None;
-    }
     let rows: Vec<webhook_outbox::ActiveModel> = events
         .iter()
-        .filter(|event| EVENTS.contains(&event.event_type.as_str()))
+        .filter(|event| {
+            let kind = event.event_type.as_str();
+            if kind == SIGNAL_EVENT {
+                return true;
+            }
+            status_changed && EVENTS.contains(&kind)
+        })
         .map(|event| {
             let id = uuid::Uuid::new_v4().to_string();
             // The body of every delivery of it, rendered once: the signature covers these bytes.
-            let payload = json!({
+            let mut payload = json!({
                 "id": id,
                 "event": event.event_type,
                 "runId": run_id,
-                "status": status_after(&event.event_type),
                 "timestamp": time::format(&event.ts),
                 "data": event.data,
             });
+            // A signal leaves the run's status as it was, so it reports none.
+            if event.event_type != SIGNAL_EVENT {
+                payload["status"] = json!(status_after(&event.event_type));
+            }
             webhook_outbox::ActiveModel {
                 id: Set(id),
                 event: Set(event.event_type.clone()),

@@ -1,6 +1,6 @@
-//! Webhooks: subscriptions to run lifecycle events (the admin API's CRUD, validated here for
-//! both transports), and their delivery. A run status change a webhook can subscribe to writes
-//! an outbox row in the change's own transaction (`store::webhooks`); the worker
+//! Webhooks: subscriptions to run lifecycle events and signals (the admin API's CRUD, validated
+//! here for both transports), and their delivery. An event a webhook can subscribe to writes an
+//! outbox row in the transaction that records it (`store::webhooks`); the worker
 //! ([`worker`]) fans it out to one delivery per subscribed webhook and sends each, signed
 //! ([`signature`]), retried with backoff until delivered or out of attempts. URLs pass the
 //! address guard ([`address`]) when stored and again on every connection.

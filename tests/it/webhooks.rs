@@ -85,11 +85,11 @@ async fn webhooks_crud_and_bad_input(backend: Backend) {
             vec!["url"],
         ),
         (
-            json!({"url": "ftp://example.com/", "secret": " ", "events": ["signal.emitted", 3]}),
+            json!({"url": "ftp://example.com/", "secret": " ", "events": ["signal.acknowledged", 3]}),
             vec!["events[1]"],
         ),
         (
-            json!({"url": "ftp://example.com/", "secret": " ", "events": ["signal.emitted"]}),
+            json!({"url": "ftp://example.com/", "secret": " ", "events": ["signal.acknowledged"]}),
             vec!["url", "secret", "events[0]"],
         ),
         (json!({"events": []}), vec!["url", "secret"]),
@@ -562,3 +562,65 @@ async fn an_attempt_cut_short_by_a_stop_is_given_back() {
     assert_eq!(delivery["attempts"], 1, "{delivery}");
     app.stop().await;
 }
+
+/// The UI console's default subscription (`run.completed,run.failed,signal.emitted`) is taken,
+/// and a signal emitted in a run is delivered with the signal's event data, on both databases.
+async fn signals_are_delivered(backend: Backend) {
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let (url, mut requests) = receiver(0).await;
+    let (status, webhook) = app
+        .post(
+            "/webhooks",
+            &json!({"url": url, "secret": "sig", "events": ["run.completed", "run.failed", "signal.emitted"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+    let run_id = app.start_run(&requests::seed_example()).await;
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    let (status, body) = app
+        .post(
+            &format!("/runs/{run_id}/signal"),
+            &json!({"from": "risk-agent", "signalType": "suspicious_device", "confidence": 0.7}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{body}");
+    // `run.started` is not subscribed: the first request is the signal.
+    let request = next_request(&mut requests).await;
+    assert_signed(&request, "sig");
+    let delivered: Value = serde_json::from_slice(&request.body).expect("JSON");
+    assert_eq!(delivered["event"], "signal.emitted", "{delivered}");
+    assert_eq!(delivered["runId"], run_id.as_str(), "{delivered}");
+    assert!(delivered.get("status").is_none(), "{delivered}");
+    let recorded = app
+        .events(&run_id)
+        .await
+        .into_iter()
+        .find(|event| event["type"] == "signal.emitted")
+        .expect("the run recorded the signal");
+    assert_eq!(delivered["data"], recorded["data"], "{delivered}");
+    assert!(
+        delivered["data"].to_string().contains("suspicious_device"),
+        "{delivered}"
+    );
+    let delivery = wait_for_delivery(&app, &webhook_id, |delivery| {
+        delivery["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(delivery["event"], "signal.emitted", "{delivery}");
+    // The cancel that ends the run is not subscribed either: nothing else arrives.
+    let (status, body) = app
+        .post(&format!("/runs/{run_id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_terminal(&run_id).await;
+    let (status, page) = app.get(&format!("/webhooks/{webhook_id}/deliveries")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(1), "{page}");
+    app.stop().await;
+}
+
+on_both_backends!(signals_are_delivered);
