@@ -10,6 +10,7 @@ mod m0004_projection_storage;
 mod m0005_auth;
 mod m0006_run_management;
 mod m0007_webhooks;
+mod m0008_dashboard;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_auth::Migration),
             Box::new(m0006_run_management::Migration),
             Box::new(m0007_webhooks::Migration),
+            Box::new(m0008_dashboard::Migration),
         ]
     }
 }

@@ -66,6 +66,8 @@ pub const RPC_ROUTES: &[(&str, &str, &str)] = &[
     ("StreamRunExport", "GET", "/runs/{id}/export/stream"),
     ("BatchRuns", "POST", "/runs/batch/{action}"),
     ("RebuildProjection", "POST", "/runs/{id}/projection/rebuild"),
+    ("GetDashboardOverview", "GET", "/dashboard/overview"),
+    ("ListAgentMetrics", "GET", "/dashboard/agents/metrics"),
     // ScenarioRegistry
     ("ListPacks", "GET", "/packs"),
     ("ListScenarios", "GET", "/packs/{pack}/scenarios"),
@@ -163,6 +165,8 @@ pub const RPC_PERMISSIONS: &[(&str, Permission, Option<Action>)] = &[
         Operate,
         action("run.projection.rebuild", "run"),
     ),
+    ("GetDashboardOverview", Read, None),
+    ("ListAgentMetrics", Read, None),
     ("ListPacks", Read, None),
     ("ListScenarios", Read, None),
     ("ListAllScenarios", Read, None),

@@ -6,6 +6,7 @@
 pub mod artifact;
 pub mod audit;
 pub mod commitment;
+pub mod dashboard;
 pub mod query;
 pub mod run;
 pub mod signals;

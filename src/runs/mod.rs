@@ -3,6 +3,7 @@
 //! records, queries) is in `domain`.
 
 mod awaiting;
+pub mod dashboard;
 pub mod discovery;
 mod executor;
 pub mod json_fields;

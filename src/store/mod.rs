@@ -1,6 +1,7 @@
 //! Persistence (the only module that imports sea-orm). SQLite by default, PostgreSQL through a
 //! `postgres://` URL; the same migrations and queries serve both.
 
+mod dashboard;
 mod entities;
 mod group;
 mod manage;
@@ -36,6 +37,7 @@ use crate::error::ApiError;
 use crate::events::canonical::{CanonicalEvent, SCHEMA_VERSION, Source, Subject, TraceRef};
 use crate::projection::state::RunState;
 use crate::time::Timestamp;
+pub use dashboard::{DashboardAggregates, DashboardScope};
 pub use manage::{Deleted, RunFigures};
 pub use webhooks::{AttemptOutcome, ClaimedDelivery, NewWebhook, WebhookUpdate};
 

@@ -2,6 +2,7 @@
 //! the REST routes make. The `ScenarioRegistry` service is in [`registry`].
 
 mod admin;
+mod dashboard;
 mod manage;
 pub mod registry;
 mod webhooks;
@@ -247,6 +248,16 @@ fn watch_responses(
             })),
         })],
     }
+}
+
+fn health_message(health: info::Health) -> Result<proto::RuntimeHealth, Status> {
+    Ok(proto::RuntimeHealth {
+        ok: health.ok,
+        runtime_kind: health.runtime_kind,
+        detail: health.detail,
+        manifest: health.manifest.map(manifest_message).transpose()?,
+        embedded_address: health.embedded_address,
+    })
 }
 
 fn manifest_message(manifest: info::Manifest) -> Result<proto::RuntimeManifest, Status> {
@@ -743,14 +754,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         &self,
         _: Request<proto::GetRuntimeHealthRequest>,
     ) -> Result<Response<proto::RuntimeHealth>, Status> {
-        let health = self.service.runtime_health().await;
-        Ok(Response::new(proto::RuntimeHealth {
-            ok: health.ok,
-            runtime_kind: health.runtime_kind,
-            detail: health.detail,
-            manifest: health.manifest.map(manifest_message).transpose()?,
-            embedded_address: health.embedded_address,
-        }))
+        health_message(self.service.runtime_health().await).map(Response::new)
     }
 
     async fn list_policies(
@@ -973,6 +977,24 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         request: Request<proto::RebuildProjectionRequest>,
     ) -> Result<Response<proto::RebuildProjectionResponse>, Status> {
         manage::rebuild_projection(&self.service, &request.into_inner().run_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_dashboard_overview(
+        &self,
+        request: Request<proto::GetDashboardOverviewRequest>,
+    ) -> Result<Response<proto::DashboardOverview>, Status> {
+        dashboard::overview(&self.service, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_agent_metrics(
+        &self,
+        _: Request<proto::ListAgentMetricsRequest>,
+    ) -> Result<Response<proto::ListAgentMetricsResponse>, Status> {
+        dashboard::agent_metrics(&self.service)
             .await
             .map(Response::new)
     }

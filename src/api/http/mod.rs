@@ -1,6 +1,7 @@
 //! REST + JSON routes over the run service. Handlers only parse, call the domain, and serialize.
 
 mod admin;
+mod dashboard;
 mod docs;
 mod extract;
 mod manage;
@@ -81,6 +82,7 @@ pub fn router(
         .merge(manage::router())
         .merge(policies::router())
         .merge(webhooks::router())
+        .merge(dashboard::router())
         .with_state(service.clone())
         .merge(registry::router(registry, service))
         .merge(admin::router(admin))

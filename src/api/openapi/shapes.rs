@@ -9,6 +9,7 @@
 
 use crate::domain::artifact::{ARTIFACT_KINDS, MAX_LABEL_LEN};
 use crate::domain::audit::{MAX_AUDIT_LIMIT, MAX_KEY_NAME_LEN};
+use crate::domain::dashboard;
 use crate::domain::query::{MAX_EVENT_LIMIT, MAX_RUN_LIMIT, MAX_UINT32, MIN_HEARTBEAT_MS};
 use crate::domain::status::RunStatus;
 use crate::domain::webhook::{
@@ -182,6 +183,11 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         rpc: "ListWebhooks",
+        reply: Reply::BareList,
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "ListAgentMetrics",
         reply: Reply::BareList,
         ..DEFAULT
     },
@@ -603,6 +609,39 @@ pub const RULES: &[(&str, &[Rule])] = &[
     (
         "macp.control_plane.v1.CircuitBreakerTransition.entered_at",
         &[Rule::DateTime],
+    ),
+    // The dashboard (`domain::dashboard`).
+    (
+        "macp.control_plane.v1.GetDashboardOverviewRequest.window",
+        &[Rule::OneOfFn(dashboard::window_names), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.GetDashboardOverviewRequest.range",
+        &[Rule::OneOfFn(dashboard::window_names), Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.GetDashboardOverviewRequest.from",
+        &[Rule::DayOrDateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.GetDashboardOverviewRequest.to",
+        &[Rule::DayOrDateTime, Rule::OrEmpty],
+    ),
+    (
+        "macp.control_plane.v1.DashboardOverview.from",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.DashboardOverview.to",
+        &[Rule::DateTime],
+    ),
+    (
+        "macp.control_plane.v1.DashboardOverview.granularity",
+        &[Rule::OneOfFn(dashboard::Granularity::names)],
+    ),
+    (
+        "macp.control_plane.v1.DashboardKpis.success_rate",
+        &[Rule::Between(0.0, 1.0)],
     ),
     // Ids and times.
     ("*.run_id", &[Rule::Uuid]),
