@@ -6,14 +6,18 @@
 
 use macp_runtime::pb::SessionMetadata;
 use opentelemetry::trace::FutureExt as _;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::service::RunService;
 use crate::domain::run::Run;
 use crate::domain::status::RunStatus;
 use crate::error::{ApiError, ErrorCode};
 use crate::events::canonical::{EventDraft, Source, Subject, types};
+use crate::events::hub::RecvError;
 use crate::projection::state::RunState;
+
+/// How long a suspend waits for the run's kickoff to be out.
+const KICKOFF_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which way a run is moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,9 @@ impl RunService {
                 ));
             }
         };
+        if toggle == Toggle::Suspend {
+            self.kickoff_sent(&run).await?;
+        }
         let reason = reason.unwrap_or_else(|| format!("{} by control plane", toggle.verb()));
         // Set before asking: WatchSessions may report the change before the call returns.
         self.requested_reasons()
@@ -108,6 +115,38 @@ impl RunService {
         // nothing the run did not have already, and then it must not go on a later event.
         self.requested_reasons().remove(run_id);
         self.get(run_id).await
+    }
+
+    /// Waits (a bounded while) until the run's kickoff is out: a suspended session refuses
+    /// messages, so suspending it mid-kickoff would fail the run on its next kickoff message.
+    /// Sent or refused, each kickoff message is counted in `outboundMessages` once it is
+    /// recorded.
+    async fn kickoff_sent(&self, run: &Run) -> Result<(), ApiError> {
+        let kickoff = run
+            .metadata
+            .pointer("/executionRequest/kickoff")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len) as i64;
+        // Subscribed before the first look, so a batch stored in between wakes us.
+        let mut batches = self.subscribe(&run.id);
+        let wait = async {
+            while self.state(&run.id).await?.outbound_messages.total < kickoff {
+                if let Err(RecvError::Closed) = batches.recv().await {
+                    break;
+                }
+            }
+            Ok::<_, ApiError>(())
+        };
+        match tokio::time::timeout(KICKOFF_BOUND, wait).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ApiError::new(
+                ErrorCode::InvalidStateTransition,
+                format!(
+                    "run {} is still sending its kickoff; suspend it when that is done",
+                    run.id
+                ),
+            )),
+        }
     }
 
     /// Whether the runtime's session is still in `state`. Reports of a suspension or a resumption

@@ -240,6 +240,32 @@ async fn a_suspension_the_runtime_reports_is_recorded(backend: Backend) {
 }
 on_both_backends!(a_suspension_the_runtime_reports_is_recorded);
 
+/// Suspended as soon as it is running, the run first sends the rest of its kickoff (a session
+/// suspended mid-kickoff would refuse it, and the run would fail).
+async fn a_run_suspended_at_once_keeps_its_kickoff(backend: Backend) {
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let run_id = app.start_run(&requests::seed_example()).await;
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    let (status, run) = app
+        .post(&format!("/runs/{run_id}/suspend"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "suspended");
+    let types = app.event_types(&run_id).await;
+    assert!(types.iter().any(|t| t == "message.sent"), "{types:?}");
+    assert!(
+        !types
+            .iter()
+            .any(|t| t == "message.send_failed" || t == "run.failed"),
+        "{types:?}"
+    );
+    app.stop().await;
+}
+on_both_backends!(a_run_suspended_at_once_keeps_its_kickoff);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_and_change_nothing() {
     let Some(app) = support::start(Backend::Sqlite).await else {
