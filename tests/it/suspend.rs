@@ -5,7 +5,9 @@
 use macp_control_plane::api::proto;
 use macp_control_plane::projection::reducer;
 use macp_runtime::pb::macp_runtime_service_client::MacpRuntimeServiceClient;
-use macp_runtime::pb::{GetSessionRequest, SessionState, SuspendSessionRequest};
+use macp_runtime::pb::{
+    GetSessionRequest, ResumeSessionRequest, SessionState, SuspendSessionRequest,
+};
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
@@ -235,6 +237,27 @@ async fn a_suspension_the_runtime_reports_is_recorded(backend: Backend) {
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "running");
     assert_eq!(events_of(&app, &run_id, "run.resumed").await.len(), 1);
+
+    // And the other way: suspended through the API, resumed on the runtime.
+    let (status, _) = app
+        .post(&format!("/runs/{run_id}/suspend"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    runtime(&app)
+        .await
+        .resume_session(as_sender(
+            ResumeSessionRequest {
+                session_id: session_id.clone(),
+                reason: "back from the agent".to_owned(),
+            },
+            INITIATOR,
+        ))
+        .await
+        .expect("resumed on the runtime");
+    app.wait_for(&run_id, |state| state.run.status == "running")
+        .await;
+    assert_eq!(events_of(&app, &run_id, "run.suspended").await.len(), 2);
+    assert_eq!(events_of(&app, &run_id, "run.resumed").await.len(), 2);
     assert_fold_matches(&app, &run_id).await;
     app.stop().await;
 }
