@@ -5,6 +5,7 @@ mod circuit_breaker;
 mod cli;
 mod cli_auth;
 mod connections;
+mod console_contract;
 mod dashboard;
 mod discovery;
 mod edge;
