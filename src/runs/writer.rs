@@ -202,12 +202,22 @@ impl Writers {
         Ok(guard)
     }
 
-    /// Drops the cached writer of a finished run (it is reloaded if written again).
+    /// Drops the cached writer of a finished run (it is reloaded if written again), unless a
+    /// call holds or waits for it: removed then, the next call would load a second writer of
+    /// the same run beside it, and one of the two would fail its compare-and-set (a 500
+    /// schemathesis found on `POST /runs/{id}/artifacts` right after a run ended). Slots are
+    /// only handed out under this same lock, so the count cannot grow while it is read.
     pub fn forget(&self, run_id: &str) {
-        self.writers
+        let mut writers = self
+            .writers
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(run_id);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if writers
+            .get(run_id)
+            .is_some_and(|slot| Arc::strong_count(slot) == 1)
+        {
+            writers.remove(run_id);
+        }
     }
 
     /// Appends control-plane events with their run/session changes.
@@ -498,6 +508,51 @@ mod tests {
         append(1).await;
         assert_eq!(row_seq().await, PROJECTION_EVERY);
         assert_current(PROJECTION_EVERY + 1).await;
+    }
+
+    /// A run's writer forgotten while another call waits for it stays: that call and the next
+    /// share one writer, rather than the next loading a second one beside it.
+    #[tokio::test]
+    async fn a_writer_another_call_waits_for_is_not_forgotten() {
+        let (_dir, store) = store::tests::sqlite_store().await;
+        store
+            .create_run(
+                store::tests::new_run("run-a"),
+                &[],
+                &RunState::empty("run-a"),
+            )
+            .await
+            .expect("created");
+        let hub = Hub::new(
+            crate::stack::Stack::Custom,
+            crate::events::hub::Bounds {
+                batches: 8,
+                bytes: usize::MAX,
+            },
+        );
+        let writers = Writers::new(store.clone(), hub, Tracing::disabled());
+        let first = writers.lock("run-a").await.expect("lock");
+        let mut waiting = Box::pin(writers.lock("run-a"));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        drop(first);
+        writers.forget("run-a");
+        let cached = || {
+            writers
+                .writers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains_key("run-a")
+        };
+        assert!(cached(), "a waiting call's writer was forgotten");
+        let mut guard = waiting.await.expect("lock");
+        let writer = guard.as_mut().expect("the run exists");
+        writers
+            .emit(writer, opened(), Change::default())
+            .await
+            .expect("appended");
+        drop(guard);
+        writers.forget("run-a");
+        assert!(!cached(), "an idle writer is forgotten");
     }
 
     /// A caller that goes away while its append waits for the group's commit: the batch is
