@@ -121,6 +121,13 @@ impl AppConfig {
     }
 }
 
+/// How long a stop takes at most before the embedded runtime's own stop (SIGTERM's promise is
+/// an exit within 2 s).
+const STOP_BUDGET: Duration = Duration::from_millis(1_700);
+/// How long background work (observers mid-append, the executor mid-call, webhook attempts)
+/// gets to stop; the rest of the budget is the connections'.
+const BACKGROUND_GRACE: Duration = Duration::from_millis(1_000);
+
 /// A running service.
 pub struct App {
     pub address: SocketAddr,
@@ -251,17 +258,22 @@ impl App {
         }
     }
 
-    /// Stops accepting requests, then stops background work (bounded wait).
+    /// Stops accepting requests, lets background work finish what it is writing (its
+    /// transactions commit and are published), ends live streams after what was published,
+    /// and lets the connections finish their open requests: within [`STOP_BUDGET`] in all,
+    /// what is left then is cut (an orchestrator's SIGKILL would follow soon anyway, and every
+    /// run resumes from the store).
     pub async fn stop(self) {
+        let deadline = tokio::time::Instant::now() + STOP_BUDGET;
         self.stop.cancel();
-        self.service.shutdown(Duration::from_secs(5)).await;
+        self.service.shutdown(BACKGROUND_GRACE).await;
         self.service.tracing().flush();
         let mut server = self.server;
-        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+        if tokio::time::timeout_at(deadline, &mut server)
             .await
             .is_err()
         {
-            tracing::warn!("server did not stop within 5 s; closing its connections");
+            tracing::warn!("server did not stop within {STOP_BUDGET:?}; closing its connections");
             server.abort();
         }
         if let Some(embedded) = self.embedded {

@@ -95,6 +95,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     macp_control_plane::telemetry::init_logging(&args.log_format, &args.log_level);
     let started = std::time::Instant::now();
     let config = AppConfig::from_args(&args).map_err(|error| error.to_string())?;
+    // Before anything is served, so that no signal finds the default action (an abrupt exit).
+    let mut signals =
+        Signals::listen().map_err(|error| format!("cannot listen for signals: {error}"))?;
     let app = App::start(config)
         .await
         .map_err(|error| error.to_string())?;
@@ -104,9 +107,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         startup_ms = started.elapsed().as_millis() as u64,
         "macp-control-plane listening (gRPC, grpc-web and REST)"
     );
-    shutdown_signal().await;
+    signals.next().await;
     tracing::info!("shutting down");
-    app.stop().await;
+    tokio::select! {
+        () = app.stop() => {}
+        () = signals.next() => {
+            tracing::warn!("second signal: exiting at once");
+            // Whatever was committed stays committed; runs resume from the store on restart.
+            std::process::exit(130);
+        }
+    }
     Ok(())
 }
 
@@ -120,25 +130,42 @@ async fn migrate(args: DatabaseArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, listened for once for the process's life, so a second signal that
+/// comes while the first is being handled is not lost.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => {}
+                _ = self.interrupt.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

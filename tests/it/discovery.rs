@@ -45,6 +45,21 @@ impl Agents {
         message_type: &str,
         payload: Vec<u8>,
     ) -> Ack {
+        self.try_send(sender, mode, session_id, message_type, payload)
+            .await
+            .expect("send")
+    }
+
+    /// `send`, with the runtime's refusal or absence as an error (the fault suite's agents
+    /// talk on while processes die).
+    pub(crate) async fn try_send(
+        &mut self,
+        sender: &str,
+        mode: &str,
+        session_id: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<Ack, tonic::Status> {
         let mut request = tonic::Request::new(SendRequest {
             envelope: Some(Envelope {
                 macp_version: "1.0".into(),
@@ -61,13 +76,13 @@ impl Agents {
             "authorization",
             format!("Bearer {sender}").parse().expect("header"),
         );
-        self.client
+        Ok(self
+            .client
             .send(request)
-            .await
-            .expect("send")
+            .await?
             .into_inner()
             .ack
-            .expect("ack")
+            .expect("ack"))
     }
 
     /// The initiator opens a decision session of the scripted decision's participants.

@@ -9,6 +9,7 @@ mod console_contract;
 mod dashboard;
 mod discovery;
 mod edge;
+mod faults;
 mod fuzz;
 mod golden;
 mod launch_preview;

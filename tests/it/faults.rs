@@ -1,0 +1,6 @@
+//! The fault suite: the service binary (and the reference runtime as a process of its own)
+//! killed, stopped and cut off at chosen points, and what the store, the runtime and the
+//! streams hold afterwards compared.
+
+mod process;
+mod shutdown;
