@@ -60,6 +60,8 @@ error_codes! {
     RateLimited => "RATE_LIMITED",
     /// The run has as many live-stream subscribers as the service allows (`MAX_SUBSCRIBERS_PER_RUN`).
     TooManySubscribers => "TOO_MANY_SUBSCRIBERS",
+    /// AwaitRun (or a start with `await`) reached its timeout before the run ended.
+    AwaitTimeout => "AWAIT_TIMEOUT",
     /// The runtime refused a kickoff message.
     KickoffFailed => "KICKOFF_FAILED",
     /// The runtime refused a message sent through the control plane.
@@ -116,6 +118,7 @@ impl ErrorCode {
             | ErrorCode::SessionNotStarted
             | ErrorCode::RunNotActive
             | ErrorCode::RunNotTerminal => 409,
+            ErrorCode::AwaitTimeout => 408,
             ErrorCode::SessionExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
@@ -180,7 +183,7 @@ impl ErrorCode {
             | ErrorCode::MessageSendFailed
             | ErrorCode::RuntimeRejected
             | ErrorCode::RuntimeUnavailable => UNAVAILABLE,
-            ErrorCode::RuntimeTimeout => DEADLINE_EXCEEDED,
+            ErrorCode::RuntimeTimeout | ErrorCode::AwaitTimeout => DEADLINE_EXCEEDED,
             ErrorCode::InvalidPackData | ErrorCode::Internal => INTERNAL,
         }
     }

@@ -921,6 +921,7 @@ mod tests {
             status: "queued".to_owned(),
             trace_id: Some("t1".to_owned()),
             existing: true,
+            result: None,
         };
         assert_eq!(
             started_lines(&started),

@@ -114,6 +114,7 @@ async fn execute(command: &RunsCommand) -> Result<ExitCode, Failure> {
                 client
                     .run_start(proto::RunStartRequest {
                         request: Some(request),
+                        ..Default::default()
                     })
                     .await
             })

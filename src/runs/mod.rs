@@ -11,6 +11,7 @@ pub mod manage;
 pub mod messages;
 pub mod observability;
 mod observer;
+pub mod outcome;
 mod records;
 pub mod replay;
 pub mod request;

@@ -108,6 +108,8 @@ pub(super) struct Inner {
     pub(super) own_signals: super::discovery::Seen,
     /// RunDescriptor runs waiting for their agents to start the session, by session id.
     waiters: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// What the AwaitRun waiters of an ending run share (`outcome`).
+    pub(super) outcomes: super::outcome::Outcomes,
     modes: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
     pub(super) tasks: TaskTracker,
     pub(super) shutdown: CancellationToken,
@@ -198,6 +200,7 @@ impl RunService {
                 discovered: super::discovery::Seen::default(),
                 own_signals: super::discovery::Seen::default(),
                 waiters: Mutex::default(),
+                outcomes: super::outcome::Outcomes::default(),
                 modes: tokio::sync::Mutex::new(None),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),

@@ -49,7 +49,7 @@ pub struct WatchOptions {
     pub end_at_terminal: bool,
 }
 
-fn is_terminal_event(event: &CanonicalEvent) -> bool {
+pub(super) fn is_terminal_event(event: &CanonicalEvent) -> bool {
     matches!(
         event.event_type.as_str(),
         crate::events::canonical::types::RUN_COMPLETED

@@ -389,6 +389,7 @@ async fn grpc_messages_over_the_limit_are_refused() {
     let mut grpc = app.grpc().await;
     let start = |request: Value| proto::RunStartRequest {
         request: Some(serde_json::from_value(request).expect("request fits the proto")),
+        ..Default::default()
     };
     let refused = grpc
         .run_start(start(padded_run(20 * 1024)))

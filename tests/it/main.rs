@@ -1,6 +1,7 @@
 //! Integration tests: one binary (linking dominates build time), one module per area.
 
 mod auth;
+mod await_run;
 mod circuit_breaker;
 mod cli;
 mod cli_auth;

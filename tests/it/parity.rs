@@ -62,6 +62,7 @@ async fn grpc_and_rest_return_the_same_data() {
     let started = grpc
         .run_start(proto::RunStartRequest {
             request: Some(request),
+            ..Default::default()
         })
         .await
         .expect("RunStart")

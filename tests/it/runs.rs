@@ -419,6 +419,7 @@ async fn invalid_requests_are_refused_and_write_nothing(backend: Backend) {
         let error = grpc
             .run_start(macp_control_plane::api::proto::RunStartRequest {
                 request: Some(proto_request),
+                ..Default::default()
             })
             .await
             .expect_err(name);

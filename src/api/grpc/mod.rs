@@ -113,7 +113,26 @@ fn started_message(outcome: crate::runs::service::StartOutcome) -> proto::RunSta
         status: outcome.status.as_str().to_owned(),
         trace_id: outcome.trace_id,
         existing: outcome.existing,
+        result: None,
     }
+}
+
+fn await_timeout(ms: Option<u32>, field: &str) -> Result<Duration, Status> {
+    crate::runs::outcome::await_timeout(ms.map(u64::from), field).map_err(status)
+}
+
+fn result_message(outcome: crate::runs::outcome::RunOutcome) -> Result<proto::RunResult, Status> {
+    Ok(proto::RunResult {
+        run: Some(run_message(outcome.run)?),
+        decision: outcome.decision.map(|decision| proto::RunDecision {
+            action: decision.action,
+            outcome_positive: decision.outcome_positive,
+            confidence: decision.confidence,
+            proposal_id: decision.proposal_id,
+            resolved_by: decision.resolved_by,
+        }),
+        terminal_seq: to_u32(outcome.terminal_seq),
+    })
 }
 
 fn metrics_message(metrics: crate::runs::observability::Metrics) -> proto::RunMetrics {
@@ -284,9 +303,35 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         &self,
         request: Request<proto::RunStartRequest>,
     ) -> Result<Response<proto::RunStartResponse>, Status> {
-        let body = request_json(request.into_inner().request)?;
+        let request = request.into_inner();
+        // Checked before anything starts: bad input changes nothing.
+        let timeout = await_timeout(request.await_timeout_ms, "awaitTimeoutMs")?;
+        let body = request_json(request.request)?;
         let outcome = self.service.start(body).await.map_err(status)?;
-        Ok(Response::new(started_message(outcome)))
+        let result = if request.await_result {
+            let result = self.service.await_end(&outcome.run_id, timeout).await;
+            Some(result_message(result.map_err(status)?)?)
+        } else {
+            None
+        };
+        Ok(Response::new(proto::RunStartResponse {
+            result,
+            ..started_message(outcome)
+        }))
+    }
+
+    async fn await_run(
+        &self,
+        request: Request<proto::AwaitRunRequest>,
+    ) -> Result<Response<proto::RunResult>, Status> {
+        let request = request.into_inner();
+        let timeout = await_timeout(request.timeout_ms, "timeoutMs")?;
+        let outcome = self
+            .service
+            .await_end(&request.run_id, timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(result_message(outcome)?))
     }
 
     async fn validate_run(

@@ -68,6 +68,7 @@ pub fn router(
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/suspend", post(suspend_run))
         .route("/runs/{id}/resume", post(resume_run))
+        .route("/runs/{id}/await", get(await_run))
         .route("/runtime/manifest", get(runtime_manifest))
         .route("/runtime/modes", get(runtime_modes))
         .route("/runtime/roots", get(runtime_roots))
@@ -98,17 +99,55 @@ fn run_id(id: &str) -> Result<String> {
     }
 }
 
+/// `timeoutMs` of the query as an await timeout.
+fn await_timeout(query: &QueryParams) -> Result<std::time::Duration> {
+    let mut errors = Vec::new();
+    let ms = query.int("timeoutMs", &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors).into());
+    }
+    // A negative number is out of range like any other.
+    let ms = ms.map(|ms| u64::try_from(ms).unwrap_or(0));
+    Ok(crate::runs::outcome::await_timeout(ms, "timeoutMs")?)
+}
+
 async fn start_run(
     State(service): State<RunService>,
+    query: QueryParams,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
+    let mut errors = Vec::new();
+    let wait = streams::boolean(&query, "await", &mut errors).unwrap_or(false);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors).into());
+    }
+    // Checked before anything starts: bad input changes nothing.
+    let timeout = await_timeout(&query)?;
     let outcome = service.start(body).await?;
     let status = if outcome.existing {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(outcome)).into_response())
+    if !wait {
+        return Ok((status, Json(outcome)).into_response());
+    }
+    let result = service.await_end(&outcome.run_id, timeout).await?;
+    let mut body =
+        serde_json::to_value(&outcome).map_err(|error| ApiError::internal(error.to_string()))?;
+    body["result"] =
+        serde_json::to_value(&result).map_err(|error| ApiError::internal(error.to_string()))?;
+    Ok((status, Json(body)).into_response())
+}
+
+async fn await_run(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    let timeout = await_timeout(&query)?;
+    Ok(Json(service.await_end(&id, timeout).await?).into_response())
 }
 
 async fn validate_run(

@@ -17,6 +17,7 @@ use crate::domain::webhook::{
 };
 use crate::error::ErrorCode;
 use crate::runs::manage::{BATCH_ACTIONS, EXPORT_FORMATS, MAX_BATCH_RUNS, MAX_EXPORT_EVENTS};
+use crate::runs::outcome::MAX_AWAIT_TIMEOUT_MS;
 use crate::runs::replay::{MAX_SPEED, MIN_SPEED};
 use crate::runs::request::{
     ACTOR_TYPES, ENCODINGS, KICKOFF_KINDS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PARTICIPANTS, MAX_TTL_MS,
@@ -242,8 +243,31 @@ pub const SHAPES: &[Shape] = &[
         body: Body::Field("request"),
         example: Some(include_str!("../../../examples/seed-decision.json")),
         success: STARTED,
-        // A RunDescriptor naming a session that already has a run.
-        refusals: &[ErrorCode::SessionAlreadyExists],
+        aliases: &[
+            Alias {
+                location: "query",
+                name: "await",
+                field: "await_result",
+                description: "`true`: answer once the run has ended, with its `result` (as \
+                              AwaitRun).",
+            },
+            Alias {
+                location: "query",
+                name: "timeoutMs",
+                field: "await_timeout_ms",
+                description: "How long `await` waits, in milliseconds (default 30000, 1 to \
+                              3600000); past it, 408 AWAIT_TIMEOUT with the run in \
+                              `details.run` (the run goes on).",
+            },
+        ],
+        // A RunDescriptor naming a session that already has a run; an awaited run that did not
+        // end in time.
+        refusals: &[ErrorCode::SessionAlreadyExists, ErrorCode::AwaitTimeout],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "AwaitRun",
+        refusals: &[ErrorCode::AwaitTimeout, ErrorCode::TooManySubscribers],
         ..DEFAULT
     },
     Shape {
@@ -921,6 +945,15 @@ pub const RULES: &[(&str, &[Rule])] = &[
     (
         "macp.control_plane.v1.ListEventsRequest.before_ts",
         &[Rule::DateTime, Rule::OrEmpty],
+    ),
+    // Awaiting a run's end (`runs::outcome`).
+    (
+        "macp.control_plane.v1.AwaitRunRequest.timeout_ms",
+        &[Rule::Range(1, MAX_AWAIT_TIMEOUT_MS as i64)],
+    ),
+    (
+        "macp.control_plane.v1.RunStartRequest.await_timeout_ms",
+        &[Rule::Range(1, MAX_AWAIT_TIMEOUT_MS as i64)],
     ),
     // Streams and replay (`api::http::streams`, `replay`).
     (
