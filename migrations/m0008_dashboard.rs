@@ -1,9 +1,11 @@
-//! The dashboard's aggregates over many runs. A run's tokens, cost and decision outcome live in
-//! its projection document; reading them out of 100,000 documents per overview is far too slow,
-//! so the database keeps them beside the document as generated columns, computed when the row is
-//! written (the writers stay as they are). SQLite cannot add a stored generated column to a
-//! table, so there the table is rebuilt with them. Plus the indexes the overview's range scans
-//! use.
+//! The dashboard's aggregates over many runs. Reading them from `runs` and the projection
+//! documents costs too much per run (text times to parse, a JSON document per run), so:
+//! - a run's tokens, cost and decision outcome are kept beside its projection document as
+//!   generated columns, computed when the row is written (SQLite cannot add a stored generated
+//!   column to a table, so there the table is rebuilt with them);
+//! - `dashboard_runs` holds one narrow row per run (times as Unix milliseconds, status, error
+//!   code, scenario, environment and those figures), kept by triggers on `runs` and
+//!   `run_projections`, so no writer changes and the overview scans integers only.
 
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
@@ -29,8 +31,6 @@ enum RunProjections {
 enum Runs {
     Table,
     Id,
-    CreatedAt,
-    EndedAt,
 }
 
 /// SQLite's table while it is rebuilt.
@@ -80,7 +80,8 @@ fn generated(column: RunProjections, sql_type: &str, expression: &str) -> Column
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        match manager.get_database_backend() {
+        let backend = manager.get_database_backend();
+        match backend {
             DbBackend::Postgres => {
                 for (column, sql_type, expression, _) in figures() {
                     manager
@@ -95,44 +96,26 @@ impl MigrationTrait for Migration {
             }
             _ => rebuild_sqlite_projections(manager).await?,
         }
-        // Covering: the overview joins runs to these figures without reading documents.
-        let mut covering = Index::create();
-        covering
-            .name("run_projections_figures_idx")
-            .table(RunProjections::Table)
-            .col(RunProjections::RunId);
-        for (column, ..) in figures() {
-            covering.col(column);
-        }
-        manager.create_index(covering.to_owned()).await?;
-        for (name, columns) in [
-            ("runs_ended_at_idx", vec![Runs::EndedAt]),
-            ("runs_created_at_id_idx", vec![Runs::CreatedAt, Runs::Id]),
-        ] {
-            let mut index = Index::create();
-            index.name(name).table(Runs::Table);
-            for column in columns {
-                index.col(column);
-            }
-            manager.create_index(index.to_owned()).await?;
+        let connection = manager.get_connection();
+        let statements = match backend {
+            DbBackend::Postgres => POSTGRES_DASHBOARD_RUNS,
+            _ => SQLITE_DASHBOARD_RUNS,
+        };
+        for statement in statements {
+            connection.execute_unprepared(statement).await?;
         }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for (name, table) in [
-            ("runs_created_at_id_idx", Runs::Table.into_iden()),
-            ("runs_ended_at_idx", Runs::Table.into_iden()),
-            (
-                "run_projections_figures_idx",
-                RunProjections::Table.into_iden(),
-            ),
-        ] {
-            manager
-                .drop_index(Index::drop().name(name).table(table).to_owned())
-                .await?;
+        let connection = manager.get_connection();
+        let statements = match manager.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_DOWN,
+            _ => SQLITE_DOWN,
+        };
+        for statement in statements {
+            connection.execute_unprepared(statement).await?;
         }
-        // SQLite (3.35+) drops a generated column that no index uses.
         for (column, ..) in figures() {
             manager
                 .alter_table(
@@ -146,6 +129,147 @@ impl MigrationTrait for Migration {
         Ok(())
     }
 }
+
+/// One narrow row per run: its times as Unix milliseconds, what the filters match, its figures.
+const TABLE: &str = "CREATE TABLE dashboard_runs (
+    run_id VARCHAR NOT NULL PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    created_ms BIGINT NOT NULL,
+    started_ms BIGINT,
+    ended_ms BIGINT,
+    status VARCHAR NOT NULL,
+    error_code VARCHAR,
+    source_ref TEXT,
+    scenario_ref TEXT,
+    environment TEXT,
+    total_tokens DOUBLE PRECISION,
+    cost_usd DOUBLE PRECISION,
+    outcome_positive INTEGER)";
+
+const SQLITE_DASHBOARD_RUNS: &[&str] = &[
+    TABLE,
+    "CREATE INDEX dashboard_runs_created_idx ON dashboard_runs (created_ms)",
+    "CREATE INDEX dashboard_runs_ended_idx ON dashboard_runs (ended_ms)",
+    "CREATE TRIGGER dashboard_runs_insert AFTER INSERT ON runs BEGIN
+        INSERT INTO dashboard_runs (run_id, created_ms, started_ms, ended_ms, status, error_code,
+            source_ref, scenario_ref, environment)
+        VALUES (NEW.id, CAST(ROUND(unixepoch(NEW.created_at, 'subsec') * 1000) AS INTEGER),
+            CAST(ROUND(unixepoch(NEW.started_at, 'subsec') * 1000) AS INTEGER),
+            CAST(ROUND(unixepoch(NEW.ended_at, 'subsec') * 1000) AS INTEGER),
+            NEW.status, NEW.error_code, NEW.source_ref,
+            json_extract(NEW.metadata, '$.scenarioRef'), json_extract(NEW.metadata, '$.environment'));
+    END",
+    // Runs are updated on every append (their last seq); their row here only when it changes.
+    "CREATE TRIGGER dashboard_runs_update AFTER UPDATE ON runs
+        WHEN NEW.status IS NOT OLD.status OR NEW.started_at IS NOT OLD.started_at
+            OR NEW.ended_at IS NOT OLD.ended_at OR NEW.error_code IS NOT OLD.error_code
+            OR NEW.source_ref IS NOT OLD.source_ref OR NEW.metadata IS NOT OLD.metadata
+    BEGIN
+        UPDATE dashboard_runs SET
+            started_ms = CAST(ROUND(unixepoch(NEW.started_at, 'subsec') * 1000) AS INTEGER),
+            ended_ms = CAST(ROUND(unixepoch(NEW.ended_at, 'subsec') * 1000) AS INTEGER),
+            status = NEW.status, error_code = NEW.error_code, source_ref = NEW.source_ref,
+            scenario_ref = json_extract(NEW.metadata, '$.scenarioRef'),
+            environment = json_extract(NEW.metadata, '$.environment')
+        WHERE run_id = NEW.id;
+    END",
+    // The run's delete removes its rows itself (it cannot count on SQLite's foreign-key pragma).
+    "CREATE TRIGGER dashboard_runs_delete AFTER DELETE ON runs BEGIN
+        DELETE FROM dashboard_runs WHERE run_id = OLD.id;
+    END",
+    "CREATE TRIGGER dashboard_runs_projection_insert AFTER INSERT ON run_projections BEGIN
+        UPDATE dashboard_runs SET total_tokens = NEW.total_tokens, cost_usd = NEW.cost_usd,
+            outcome_positive = NEW.outcome_positive WHERE run_id = NEW.run_id;
+    END",
+    // Every append rewrites the projection; the figures rarely change.
+    "CREATE TRIGGER dashboard_runs_projection_update AFTER UPDATE ON run_projections
+        WHEN NEW.total_tokens IS NOT OLD.total_tokens OR NEW.cost_usd IS NOT OLD.cost_usd
+            OR NEW.outcome_positive IS NOT OLD.outcome_positive
+    BEGIN
+        UPDATE dashboard_runs SET total_tokens = NEW.total_tokens, cost_usd = NEW.cost_usd,
+            outcome_positive = NEW.outcome_positive WHERE run_id = NEW.run_id;
+    END",
+    "INSERT INTO dashboard_runs (run_id, created_ms, started_ms, ended_ms, status, error_code,
+        source_ref, scenario_ref, environment, total_tokens, cost_usd, outcome_positive)
+     SELECT r.id, CAST(ROUND(unixepoch(r.created_at, 'subsec') * 1000) AS INTEGER),
+        CAST(ROUND(unixepoch(r.started_at, 'subsec') * 1000) AS INTEGER),
+        CAST(ROUND(unixepoch(r.ended_at, 'subsec') * 1000) AS INTEGER),
+        r.status, r.error_code, r.source_ref, json_extract(r.metadata, '$.scenarioRef'),
+        json_extract(r.metadata, '$.environment'), p.total_tokens, p.cost_usd, p.outcome_positive
+     FROM runs r LEFT JOIN run_projections p ON p.run_id = r.id",
+];
+
+const POSTGRES_DASHBOARD_RUNS: &[&str] = &[
+    TABLE,
+    "CREATE INDEX dashboard_runs_created_idx ON dashboard_runs (created_ms)",
+    "CREATE INDEX dashboard_runs_ended_idx ON dashboard_runs (ended_ms)",
+    "CREATE FUNCTION dashboard_runs_from_run() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        INSERT INTO dashboard_runs (run_id, created_ms, started_ms, ended_ms, status, error_code,
+            source_ref, scenario_ref, environment)
+        VALUES (NEW.id, ROUND(EXTRACT(EPOCH FROM NEW.created_at) * 1000)::bigint,
+            ROUND(EXTRACT(EPOCH FROM NEW.started_at) * 1000)::bigint,
+            ROUND(EXTRACT(EPOCH FROM NEW.ended_at) * 1000)::bigint,
+            NEW.status, NEW.error_code, NEW.source_ref, NEW.metadata ->> 'scenarioRef',
+            NEW.metadata ->> 'environment')
+        ON CONFLICT (run_id) DO UPDATE SET started_ms = EXCLUDED.started_ms,
+            ended_ms = EXCLUDED.ended_ms, status = EXCLUDED.status,
+            error_code = EXCLUDED.error_code, source_ref = EXCLUDED.source_ref,
+            scenario_ref = EXCLUDED.scenario_ref, environment = EXCLUDED.environment;
+        RETURN NULL;
+     END $$",
+    "CREATE TRIGGER dashboard_runs_run_insert AFTER INSERT ON runs
+        FOR EACH ROW EXECUTE FUNCTION dashboard_runs_from_run()",
+    // Runs are updated on every append (their last seq); their row here only when it changes.
+    "CREATE TRIGGER dashboard_runs_run_update AFTER UPDATE ON runs
+        FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status
+            OR NEW.started_at IS DISTINCT FROM OLD.started_at
+            OR NEW.ended_at IS DISTINCT FROM OLD.ended_at
+            OR NEW.error_code IS DISTINCT FROM OLD.error_code
+            OR NEW.source_ref IS DISTINCT FROM OLD.source_ref
+            OR NEW.metadata IS DISTINCT FROM OLD.metadata)
+        EXECUTE FUNCTION dashboard_runs_from_run()",
+    "CREATE FUNCTION dashboard_runs_from_projection() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        UPDATE dashboard_runs SET total_tokens = NEW.total_tokens, cost_usd = NEW.cost_usd,
+            outcome_positive = NEW.outcome_positive WHERE run_id = NEW.run_id;
+        RETURN NULL;
+     END $$",
+    "CREATE TRIGGER dashboard_runs_projection_insert AFTER INSERT ON run_projections
+        FOR EACH ROW EXECUTE FUNCTION dashboard_runs_from_projection()",
+    // Every append rewrites the projection; the figures rarely change.
+    "CREATE TRIGGER dashboard_runs_projection_update AFTER UPDATE ON run_projections
+        FOR EACH ROW WHEN (NEW.total_tokens IS DISTINCT FROM OLD.total_tokens
+            OR NEW.cost_usd IS DISTINCT FROM OLD.cost_usd
+            OR NEW.outcome_positive IS DISTINCT FROM OLD.outcome_positive)
+        EXECUTE FUNCTION dashboard_runs_from_projection()",
+    "INSERT INTO dashboard_runs (run_id, created_ms, started_ms, ended_ms, status, error_code,
+        source_ref, scenario_ref, environment, total_tokens, cost_usd, outcome_positive)
+     SELECT r.id, ROUND(EXTRACT(EPOCH FROM r.created_at) * 1000)::bigint,
+        ROUND(EXTRACT(EPOCH FROM r.started_at) * 1000)::bigint,
+        ROUND(EXTRACT(EPOCH FROM r.ended_at) * 1000)::bigint,
+        r.status, r.error_code, r.source_ref, r.metadata ->> 'scenarioRef',
+        r.metadata ->> 'environment', p.total_tokens, p.cost_usd, p.outcome_positive
+     FROM runs r LEFT JOIN run_projections p ON p.run_id = r.id",
+];
+
+const SQLITE_DOWN: &[&str] = &[
+    "DROP TRIGGER IF EXISTS dashboard_runs_projection_update",
+    "DROP TRIGGER IF EXISTS dashboard_runs_projection_insert",
+    "DROP TRIGGER IF EXISTS dashboard_runs_delete",
+    "DROP TRIGGER IF EXISTS dashboard_runs_update",
+    "DROP TRIGGER IF EXISTS dashboard_runs_insert",
+    "DROP TABLE IF EXISTS dashboard_runs",
+];
+
+const POSTGRES_DOWN: &[&str] = &[
+    "DROP TRIGGER IF EXISTS dashboard_runs_projection_update ON run_projections",
+    "DROP TRIGGER IF EXISTS dashboard_runs_projection_insert ON run_projections",
+    "DROP TRIGGER IF EXISTS dashboard_runs_run_update ON runs",
+    "DROP TRIGGER IF EXISTS dashboard_runs_run_insert ON runs",
+    "DROP FUNCTION IF EXISTS dashboard_runs_from_projection()",
+    "DROP FUNCTION IF EXISTS dashboard_runs_from_run()",
+    "DROP TABLE IF EXISTS dashboard_runs",
+];
 
 /// Rebuilds `run_projections` with the generated columns: a new table as m0001 made it plus
 /// them, the rows copied, the old table dropped and the new one renamed. One batch in one

@@ -1,11 +1,10 @@
 //! The dashboard's aggregates, computed by the database: every query groups runs (or signal
-//! events) into time buckets and answers a few rows per bucket, never a row per run. The run
-//! figures come from the generated columns of `run_projections` (migration m0008), read through
-//! its covering index.
+//! events) into time buckets and answers a few rows per bucket, never a row per run. Runs are
+//! read from `dashboard_runs` (migration m0008): one narrow row per run, times as Unix
+//! milliseconds, kept by triggers, so a scan compares and divides integers.
 
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
 
-use super::manage::metadata_field;
 use super::{Error, Store, escape_like};
 use crate::events::canonical::types;
 use crate::time::Timestamp;
@@ -128,63 +127,43 @@ impl Query {
     }
 }
 
-/// SQL pieces that differ between the databases.
-struct Dialect(DbBackend);
-
-impl Dialect {
-    /// The bucket (from `origin`, `bucket_secs` wide) of a time column at or after `origin`.
-    fn bucket(&self, query: &mut Query, column: &str, scope: &DashboardScope) -> String {
-        let origin = query.bind(scope.origin);
-        let width = query.bind(scope.bucket_secs);
-        match self.0 {
-            DbBackend::Postgres => format!(
-                "CAST(FLOOR((EXTRACT(EPOCH FROM {column}) - {origin}) / {width}) AS BIGINT)"
-            ),
-            _ => format!("((unixepoch({column}) - {origin}) / {width})"),
-        }
-    }
-
-    /// Whole milliseconds from `start` to `end` (NULL when either is): times are stored to the
-    /// millisecond, and whole numbers keep sums exact.
-    fn duration_ms(&self, start: &str, end: &str) -> String {
-        match self.0 {
-            DbBackend::Postgres => format!(
-                "CAST(ROUND(EXTRACT(EPOCH FROM ({end} - {start})) * 1000) AS DOUBLE PRECISION)"
-            ),
-            _ => format!("ROUND((julianday({end}) - julianday({start})) * 86400000.0)"),
-        }
-    }
+/// The bucket (counted from `origin`, `bucket_secs` wide) of a Unix-milliseconds column, for
+/// values at or after `origin` (integer division truncates).
+fn bucket(query: &mut Query, column: &str, scope: &DashboardScope) -> String {
+    let origin = query.bind(scope.origin * 1000);
+    let width = query.bind(scope.bucket_secs * 1000);
+    format!("(({column} - {origin}) / {width})")
 }
 
-const RUN_DURATION: (&str, &str) = ("\"runs\".\"started_at\"", "\"runs\".\"ended_at\"");
+/// Unix milliseconds.
+fn millis(time: Timestamp) -> i64 {
+    time.timestamp_millis()
+}
 
-/// ` AND <filters on runs>` for the scope's scenario and environment.
+const DURATION: &str = "(d.ended_ms - d.started_ms)";
+
+/// ` AND <filters on d>` for the scope's scenario and environment.
 fn run_filters(query: &mut Query, scope: &DashboardScope) -> String {
-    let backend = query.backend;
     let mut sql = String::new();
     if let Some(environment) = &scope.environment {
         let value = query.bind(environment.clone());
-        sql.push_str(&format!(
-            " AND {} = {value}",
-            metadata_field(backend, "environment")
-        ));
+        sql.push_str(&format!(" AND d.environment = {value}"));
     }
     if let Some(text) = &scope.scenario_ref {
         let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
         let pattern = query.bind(pattern);
         sql.push_str(&format!(
-            " AND (LOWER(COALESCE(\"runs\".\"source_ref\", '')) LIKE {pattern} ESCAPE '\\' \
-             OR LOWER(COALESCE({}, '')) LIKE {pattern} ESCAPE '\\')",
-            metadata_field(backend, "scenarioRef")
+            " AND (LOWER(COALESCE(d.source_ref, '')) LIKE {pattern} ESCAPE '\\' \
+             OR LOWER(COALESCE(d.scenario_ref, '')) LIKE {pattern} ESCAPE '\\')"
         ));
     }
     sql
 }
 
-/// ` <column> >= from AND <column> < to`.
+/// ` <column> >= from AND <column> < to`, for a Unix-milliseconds column.
 fn in_scope(query: &mut Query, column: &str, scope: &DashboardScope) -> String {
-    let from = query.bind(scope.from);
-    let to = query.bind(scope.to);
+    let from = query.bind(millis(scope.from));
+    let to = query.bind(millis(scope.to));
     format!(" {column} >= {from} AND {column} < {to}")
 }
 
@@ -221,24 +200,19 @@ impl Store {
     }
 
     async fn created_groups(&self, scope: &DashboardScope) -> Result<Vec<CreatedGroup>, Error> {
-        let backend = self.backend();
-        let dialect = Dialect(backend);
-        let mut query = Query::new(backend);
-        let bucket = dialect.bucket(&mut query, "\"runs\".\"created_at\"", scope);
-        let duration = dialect.duration_ms(RUN_DURATION.0, RUN_DURATION.1);
-        let window = in_scope(&mut query, "\"runs\".\"created_at\"", scope);
+        let mut query = Query::new(self.backend());
+        let bucket = bucket(&mut query, "d.created_ms", scope);
+        let window = in_scope(&mut query, "d.created_ms", scope);
         let filters = run_filters(&mut query, scope);
         query.push(&format!(
-            "SELECT {bucket} AS bucket, \"runs\".\"status\", \"runs\".\"error_code\", \
-             CAST(COUNT(*) AS BIGINT), \
-             CAST(COALESCE(SUM(f.total_tokens), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(SUM(f.cost_usd), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(SUM(CASE WHEN f.outcome_positive = 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM({duration}), 0) AS DOUBLE PRECISION), \
-             CAST(COUNT({duration}) AS BIGINT) \
-             FROM \"runs\" LEFT JOIN \"run_projections\" f ON f.run_id = \"runs\".\"id\" \
-             WHERE{window}{filters} \
-             GROUP BY 1, \"runs\".\"status\", \"runs\".\"error_code\""
+            "SELECT {bucket} AS bucket, d.status, d.error_code, CAST(COUNT(*) AS BIGINT), \
+             CAST(COALESCE(SUM(d.total_tokens), 0) AS DOUBLE PRECISION), \
+             CAST(COALESCE(SUM(d.cost_usd), 0) AS DOUBLE PRECISION), \
+             CAST(COALESCE(SUM(CASE WHEN d.outcome_positive = 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM({DURATION}), 0) AS DOUBLE PRECISION), \
+             CAST(COUNT({DURATION}) AS BIGINT) \
+             FROM dashboard_runs d WHERE{window}{filters} \
+             GROUP BY 1, d.status, d.error_code"
         ));
         let rows = self.db.query_all_raw(query.statement()).await?;
         rows.iter()
@@ -259,22 +233,18 @@ impl Store {
     }
 
     async fn ended_groups(&self, scope: &DashboardScope) -> Result<Vec<EndedGroup>, Error> {
-        let backend = self.backend();
-        let dialect = Dialect(backend);
-        let mut query = Query::new(backend);
-        let bucket = dialect.bucket(&mut query, "\"runs\".\"ended_at\"", scope);
-        let duration = dialect.duration_ms(RUN_DURATION.0, RUN_DURATION.1);
-        let window = in_scope(&mut query, "\"runs\".\"ended_at\"", scope);
+        let mut query = Query::new(self.backend());
+        let bucket = bucket(&mut query, "d.ended_ms", scope);
+        let window = in_scope(&mut query, "d.ended_ms", scope);
         let filters = run_filters(&mut query, scope);
         query.push(&format!(
-            "SELECT {bucket} AS bucket, \"runs\".\"status\", CAST(COUNT(*) AS BIGINT), \
-             CAST(COALESCE(SUM({duration}), 0) AS DOUBLE PRECISION), \
-             CAST(COUNT({duration}) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN f.outcome_positive = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN f.outcome_positive = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) \
-             FROM \"runs\" LEFT JOIN \"run_projections\" f ON f.run_id = \"runs\".\"id\" \
-             WHERE{window}{filters} \
-             GROUP BY 1, \"runs\".\"status\""
+            "SELECT {bucket} AS bucket, d.status, CAST(COUNT(*) AS BIGINT), \
+             CAST(COALESCE(SUM({DURATION}), 0) AS DOUBLE PRECISION), \
+             CAST(COUNT({DURATION}) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN d.outcome_positive = 1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN d.outcome_positive = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM dashboard_runs d WHERE{window}{filters} \
+             GROUP BY 1, d.status"
         ));
         let rows = self.db.query_all_raw(query.statement()).await?;
         rows.iter()
@@ -298,21 +268,17 @@ impl Store {
         &self,
         scope: &DashboardScope,
     ) -> Result<Vec<DurationPercentiles>, Error> {
-        let backend = self.backend();
-        let dialect = Dialect(backend);
-        let mut query = Query::new(backend);
-        let bucket = dialect.bucket(&mut query, "\"runs\".\"ended_at\"", scope);
-        let duration = dialect.duration_ms(RUN_DURATION.0, RUN_DURATION.1);
-        let window = in_scope(&mut query, "\"runs\".\"ended_at\"", scope);
+        let mut query = Query::new(self.backend());
+        let bucket = bucket(&mut query, "d.ended_ms", scope);
+        let window = in_scope(&mut query, "d.ended_ms", scope);
         let completed = query.bind("completed");
         let filters = run_filters(&mut query, scope);
         let rank = |p: u32| format!("MAX(CASE WHEN rn = ({p} * n + 99) / 100 THEN ms END)");
         query.push(&format!(
-            "WITH d AS (SELECT {bucket} AS bucket, {duration} AS ms FROM \"runs\" \
-             WHERE{window} AND \"runs\".\"status\" = {completed} \
-             AND \"runs\".\"started_at\" IS NOT NULL{filters}), \
+            "WITH t AS (SELECT {bucket} AS bucket, {DURATION} AS ms FROM dashboard_runs d \
+             WHERE{window} AND d.status = {completed} AND d.started_ms IS NOT NULL{filters}), \
              r AS (SELECT bucket, ms, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY ms) AS rn, \
-             COUNT(*) OVER (PARTITION BY bucket) AS n FROM d) \
+             COUNT(*) OVER (PARTITION BY bucket) AS n FROM t) \
              SELECT bucket, CAST({} AS DOUBLE PRECISION), CAST({} AS DOUBLE PRECISION), \
              CAST({} AS DOUBLE PRECISION) FROM r GROUP BY bucket",
             rank(50),
@@ -333,24 +299,32 @@ impl Store {
     }
 
     /// Signals emitted in the scope per bucket (of the event's time), for the runs the filters
-    /// match.
+    /// match. Event times are stored as times, so the bucket comes from the time itself.
     async fn signal_buckets(&self, scope: &DashboardScope) -> Result<Vec<(i64, i64)>, Error> {
         let backend = self.backend();
-        let dialect = Dialect(backend);
         let mut query = Query::new(backend);
-        let bucket = dialect.bucket(&mut query, "e.\"ts\"", scope);
+        let origin = query.bind(scope.origin);
+        let width = query.bind(scope.bucket_secs);
+        let bucket = match backend {
+            DbBackend::Postgres => format!(
+                "CAST(FLOOR((EXTRACT(EPOCH FROM e.\"ts\") - {origin}) / {width}) AS BIGINT)"
+            ),
+            _ => format!("((unixepoch(e.\"ts\") - {origin}) / {width})"),
+        };
         let signal = query.bind(types::SIGNAL_EMITTED);
-        let window = in_scope(&mut query, "e.\"ts\"", scope);
+        let from = query.bind(scope.from);
+        let to = query.bind(scope.to);
         let filters = run_filters(&mut query, scope);
         let join = if filters.is_empty() {
             ""
         } else {
-            " JOIN \"runs\" ON \"runs\".\"id\" = e.\"run_id\""
+            " JOIN dashboard_runs d ON d.run_id = e.\"run_id\""
         };
         query.push(&format!(
             "SELECT {bucket} AS bucket, CAST(COUNT(*) AS BIGINT) \
              FROM \"run_events_canonical\" e{join} \
-             WHERE e.\"event_type\" = {signal} AND{window}{filters} GROUP BY 1"
+             WHERE e.\"event_type\" = {signal} AND e.\"ts\" >= {from} AND e.\"ts\" < {to}{filters} \
+             GROUP BY 1"
         ));
         let rows = self.db.query_all_raw(query.statement()).await?;
         rows.iter()
@@ -359,18 +333,14 @@ impl Store {
     }
 
     async fn scenario_counts(&self, scope: &DashboardScope) -> Result<Vec<(String, i64)>, Error> {
-        let backend = self.backend();
-        let mut query = Query::new(backend);
-        let scenario = format!(
-            "COALESCE(\"runs\".\"source_ref\", {})",
-            metadata_field(backend, "scenarioRef")
-        );
-        let window = in_scope(&mut query, "\"runs\".\"created_at\"", scope);
+        let mut query = Query::new(self.backend());
+        let scenario = "COALESCE(d.source_ref, d.scenario_ref)";
+        let window = in_scope(&mut query, "d.created_ms", scope);
         let filters = run_filters(&mut query, scope);
         let limit = query.bind(SCENARIO_LIMIT as i64);
         query.push(&format!(
-            "SELECT {scenario} AS scenario, CAST(COUNT(*) AS BIGINT) AS runs FROM \"runs\" \
-             WHERE{window}{filters} AND {scenario} IS NOT NULL \
+            "SELECT {scenario} AS scenario, CAST(COUNT(*) AS BIGINT) AS runs \
+             FROM dashboard_runs d WHERE{window}{filters} AND {scenario} IS NOT NULL \
              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {limit}"
         ));
         let rows = self.db.query_all_raw(query.statement()).await?;
@@ -382,20 +352,17 @@ impl Store {
     /// Runs that were waiting to start at some time in the scope: created before its end and
     /// not started (or ended, for runs that never started) before its beginning.
     async fn queue_groups(&self, scope: &DashboardScope) -> Result<Vec<QueueGroup>, Error> {
-        let backend = self.backend();
-        let dialect = Dialect(backend);
-        let mut query = Query::new(backend);
-        let left = "COALESCE(\"runs\".\"started_at\", \"runs\".\"ended_at\")";
-        let before = query.bind(scope.from);
-        let created = dialect.bucket(&mut query, "\"runs\".\"created_at\"", scope);
-        let left_bucket = dialect.bucket(&mut query, left, scope);
-        let to = query.bind(scope.to);
-        let from = query.bind(scope.from);
+        let mut query = Query::new(self.backend());
+        let left = "COALESCE(d.started_ms, d.ended_ms)";
+        let from = query.bind(millis(scope.from));
+        let to = query.bind(millis(scope.to));
+        let created = bucket(&mut query, "d.created_ms", scope);
+        let left_bucket = bucket(&mut query, left, scope);
         let filters = run_filters(&mut query, scope);
         query.push(&format!(
-            "SELECT CASE WHEN \"runs\".\"created_at\" < {before} THEN -1 ELSE {created} END, \
+            "SELECT CASE WHEN d.created_ms < {from} THEN -1 ELSE {created} END, \
              CASE WHEN {left} IS NULL THEN NULL ELSE {left_bucket} END, CAST(COUNT(*) AS BIGINT) \
-             FROM \"runs\" WHERE \"runs\".\"created_at\" < {to} \
+             FROM dashboard_runs d WHERE d.created_ms < {to} \
              AND ({left} IS NULL OR {left} >= {from}){filters} GROUP BY 1, 2"
         ));
         let rows = self.db.query_all_raw(query.statement()).await?;

@@ -44,7 +44,7 @@ pub struct RunFigures {
 }
 
 /// A key of `runs.metadata` as SQL text (keys are ours, never a caller's).
-pub(super) fn metadata_field(backend: DbBackend, key: &str) -> String {
+fn metadata_field(backend: DbBackend, key: &str) -> String {
     match backend {
         DbBackend::Postgres => format!("(\"runs\".\"metadata\" ->> '{key}')"),
         _ => format!("json_extract(\"runs\".\"metadata\", '$.{key}')"),
