@@ -109,6 +109,7 @@ impl AppConfig {
                     .unwrap_or(usize::MAX),
                 webhooks: args.webhooks.options(),
                 circuit_breaker: args.runtime.circuit_breaker(),
+                retention: args.retention.options(),
                 ..RunOptions::default()
             },
             registry: args.registry.options(),

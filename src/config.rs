@@ -49,6 +49,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub webhooks: crate::webhooks::WebhookArgs,
 
+    #[command(flatten)]
+    pub retention: crate::runs::retention::RetentionArgs,
+
     /// Browser origins allowed to call the API (REST, SSE, grpc-web), comma separated; the
     /// default is the UI console on this machine; `*` allows any origin.
     #[arg(

@@ -12,6 +12,7 @@ use super::service::{RunService, StartOutcome, not_found};
 use super::writer;
 use crate::auth::audit;
 use crate::domain::artifact::Artifact;
+use crate::domain::audit::AuditEntry;
 use crate::domain::run::{BoundSession, Run};
 use crate::domain::status::RunStatus;
 use crate::error::{ApiError, ErrorCode, FieldError};
@@ -301,13 +302,21 @@ impl RunService {
 
     /// Deletes a run that has ended, with everything stored for it, in one transaction.
     pub async fn delete(&self, run_id: &str) -> Result<(), ApiError> {
+        self.delete_recorded(run_id, audit::take(run_id))
+            .await
+            .inspect_err(|_| audit::put_back())
+    }
+
+    /// [`Self::delete`] with the audit row given (data retention's, which runs outside any
+    /// call).
+    pub(super) async fn delete_recorded(
+        &self,
+        run_id: &str,
+        audit: Option<AuditEntry>,
+    ) -> Result<(), ApiError> {
         // Under the run's writer: nothing of this process appends to it meanwhile.
         let mut guard = self.writers().lock(run_id).await?;
-        let deleted = self
-            .store()
-            .delete_run(run_id, audit::take(run_id))
-            .await
-            .inspect_err(|_| audit::put_back())?;
+        let deleted = self.store().delete_run(run_id, audit).await?;
         if deleted == Deleted::Gone {
             // A call waiting for this writer reloads it, finds no run, and answers so (its
             // cached head would have appended to a run that is gone).
@@ -319,20 +328,14 @@ impl RunService {
                 self.writers().forget(run_id);
                 Ok(())
             }
-            Deleted::NotFound => {
-                audit::put_back();
-                Err(not_found(run_id))
-            }
-            Deleted::NotTerminal(status) => {
-                audit::put_back();
-                Err(ApiError::new(
-                    ErrorCode::RunNotTerminal,
-                    format!(
-                        "run {run_id} is {}; only completed, failed or cancelled runs can be deleted",
-                        status.as_str()
-                    ),
-                ))
-            }
+            Deleted::NotFound => Err(not_found(run_id)),
+            Deleted::NotTerminal(status) => Err(ApiError::new(
+                ErrorCode::RunNotTerminal,
+                format!(
+                    "run {run_id} is {}; only completed, failed or cancelled runs can be deleted",
+                    status.as_str()
+                ),
+            )),
         }
     }
 

@@ -145,6 +145,8 @@ pub struct RunOptions {
     pub webhooks: crate::webhooks::WebhookOptions,
     /// The runtime client's circuit breaker (`RUNTIME_CIRCUIT_BREAKER_*`).
     pub circuit_breaker: crate::runtime::breaker::BreakerOptions,
+    /// Deleting ended runs past their TTL (`DATA_RETENTION_*`).
+    pub retention: super::retention::RetentionOptions,
 }
 
 impl Default for RunOptions {
@@ -160,6 +162,7 @@ impl Default for RunOptions {
             embedded_runtime: None,
             webhooks: crate::webhooks::WebhookOptions::default(),
             circuit_breaker: crate::runtime::breaker::BreakerOptions::default(),
+            retention: super::retention::RetentionOptions::default(),
         }
     }
 }
@@ -332,6 +335,10 @@ impl RunService {
             self.inner
                 .tasks
                 .spawn(async move { watcher::watch_signals(service).await });
+        }
+        if self.inner.options.retention.enabled {
+            let service = self.clone();
+            self.inner.tasks.spawn(service.keep_retention());
         }
         for run in self.inner.store.active_runs().await? {
             self.spawn_recovery(run);

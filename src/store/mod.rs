@@ -7,6 +7,7 @@ mod group;
 mod manage;
 #[path = "../../migrations/mod.rs"]
 mod migrations;
+mod retention;
 mod webhooks;
 
 use std::sync::Arc;

@@ -24,6 +24,7 @@ mod policies;
 mod reflection;
 mod registry;
 mod requests;
+mod retention;
 mod run_management;
 mod runs;
 mod runtime_process;

@@ -11,6 +11,7 @@ use macp_control_plane::app::{App, AppConfig, RuntimeTarget};
 use macp_control_plane::auth::AuthArgs;
 use macp_control_plane::projection::state::RunState;
 use macp_control_plane::registry::RegistryOptions;
+use macp_control_plane::runs::retention::RetentionOptions;
 use macp_control_plane::runs::service::RunOptions;
 use macp_control_plane::runtime::breaker::BreakerOptions;
 use macp_control_plane::runtime::credentials::Credentials;
@@ -111,6 +112,8 @@ pub struct Options {
     pub webhooks: WebhookOptions,
     /// The runtime client's circuit breaker.
     pub circuit_breaker: BreakerOptions,
+    /// Data retention.
+    pub retention: RetentionOptions,
 }
 
 impl Default for Options {
@@ -131,6 +134,7 @@ impl Default for Options {
             auth: AuthArgs::default(),
             webhooks: WebhookOptions::default(),
             circuit_breaker: BreakerOptions::default(),
+            retention: RetentionOptions::default(),
         }
     }
 }
@@ -175,6 +179,7 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
             max_subscribers_per_run: options.max_subscribers_per_run,
             webhooks: options.webhooks,
             circuit_breaker: options.circuit_breaker,
+            retention: options.retention,
             ..RunOptions::default()
         },
         // The repository's sample packs.
@@ -203,7 +208,13 @@ impl TestApp {
     /// Stops the service and starts a new one on the same database (a new port, and a new
     /// embedded runtime): what a restart of the process does.
     pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// `restart` with settings changed by `change`.
+    pub async fn restart_with(mut self, change: impl FnOnce(&mut AppConfig)) -> TestApp {
         self.app.stop().await;
+        change(&mut self.config);
         let app = App::start(self.config.clone()).await.expect("app restarts");
         TestApp {
             base: format!("http://{}", app.address),
