@@ -3,3 +3,4 @@
 pub mod canonical;
 pub mod hub;
 pub mod normalizer;
+pub mod type_filter;

@@ -21,6 +21,7 @@ use super::service::RunService;
 use crate::error::{ApiError, ErrorCode};
 use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::{Published, RecvError, Shared, Subscription, TryRecvError};
+use crate::events::type_filter::TypeFilter;
 use crate::projection::state::RunState;
 use crate::time::Timestamp;
 
@@ -47,6 +48,9 @@ pub struct WatchOptions {
     pub heartbeat: Duration,
     /// End the stream after the run's terminal event instead of staying open.
     pub end_at_terminal: bool,
+    /// Send only these types (`None`: all). The cursor moves past the others too, so a
+    /// filtered stream resumes after its last event exactly as an unfiltered one.
+    pub types: Option<TypeFilter>,
 }
 
 pub(super) fn is_terminal_event(event: &CanonicalEvent) -> bool {
@@ -138,6 +142,13 @@ pub struct Watch {
 }
 
 impl Watch {
+    fn wanted(&self, event: &CanonicalEvent) -> bool {
+        self.options
+            .types
+            .as_ref()
+            .is_none_or(|types| types.matches(&event.event_type))
+    }
+
     fn backfill(&self) -> Phase {
         let (service, run_id, after) = (self.service.clone(), self.run_id.clone(), self.cursor);
         Phase::Backfill(Box::pin(async move {
@@ -153,7 +164,9 @@ impl Watch {
         for event in events {
             self.cursor = event.seq;
             self.ended |= is_terminal_event(&event);
-            self.ready.push_back(WatchItem::Event(Shared::new(event)));
+            if self.wanted(&event) {
+                self.ready.push_back(WatchItem::Event(Shared::new(event)));
+            }
         }
         if full {
             self.phase = self.backfill();
@@ -206,10 +219,12 @@ impl Watch {
     /// Queues the batch's events after the cursor; `false` on a gap (events the hub did not
     /// bring this subscriber, which the store has).
     fn take_events(&mut self, batch: &Arc<Published>) -> bool {
-        // A batch's seqs are dense, so when its first is the next one, all of it is new.
+        // A batch's seqs are dense, so when its first is the next one, all of it is new (and
+        // goes whole when the filter, if any, keeps all of it).
         if let (Some(first), Some(last)) = (batch.events.first(), batch.events.last())
             && first.seq == self.cursor + 1
             && last.seq == first.seq + batch.events.len() as i64 - 1
+            && (self.options.types.is_none() || batch.events.iter().all(|event| self.wanted(event)))
         {
             self.cursor = last.seq;
             self.ended |= batch.events.iter().any(|event| is_terminal_event(event));
@@ -225,7 +240,9 @@ impl Watch {
             }
             self.cursor = event.seq;
             self.ended |= is_terminal_event(event);
-            self.ready.push_back(WatchItem::Event(event.clone()));
+            if self.wanted(event) {
+                self.ready.push_back(WatchItem::Event(event.clone()));
+            }
         }
         true
     }

@@ -11,6 +11,7 @@ mod dashboard;
 mod discovery;
 mod edge;
 mod faults;
+mod filtered_watch;
 mod fuzz;
 mod golden;
 mod launch_preview;

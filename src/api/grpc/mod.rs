@@ -21,6 +21,7 @@ use crate::domain::query::{
 use crate::domain::run::Run;
 use crate::error::{ApiError, FieldError};
 use crate::events::canonical::CanonicalEvent;
+use crate::events::type_filter::TypeFilter;
 use crate::runs::RunService;
 use crate::runs::replay::{ReplayItem, ReplayQuery};
 use crate::runs::watch::{WatchItem, WatchOptions};
@@ -480,6 +481,8 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         request: Request<proto::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
+        let types = TypeFilter::parse(&request.types, "types")
+            .map_err(|error| status(ApiError::validation(vec![error])))?;
         let heartbeat = match request.heartbeat_ms {
             Some(ms) if i64::from(ms) < MIN_HEARTBEAT_MS => {
                 return Err(status(ApiError::validation(vec![FieldError::new(
@@ -499,6 +502,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
                     include_snapshot: request.include_snapshot.unwrap_or(true),
                     heartbeat,
                     end_at_terminal: request.end_at_terminal,
+                    types,
                 },
             )
             .await

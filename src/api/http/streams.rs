@@ -26,6 +26,7 @@ use crate::domain::query::{
 use crate::error::{ApiError, FieldError};
 use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::Shared;
+use crate::events::type_filter::TypeFilter;
 use crate::runs::RunService;
 use crate::runs::replay::{ReplayItem, ReplayQuery};
 use crate::runs::watch::{WatchItem, WatchOptions};
@@ -221,6 +222,10 @@ async fn stream_run(
     }
     let include_snapshot = boolean(&query, "includeSnapshot", &mut errors).unwrap_or(true);
     let end_at_terminal = boolean(&query, "endAtTerminal", &mut errors).unwrap_or(false);
+    let types = TypeFilter::parse(&query.all("types"), "types").unwrap_or_else(|error| {
+        errors.push(error);
+        None
+    });
     let heartbeat = match query.int("heartbeatMs", &mut errors) {
         Some(ms) if (MIN_HEARTBEAT_MS..=MAX_UINT32).contains(&ms) => {
             Duration::from_millis(ms as u64)
@@ -245,6 +250,7 @@ async fn stream_run(
                 include_snapshot,
                 heartbeat,
                 end_at_terminal,
+                types,
             },
         )
         .await?;
