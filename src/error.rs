@@ -62,6 +62,8 @@ error_codes! {
     TooManySubscribers => "TOO_MANY_SUBSCRIBERS",
     /// AwaitRun (or a start with `await`) reached its timeout before the run ended.
     AwaitTimeout => "AWAIT_TIMEOUT",
+    /// The runtime kept no history of the run's session to replay (compacted, or never bound).
+    HistoryUnavailable => "HISTORY_UNAVAILABLE",
     /// The runtime refused a kickoff message.
     KickoffFailed => "KICKOFF_FAILED",
     /// The runtime refused a message sent through the control plane.
@@ -117,7 +119,8 @@ impl ErrorCode {
             | ErrorCode::SessionNotOpen
             | ErrorCode::SessionNotStarted
             | ErrorCode::RunNotActive
-            | ErrorCode::RunNotTerminal => 409,
+            | ErrorCode::RunNotTerminal
+            | ErrorCode::HistoryUnavailable => 409,
             ErrorCode::AwaitTimeout => 408,
             ErrorCode::SessionExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
@@ -175,7 +178,8 @@ impl ErrorCode {
             | ErrorCode::SessionNotStarted
             | ErrorCode::SessionExpired
             | ErrorCode::RunNotActive
-            | ErrorCode::RunNotTerminal => FAILED_PRECONDITION,
+            | ErrorCode::RunNotTerminal
+            | ErrorCode::HistoryUnavailable => FAILED_PRECONDITION,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::TooManySubscribers => {
                 RESOURCE_EXHAUSTED
             }

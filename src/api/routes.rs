@@ -14,6 +14,7 @@ pub const RPC_ROUTES: &[(&str, &str, &str)] = &[
     ("SuspendSession", "POST", "/runs/{id}/suspend"),
     ("ResumeSession", "POST", "/runs/{id}/resume"),
     ("AwaitRun", "GET", "/runs/{id}/await"),
+    ("WhatIfRun", "POST", "/runs/{id}/what-if"),
     ("WatchRun", "GET", "/runs/{id}/stream"),
     ("CreateReplay", "POST", "/runs/{id}/replay"),
     ("Replay", "GET", "/runs/{id}/replay/stream"),
@@ -112,6 +113,8 @@ pub const RPC_PERMISSIONS: &[(&str, Permission, Option<Action>)] = &[
     ("SuspendSession", Operate, action("run.suspend", "run")),
     ("ResumeSession", Operate, action("run.resume", "run")),
     ("AwaitRun", ReadRun, None),
+    // Read-only on the runtime: the candidate is never registered.
+    ("WhatIfRun", ReadRun, None),
     ("WatchRun", ReadRun, None),
     ("CreateReplay", ReadRun, None),
     ("Replay", ReadRun, None),

@@ -20,6 +20,7 @@ pub mod service;
 mod suspend;
 pub mod watch;
 mod watcher;
+pub mod what_if;
 pub mod writer;
 
 pub use service::RunService;

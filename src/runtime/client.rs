@@ -518,6 +518,26 @@ impl RuntimeClient {
         })
     }
 
+    /// Replays a finished session's history under `candidate` (never registered), reading as
+    /// `reader` (one of the session's own, or the observer).
+    pub async fn what_if_replay(
+        &self,
+        session_id: &str,
+        candidate: pb::PolicyDescriptor,
+        reader: &str,
+    ) -> Result<pb::WhatIfReplayResponse, Error> {
+        let request = self.request(
+            pb::WhatIfReplayRequest {
+                session_id: session_id.to_owned(),
+                candidate: Some(candidate),
+            },
+            Some(self.reader_bearer(reader)),
+        )?;
+        let mut client = self.inner.clone();
+        self.with_deadline("WhatIfReplay", client.what_if_replay(request))
+            .await
+    }
+
     /// Registers a policy as the control plane's own identity (which the runtime must allow to
     /// manage its registries). The runtime answers `ok: false` with its reason for a policy it
     /// does not take.

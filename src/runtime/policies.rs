@@ -66,7 +66,7 @@ impl Policy {
         }
     }
 
-    fn into_descriptor(self) -> pb::PolicyDescriptor {
+    pub(crate) fn into_descriptor(self) -> pb::PolicyDescriptor {
         pb::PolicyDescriptor {
             policy_id: self.policy_id,
             mode: self.mode,

@@ -35,3 +35,4 @@ mod support;
 mod suspend;
 mod telemetry;
 mod webhooks;
+mod what_if;

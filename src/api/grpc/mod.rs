@@ -321,6 +321,27 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         }))
     }
 
+    async fn what_if_run(
+        &self,
+        request: Request<proto::WhatIfRunRequest>,
+    ) -> Result<Response<proto::WhatIfReport>, Status> {
+        let request = request.into_inner();
+        // A Struct carries every number as a double; the policy's schemaVersion is an integer.
+        let mut body = crate::registry::values::normalize_numbers(to_json(&request)?);
+        if let Some(body) = body.as_object_mut() {
+            body.remove("runId");
+        }
+        let report = self
+            .service
+            .what_if(&request.run_id, &body)
+            .await
+            .map_err(status)?;
+        // The report's JSON is the message's proto3 JSON.
+        serde_json::from_value(serde_json::to_value(report).map_err(internal)?)
+            .map(Response::new)
+            .map_err(internal)
+    }
+
     async fn await_run(
         &self,
         request: Request<proto::AwaitRunRequest>,

@@ -69,6 +69,7 @@ pub fn router(
         .route("/runs/{id}/suspend", post(suspend_run))
         .route("/runs/{id}/resume", post(resume_run))
         .route("/runs/{id}/await", get(await_run))
+        .route("/runs/{id}/what-if", post(what_if))
         .route("/runtime/manifest", get(runtime_manifest))
         .route("/runtime/modes", get(runtime_modes))
         .route("/runtime/roots", get(runtime_roots))
@@ -138,6 +139,15 @@ async fn start_run(
     body["result"] =
         serde_json::to_value(&result).map_err(|error| ApiError::internal(error.to_string()))?;
     Ok((status, Json(body)).into_response())
+}
+
+async fn what_if(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let id = run_id(&id)?;
+    Ok(Json(service.what_if(&id, &body).await?).into_response())
 }
 
 async fn await_run(

@@ -266,6 +266,21 @@ pub const SHAPES: &[Shape] = &[
         ..DEFAULT
     },
     Shape {
+        rpc: "WhatIfRun",
+        // A run still going; a session whose history the runtime did not keep; a candidate
+        // the runtime refuses.
+        refusals: &[
+            ErrorCode::RunNotTerminal,
+            ErrorCode::HistoryUnavailable,
+            ErrorCode::InvalidPolicyDefinition,
+            ErrorCode::Unauthenticated,
+            ErrorCode::Forbidden,
+            ErrorCode::RateLimited,
+        ],
+        example: Some(r#"{"policyVersion": "policy.std.unanimous"}"#),
+        ..DEFAULT
+    },
+    Shape {
         rpc: "AwaitRun",
         refusals: &[ErrorCode::AwaitTimeout, ErrorCode::TooManySubscribers],
         ..DEFAULT
