@@ -22,6 +22,7 @@ mod observability;
 mod openapi;
 mod parity;
 mod policies;
+mod python_client;
 mod reflection;
 mod registry;
 mod requests;
