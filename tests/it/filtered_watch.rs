@@ -171,7 +171,6 @@ async fn exact_types_and_bad_patterns() {
             ..Default::default()
         })
         .await
-        .err()
-        .expect("a bad pattern is refused");
+        .expect_err("a bad pattern is refused");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
