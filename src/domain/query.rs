@@ -62,8 +62,12 @@ pub(super) fn optional_day_or_time(
 ) -> Option<Timestamp> {
     let text = value.filter(|text| !text.is_empty())?;
     let parsed = time::parse(&text).or_else(|| {
-        chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-            .ok()
+        // Exactly YYYY-MM-DD: chrono's `%Y` also takes a sign and any number of digits, and
+        // a date such as -262143-01-01 then overflows the arithmetic done with it.
+        let plain = text.len() == 10 && text.bytes().take(4).all(|byte| byte.is_ascii_digit());
+        plain
+            .then(|| chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
+            .flatten()
             .map(|day| day.and_time(chrono::NaiveTime::MIN).and_utc())
     });
     if parsed.is_none() {
@@ -323,5 +327,32 @@ impl EventsQuery {
             before_ts,
             limit,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain date has a four-digit year; others are field errors, never a date at the edge
+    /// of chrono's range (whose arithmetic panics on overflow).
+    #[test]
+    fn plain_dates_have_four_digit_years() {
+        let mut errors = Vec::new();
+        let day = optional_day_or_time("to", Some("2026-12-06".to_owned()), &mut errors);
+        assert_eq!(
+            day.map(|day| time::format(&day)).as_deref(),
+            Some("2026-12-06T00:00:00.000Z")
+        );
+        assert!(errors.is_empty());
+        for text in ["-262143-01-01", "+262142-12-31", "12026-01-01", "26-12-06"] {
+            let mut errors = Vec::new();
+            assert_eq!(
+                optional_day_or_time("to", Some(text.to_owned()), &mut errors),
+                None,
+                "{text}"
+            );
+            assert_eq!(errors.len(), 1, "{text}");
+        }
     }
 }
