@@ -60,6 +60,7 @@ fn valid_body(rpc: &str) -> Value {
         "BatchRuns" => json!({"runIds": [uuid::Uuid::new_v4().to_string()]}),
         "CreateWebhook" => json!({"url": "http://127.0.0.1:9/hook", "secret": "s"}),
         "ResetCircuitBreaker" => json!({}),
+        "WhatIfRun" => json!({"policyVersion": "policy.default"}),
         "CompileLaunch" | "Launch" => {
             json!({"scenarioRef": "fraud/high-value-new-device@1.0.0", "inputs": {}})
         }
