@@ -347,8 +347,66 @@ async fn bind_and_kickoff(
         },
     )
     .await?;
+    kickoff(service, plan, 0, kickoff_done).await
+}
 
-    for (position, message) in plan.request.kickoff.iter().enumerate() {
+/// Finishes the kickoff of a running run after a restart: a process that died mid-kickoff
+/// left the rest unsent, and the session waits for it. Sends from the first kickoff message
+/// whose `message.sent` is not recorded (ids are derived, so one the runtime had accepted
+/// before the crash is answered as a duplicate), with an observer that finalizes only after.
+pub async fn resume_kickoff(service: RunService, plan: Plan, from: usize) {
+    let (kickoff_done, kickoff_watch) = watch::channel(false);
+    let session = &plan.request.session;
+    super::observer::spawn(
+        &service,
+        &plan.run_id,
+        &plan.session_id,
+        &session.initiator,
+        kickoff_watch,
+    );
+    if let Err(error) = kickoff(&service, &plan, from, kickoff_done).await {
+        tracing::warn!(run_id = %plan.run_id, %error, "kickoff failed after a restart");
+        if let Err(write_error) = service
+            .finalize_without_session(&plan.run_id, RunStatus::Failed, Some(&error))
+            .await
+        {
+            tracing::error!(run_id = %plan.run_id, %write_error, "could not record the run's failure");
+        }
+    }
+}
+
+/// Kickoff messages recorded as sent, counted from the first: where a resumed kickoff starts.
+pub async fn kickoff_recorded(service: &RunService, run_id: &str) -> Result<usize, ApiError> {
+    let sent = service
+        .store()
+        .query_events(&crate::domain::query::EventQuery {
+            run_id: Some(run_id.to_owned()),
+            types: vec![types::MESSAGE_SENT.to_owned()],
+            after_seq: 0,
+            after_ts: None,
+            before_ts: None,
+            limit: u64::MAX >> 1,
+        })
+        .await?;
+    let ids: std::collections::HashSet<&str> = sent
+        .iter()
+        .filter_map(|event| event.data["messageId"].as_str())
+        .collect();
+    Ok((0..)
+        .take_while(|position| ids.contains(kickoff_message_id(run_id, *position).as_str()))
+        .count())
+}
+
+/// Sends the kickoff from `from` on, recording each; `kickoff_done` says when it is over.
+async fn kickoff(
+    service: &RunService,
+    plan: &Plan,
+    from: usize,
+    kickoff_done: watch::Sender<bool>,
+) -> Result<(), ApiError> {
+    let run_id = plan.run_id.as_str();
+    let session = &plan.request.session;
+    for (position, message) in plan.request.kickoff.iter().enumerate().skip(from) {
         let message_id = kickoff_message_id(run_id, position);
         let span = service.tracing().child(
             run_id,

@@ -58,6 +58,28 @@ pub async fn recover(service: RunService, run: Run) -> Result<(), ApiError> {
         .get("sessionId")
         .and_then(|value| value.as_str())
         .map(str::to_owned);
+    let request = run
+        .metadata
+        .get("executionRequest")
+        .cloned()
+        .unwrap_or_default();
+    // A running run of ours that died mid-kickoff finishes its kickoff first.
+    if run.status == RunStatus::Running
+        && let (Ok((parsed, _)), Some(session_id)) = (super::request::parse(&request), &session_id)
+        && parsed.session.session_id.is_none()
+    {
+        let from = super::executor::kickoff_recorded(&service, &run.id).await?;
+        if from < parsed.kickoff.len() {
+            tracing::info!(run_id = %run.id, from, "resuming the kickoff after restart");
+            let plan = super::executor::Plan {
+                run_id: run.id,
+                session_id: session_id.clone(),
+                request: parsed,
+            };
+            super::executor::resume_kickoff(service, plan, from).await;
+            return Ok(());
+        }
+    }
     // A bound run (a discovered one has no request of ours) is observed again as it was.
     if matches!(run.status, RunStatus::Running | RunStatus::Suspended)
         && let (Some(session_id), Some(bound)) = (&session_id, service.session(&run.id).await?)
@@ -67,11 +89,6 @@ pub async fn recover(service: RunService, run: Run) -> Result<(), ApiError> {
         spawn(&service, &run.id, session_id, &bound.initiator, done);
         return Ok(());
     }
-    let request = run
-        .metadata
-        .get("executionRequest")
-        .cloned()
-        .unwrap_or_default();
     let (parsed, session_id) = match (super::request::parse(&request), session_id) {
         (Ok((parsed, _)), Some(session_id)) => (parsed, session_id),
         _ => {

@@ -107,7 +107,7 @@ impl Agents {
 
     /// The scripted decision's messages (proposal, evaluations, votes, commitment), each from
     /// its own agent.
-    async fn decide(&mut self, session_id: &str) {
+    pub(crate) async fn decide(&mut self, session_id: &str) {
         for message in requests::scripted_decision()["kickoff"]
             .as_array()
             .expect("kickoff")

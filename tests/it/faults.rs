@@ -2,5 +2,7 @@
 //! killed, stopped and cut off at chosen points, and what the store, the runtime and the
 //! streams hold afterwards compared.
 
+mod crash;
+mod kickoff;
 mod process;
 mod shutdown;

@@ -21,15 +21,15 @@ const BINARY: &str = env!("CARGO_BIN_EXE_macp-control-plane");
 const STARTUP: Duration = Duration::from_secs(60);
 
 /// A `macp-control-plane runtime` process; its stderr is drained into `log`.
-struct RuntimeProcess {
+pub(crate) struct RuntimeProcess {
     child: tokio::process::Child,
-    address: String,
+    pub(crate) address: String,
     log: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 /// Starts the standalone runtime the way the reference runtime's own harness starts its binary,
 /// on a port of its choosing (`:0`), read back from its "listening" line.
-async fn spawn_runtime(extra: &[(&str, &str)]) -> RuntimeProcess {
+pub(crate) async fn spawn_runtime(extra: &[(&str, &str)]) -> RuntimeProcess {
     let mut command = tokio::process::Command::new(BINARY);
     command
         .arg("runtime")
@@ -80,7 +80,7 @@ async fn spawn_runtime(extra: &[(&str, &str)]) -> RuntimeProcess {
 
 impl RuntimeProcess {
     /// SIGKILL by PID: no drain, no goodbye (what a crash or an OOM kill leaves).
-    async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         let pid = self.child.id().expect("still running");
         let status = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])

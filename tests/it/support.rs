@@ -48,7 +48,7 @@ fn postgres_admin_url() -> String {
 
 /// A fresh database URL for `backend`, or `None` (with a visible message) when PostgreSQL is
 /// not reachable outside CI. In CI an unreachable PostgreSQL fails the test.
-async fn database_url(
+pub(crate) async fn database_url(
     backend: Backend,
     dir: &tempfile::TempDir,
 ) -> Option<(String, Option<String>)> {

@@ -87,6 +87,12 @@ impl Service {
         assert!(status.success(), "kill -{name} {pid}");
     }
 
+    /// SIGKILL by PID: no drain, nothing flushed (a crash, an OOM kill).
+    pub async fn kill(mut self) {
+        self.signal("KILL");
+        self.child.wait().await.expect("waits");
+    }
+
     /// SIGTERM by PID (`twice`: a second one right after); how long the process took to
     /// exit, and how it exited.
     pub async fn terminate(mut self, twice: bool) -> (Duration, ExitStatus) {
