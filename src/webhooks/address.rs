@@ -20,9 +20,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a delivery to `ip` is refused, or `None`.
 pub fn refusal(ip: IpAddr, allow_link_local: bool) -> Option<&'static str> {
-    // `::ffff:169.254.169.254` is 169.254.169.254.
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, IpAddr::V4),
         v4 => v4,
     };
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
@@ -48,6 +47,24 @@ pub fn refusal(ip: IpAddr, allow_link_local: bool) -> Option<&'static str> {
         Some("is a cloud metadata address; WEBHOOK_ALLOW_LINK_LOCAL=true allows it")
     } else {
         None
+    }
+}
+
+/// The IPv4 address an IPv6 address reaches, so it gets that address's checks: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, not `::` or `::1`), NAT64
+/// (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`).
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let o = v6.octets();
+    match v6.segments() {
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+            Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+        }
+        [0x2002, ..] => Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+        _ => None,
     }
 }
 
@@ -160,6 +177,10 @@ mod tests {
             "fe80::1",
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::a9fe:a9fe",
+            "2002:a9fe:a9fe::",
+            "64:ff9b::6464:64c8",
         ] {
             assert!(refusal(ip(refused), false).is_some(), "{refused}");
             assert_eq!(refusal(ip(refused), true), None, "{refused} when allowed");
@@ -176,6 +197,8 @@ mod tests {
             "192.168.1.10",
             "fd12::1",
             "203.0.113.7",
+            "64:ff9b::cb00:7107",
+            "2002:cb00:7107::1",
         ] {
             assert_eq!(refusal(ip(allowed), false), None, "{allowed}");
         }
