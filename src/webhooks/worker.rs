@@ -102,11 +102,13 @@ impl Worker {
         let free = self.slots.available_permits();
         if free > 0 {
             let now = time::now();
-            let lease = chrono::Duration::from_std(self.options.timeout + LEASE_MARGIN)
-                .unwrap_or(chrono::Duration::MAX);
+            let leased_until = chrono::Duration::from_std(self.options.timeout + LEASE_MARGIN)
+                .ok()
+                .and_then(|lease| now.checked_add_signed(lease))
+                .unwrap_or(Timestamp::MAX_UTC);
             let claimed = self
                 .store
-                .claim_webhook_deliveries(now, now + lease, free as u64)
+                .claim_webhook_deliveries(now, leased_until, free as u64)
                 .await?;
             for delivery in claimed {
                 // At most `free` were claimed, and only this loop takes slots.
@@ -211,7 +213,8 @@ async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|error| (None, with_causes(&error)))?;
+        // Without the URL: webhook URLs often carry a token in their path.
+        .map_err(|error| (None, with_causes(&error.without_url())))?;
     let status = response.status();
     if status.is_success() {
         Ok(status.as_u16())
@@ -266,6 +269,28 @@ mod tests {
         }
         let capped = backoff(base, 40).to_std().expect("positive");
         assert!(capped <= MAX_BACKOFF && capped >= MAX_BACKOFF / 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_sends_error_leaves_the_url_out() {
+        // Nothing listens on the discard port; the connection is refused.
+        let delivery = ClaimedDelivery {
+            id: "d1".to_owned(),
+            event: "run.completed".to_owned(),
+            url: "http://127.0.0.1:9/hooks/s3cr3t-token".to_owned(),
+            secret: "secret".to_owned(),
+            payload: "{}".to_owned(),
+            attempt: 1,
+        };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let (status, error) = send(&client, &WebhookOptions::default(), &delivery)
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(status, None);
+        assert!(!error.contains("s3cr3t-token"), "{error}");
     }
 
     #[test]
