@@ -24,8 +24,8 @@ pub struct WebhookArgs {
     #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = WebhookOptions::default().retry_base.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_retry_base_ms: u64,
 
-    /// How long one delivery attempt may take, connecting included, in ms.
-    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = WebhookOptions::default().timeout.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    /// How long one delivery attempt may take, connecting included, in ms (at most an hour).
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = WebhookOptions::default().timeout.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub webhook_timeout_ms: u64,
 }
 
@@ -36,6 +36,32 @@ impl WebhookArgs {
             max_attempts: self.webhook_max_attempts,
             retry_base: Duration::from_millis(self.webhook_retry_base_ms),
             timeout: Duration::from_millis(self.webhook_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        webhooks: WebhookArgs,
+    }
+
+    #[test]
+    fn the_attempt_timeout_is_at_most_an_hour() {
+        let hour = Serve::try_parse_from(["serve", "--webhook-timeout-ms", "3600000"])
+            .expect("an hour is allowed");
+        assert_eq!(hour.webhooks.options().timeout, Duration::from_secs(3600));
+        for refused in ["0", "3600001", "18446744073709551615"] {
+            assert!(
+                Serve::try_parse_from(["serve", "--webhook-timeout-ms", refused]).is_err(),
+                "{refused}"
+            );
         }
     }
 }
