@@ -9,8 +9,9 @@ use super::query::page;
 use crate::error::{ApiError, FieldError};
 use crate::time::{self, Timestamp};
 
-/// The run events a webhook can subscribe to (an empty list subscribes to all): the lifecycle
-/// events, and the signals participants emit (the UI console's default subscription has them).
+/// The run events a webhook can subscribe to: the lifecycle events, and the signals participants
+/// emit (the UI console's default subscription has them). An empty list subscribes to the
+/// lifecycle events only ([`subscribes`]).
 pub const EVENTS: &[&str] = &[
     "run.started",
     "run.completed",
@@ -23,6 +24,16 @@ pub const EVENTS: &[&str] = &[
 
 /// The one subscribable event that does not change the run's status.
 pub const SIGNAL_EVENT: &str = "signal.emitted";
+
+/// Whether a webhook subscribed to `events` gets `event`. An empty list is the run lifecycle
+/// events, as it meant before signals could be subscribed to; signals only by name.
+pub fn subscribes(events: &[String], event: &str) -> bool {
+    if events.is_empty() {
+        event != SIGNAL_EVENT
+    } else {
+        events.iter().any(|subscribed| subscribed == event)
+    }
+}
 
 pub const DEFAULT_DELIVERY_LIMIT: u64 = 50;
 pub const MAX_DELIVERY_LIMIT: u64 = 200;
@@ -75,7 +86,7 @@ impl DeliveryStatus {
 pub struct Webhook {
     pub id: String,
     pub url: String,
-    /// Empty: every event.
+    /// Empty: every lifecycle event (not `signal.emitted`).
     pub events: Vec<String>,
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,5 +205,20 @@ impl DeliveryQuery {
             limit,
             offset,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_subscription_is_the_lifecycle_events_and_signals_are_named() {
+        for event in EVENTS {
+            assert_eq!(subscribes(&[], event), *event != SIGNAL_EVENT, "{event}");
+        }
+        let signals = [SIGNAL_EVENT.to_owned()];
+        assert!(subscribes(&signals, SIGNAL_EVENT));
+        assert!(!subscribes(&signals, "run.completed"));
     }
 }

@@ -16,7 +16,7 @@ use crate::domain::audit::AuditEntry;
 use crate::domain::status::RunStatus;
 use crate::domain::webhook::{
     DeliveryFilter, DeliveryPage, DeliveryStats, DeliveryStatus, EVENTS, SIGNAL_EVENT, Webhook,
-    WebhookDelivery,
+    WebhookDelivery, subscribes,
 };
 use crate::events::canonical::CanonicalEvent;
 use crate::time::{self, Timestamp};
@@ -346,8 +346,7 @@ impl Store {
         for note in &notes {
             for hook in &hooks {
                 let events = strings(hook.events.clone());
-                let subscribed = events.is_empty() || events.contains(&note.event);
-                if !subscribed || hook.created_at > note.created_at {
+                if !subscribes(&events, &note.event) || hook.created_at > note.created_at {
                     continue;
                 }
                 deliveries.push(webhook_delivery::ActiveModel {

@@ -564,11 +564,21 @@ async fn an_attempt_cut_short_by_a_stop_is_given_back() {
 }
 
 /// The UI console's default subscription (`run.completed,run.failed,signal.emitted`) is taken,
-/// and a signal emitted in a run is delivered with the signal's event data, on both databases.
+/// and a signal emitted in a run is delivered with the signal's event data, on both databases;
+/// a webhook of `events: []` (the lifecycle events) does not get it.
 async fn signals_are_delivered(backend: Backend) {
     let Some(app) = support::start(backend).await else {
         return;
     };
+    let (lifecycle_url, mut lifecycle_requests) = receiver(0).await;
+    let (status, lifecycle) = app
+        .post(
+            "/webhooks",
+            &json!({"url": lifecycle_url, "secret": "all", "events": []}),
+        )
+        .await;
+    assert_eq!(status, 201, "{lifecycle}");
+    let lifecycle_id = lifecycle["id"].as_str().expect("id").to_owned();
     let (url, mut requests) = receiver(0).await;
     let (status, webhook) = app
         .post(
@@ -620,6 +630,27 @@ async fn signals_are_delivered(backend: Backend) {
     let (status, page) = app.get(&format!("/webhooks/{webhook_id}/deliveries")).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["data"].as_array().map(Vec::len), Some(1), "{page}");
+    // The outbox is fanned out oldest first, so once the cancel reaches the lifecycle webhook the
+    // signal's turn has passed too.
+    loop {
+        let request = next_request(&mut lifecycle_requests).await;
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON");
+        if body["event"] == "run.cancelled" {
+            break;
+        }
+    }
+    let (status, page) = app
+        .get(&format!("/webhooks/{lifecycle_id}/deliveries"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let mut events: Vec<&str> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|delivery| delivery["event"].as_str())
+        .collect();
+    events.sort_unstable();
+    assert_eq!(events, ["run.cancelled", "run.started"], "{page}");
     app.stop().await;
 }
 
