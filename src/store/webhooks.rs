@@ -337,9 +337,16 @@ impl Store {
         if notes.is_empty() {
             return Ok(0);
         }
+        let backend = self.backend();
+        let _writer = self.write_turn().await;
+        let txn = self.db.begin().await?;
+        // Read in the transaction, locked against a delete until it ends (PostgreSQL; SQLite's
+        // writes take turns): a webhook read before its delete commits would fail the
+        // deliveries' foreign key and roll back the whole batch, every round.
         let hooks = webhook::Entity::find()
             .filter(webhook::Column::Active.eq(true))
-            .all(&self.db)
+            .lock_shared()
+            .all(&txn)
             .await?;
         let now = time::now();
         let mut deliveries = Vec::new();
@@ -367,9 +374,6 @@ impl Store {
                 });
             }
         }
-        let backend = self.backend();
-        let _writer = self.write_turn().await;
-        let txn = self.db.begin().await?;
         if !deliveries.is_empty() {
             // Another process may have fanned the same rows out: one delivery each, still.
             let insert = webhook_delivery::Entity::insert_many(deliveries)

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use macp_control_plane::api::proto;
+use macp_control_plane::store::Store;
 use macp_control_plane::webhooks::WebhookOptions;
 use macp_control_plane::webhooks::signature::{
     DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
+use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -655,3 +657,85 @@ async fn signals_are_delivered(backend: Backend) {
 }
 
 on_both_backends!(signals_are_delivered);
+
+/// A webhook deleted while the outbox is fanned out gets no delivery, and the fan-out still
+/// takes the outbox rows: it waits for the delete to commit and skips the webhook. (It had read
+/// the webhooks before its transaction, so the delivery's insert failed the foreign key and the
+/// whole batch rolled back, every round.) PostgreSQL, where the two run at once; SQLite's writes
+/// take turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_deleted_during_the_fan_out_gets_no_delivery() {
+    let Some(app) = support::start(Backend::Postgres).await else {
+        return;
+    };
+    let (url, _requests) = receiver(0).await;
+    let (status, webhook) = app
+        .post(
+            "/webhooks",
+            &json!({"url": url, "events": ["run.started"], "secret": "s"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+    let database_url = app.app.database_url().to_owned();
+    let sql = Database::connect(&database_url).await.expect("connects");
+    let deleting = sql.begin().await.expect("begins");
+    deleting
+        .execute_unprepared(&format!("DELETE FROM webhooks WHERE id = '{webhook_id}'"))
+        .await
+        .expect("deletes, uncommitted");
+    let fan_out_name = "webhook-fan-out-test";
+    let fan_out_store = Store::connect(&format!("{database_url}?application_name={fan_out_name}"))
+        .await
+        .expect("connects");
+    Database::connect(&database_url)
+        .await
+        .expect("connects")
+        .execute_unprepared(
+            "INSERT INTO webhook_outbox (id, event, run_id, payload, created_at) \
+             VALUES ('outbox-1', 'run.started', 'run-1', '{}', now())",
+        )
+        .await
+        .expect("an outbox row");
+    let fan_out = tokio::spawn(async move { fan_out_store.dispatch_webhook_outbox(100).await });
+    // Until the fan-out waits on the uncommitted delete's lock.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting = sql
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!(
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                     WHERE application_name = '{fan_out_name}' AND wait_event_type = 'Lock'"
+                ),
+            ))
+            .await
+            .expect("pg_stat_activity")
+            .and_then(|row| row.try_get::<i64>("", "n").ok())
+            .unwrap_or(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            !fan_out.is_finished() && tokio::time::Instant::now() < deadline,
+            "the fan-out did not wait for the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    deleting.commit().await.expect("the delete commits");
+    let taken = fan_out.await.expect("joins").expect("the fan-out succeeds");
+    assert_eq!(taken, 1);
+    let store = app.store().await;
+    let left = store.dispatch_webhook_outbox(100).await.expect("fans out");
+    assert_eq!(left, 0, "the outbox row was taken");
+    let deliveries = sql
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) AS n FROM webhook_deliveries".to_owned(),
+        ))
+        .await
+        .expect("counts")
+        .and_then(|row| row.try_get::<i64>("", "n").ok());
+    assert_eq!(deliveries, Some(0));
+    app.stop().await;
+}
