@@ -110,6 +110,7 @@ impl AppConfig {
                 webhooks: args.webhooks.options(),
                 circuit_breaker: args.runtime.circuit_breaker(),
                 retention: args.retention.options(),
+                runtime_outage_grace: Duration::from_millis(args.runtime.runtime_outage_grace_ms),
                 ..RunOptions::default()
             },
             registry: args.registry.options(),

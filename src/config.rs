@@ -264,6 +264,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "RUNTIME_CIRCUIT_BREAKER_RESET_MS", default_value_t = BreakerOptions::default().reset.as_millis() as u64)]
     pub runtime_circuit_breaker_reset_ms: u64,
 
+    /// How long a run's session stream may stay broken (the runtime unreachable) before the
+    /// run fails with RUNTIME_UNAVAILABLE, in ms; a runtime back within it finds its runs as
+    /// they were.
+    #[arg(long, env = "RUNTIME_OUTAGE_GRACE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runtime_outage_grace_ms: u64,
+
     /// Where the embedded runtime listens (without RUNTIME_ADDRESS), for the control plane and
     /// for agents: the reference runtime's own default, so SDK agents find it. `127.0.0.1:0`
     /// or `:0` picks any free port. Off loopback it requires RUNTIME_TOKENS.

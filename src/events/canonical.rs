@@ -25,6 +25,8 @@ pub mod types {
     pub const RUN_RESUMED: &str = "run.resumed";
     pub const SESSION_BOUND: &str = "session.bound";
     pub const SESSION_STREAM_OPENED: &str = "session.stream.opened";
+    pub const SESSION_STREAM_DISCONNECTED: &str = "session.stream.disconnected";
+    pub const SESSION_STREAM_RECONNECTED: &str = "session.stream.reconnected";
     pub const SESSION_STATE_CHANGED: &str = "session.state.changed";
     pub const PARTICIPANT_SEEN: &str = "participant.seen";
     pub const MESSAGE_SENT: &str = "message.sent";
@@ -55,6 +57,8 @@ pub mod types {
         RUN_RESUMED,
         SESSION_BOUND,
         SESSION_STREAM_OPENED,
+        SESSION_STREAM_DISCONNECTED,
+        SESSION_STREAM_RECONNECTED,
         SESSION_STATE_CHANGED,
         PARTICIPANT_SEEN,
         MESSAGE_SENT,

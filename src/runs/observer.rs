@@ -47,6 +47,7 @@ pub fn spawn(
         kickoff_done,
         commitment_seen: false,
         pending_terminal: None,
+        down_since: None,
     };
     service.inner.tasks.spawn(observer.run());
 }
@@ -138,6 +139,8 @@ struct Observer {
     /// A terminal state reported before we could finalize (waiting for the Commitment, for the
     /// kickoff to finish, or for accepted messages to arrive).
     pending_terminal: Option<SessionMetadata>,
+    /// When the session stream broke, while it has yet to be reopened.
+    down_since: Option<tokio::time::Instant>,
 }
 
 enum Next {
@@ -156,18 +159,65 @@ impl Observer {
             }
             match self.observe_once(attempt).await {
                 Ok(Next::Done) => return,
-                Ok(Next::Resubscribe) => {}
+                Ok(Next::Resubscribe) => {
+                    if self.down_since.is_none() {
+                        backoff = BACKOFF_START;
+                    }
+                    match self.on_disconnected().await {
+                        Ok(Some(Next::Done)) => return,
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(run_id = %self.run_id, %error, "session observer error");
+                        }
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(run_id = %self.run_id, %error, "session observer error");
                 }
             }
             attempt += 1;
+            // Jittered, so that the runs of a runtime that comes back do not all resubscribe
+            // at once; never past the grace, so a runtime gone for good fails the run on time.
+            let grace_left = self.down_since.map_or(BACKOFF_MAX, |since| {
+                (since + self.service.inner.options.runtime_outage_grace)
+                    .saturating_duration_since(tokio::time::Instant::now())
+            });
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(jittered(backoff).min(grace_left)) => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    /// The session stream broke: recorded once per outage (`session.stream.disconnected`);
+    /// past the grace the run fails with `RUNTIME_UNAVAILABLE`.
+    async fn on_disconnected(&mut self) -> Result<Option<Next>, ApiError> {
+        let grace = self.service.inner.options.runtime_outage_grace;
+        let Some(since) = self.down_since else {
+            self.down_since = Some(tokio::time::Instant::now());
+            self.record(
+                types::SESSION_STREAM_DISCONNECTED,
+                json!({ "sessionId": self.session_id, "graceMs": grace.as_millis() as u64 }),
+            )
+            .await?;
+            return Ok(None);
+        };
+        if since.elapsed() < grace {
+            return Ok(None);
+        }
+        let error = ApiError::new(
+            crate::error::ErrorCode::RuntimeUnavailable,
+            format!(
+                "the runtime was unreachable for longer than {} ms (RUNTIME_OUTAGE_GRACE_MS)",
+                grace.as_millis()
+            ),
+        );
+        self.service
+            .finalize_without_session(&self.run_id, RunStatus::Failed, Some(&error))
+            .await?;
+        self.service.unregister_observer(&self.session_id);
+        Ok(Some(Next::Done))
     }
 
     /// The ordinal to resume after, or `None` when the run is gone or already terminal.
@@ -214,6 +264,17 @@ impl Observer {
         };
         let mut responses = subscription.responses;
         self.record_stream_opened(attempt, after).await?;
+        if let Some(since) = self.down_since.take() {
+            self.record(
+                types::SESSION_STREAM_RECONNECTED,
+                json!({
+                    "sessionId": self.session_id,
+                    "afterSequence": after,
+                    "downMs": since.elapsed().as_millis() as u64,
+                }),
+            )
+            .await?;
+        }
         if attempt > 0
             && let Some(next) = self.reconcile().await?
         {
@@ -446,24 +507,34 @@ impl Observer {
             crate::telemetry::metrics::record_stream_reconnect();
             "resumed"
         };
-        self.record(json!({
-            "sessionId": self.session_id,
-            "status": status,
-            "afterSequence": after,
-        }))
+        self.record(
+            types::SESSION_STREAM_OPENED,
+            json!({
+                "sessionId": self.session_id,
+                "status": status,
+                "afterSequence": after,
+            }),
+        )
         .await
     }
 
     async fn record_reconnecting(&self, error: &RuntimeError) -> Result<(), ApiError> {
-        self.record(json!({
-            "sessionId": self.session_id,
-            "status": "reconnecting",
-            "detail": error.to_string(),
-        }))
+        self.record(
+            types::SESSION_STREAM_OPENED,
+            json!({
+                "sessionId": self.session_id,
+                "status": "reconnecting",
+                "detail": error.to_string(),
+            }),
+        )
         .await
     }
 
-    async fn record(&self, data: serde_json::Value) -> Result<(), ApiError> {
+    async fn record(
+        &self,
+        event_type: &'static str,
+        data: serde_json::Value,
+    ) -> Result<(), ApiError> {
         let writers = &self.service.inner.writers;
         let mut guard = writers.lock(&self.run_id).await?;
         let Some(writer) = guard.as_mut() else {
@@ -476,7 +547,7 @@ impl Observer {
             .emit(
                 writer,
                 vec![EventDraft::new(
-                    types::SESSION_STREAM_OPENED,
+                    event_type,
                     crate::time::now(),
                     Some(Subject::new("session", self.session_id.clone())),
                     Source::control_plane("session-observer"),
@@ -487,4 +558,10 @@ impl Observer {
             .await?;
         Ok(())
     }
+}
+
+/// Between half of `backoff` and all of it, at random.
+fn jittered(backoff: Duration) -> Duration {
+    let random = getrandom::u64().unwrap_or(u64::MAX) as f64 / u64::MAX as f64;
+    backoff.mul_f64(0.5 + 0.5 * random)
 }

@@ -147,6 +147,9 @@ pub struct RunOptions {
     pub circuit_breaker: crate::runtime::breaker::BreakerOptions,
     /// Deleting ended runs past their TTL (`DATA_RETENTION_*`).
     pub retention: super::retention::RetentionOptions,
+    /// How long a run's session stream may stay broken before the run fails
+    /// (`RUNTIME_OUTAGE_GRACE_MS`).
+    pub runtime_outage_grace: Duration,
 }
 
 impl Default for RunOptions {
@@ -163,6 +166,7 @@ impl Default for RunOptions {
             webhooks: crate::webhooks::WebhookOptions::default(),
             circuit_breaker: crate::runtime::breaker::BreakerOptions::default(),
             retention: super::retention::RetentionOptions::default(),
+            runtime_outage_grace: Duration::from_secs(60),
         }
     }
 }

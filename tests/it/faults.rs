@@ -3,6 +3,8 @@
 //! streams hold afterwards compared.
 
 mod crash;
+mod database;
 mod kickoff;
+mod outage;
 mod process;
 mod shutdown;

@@ -114,6 +114,8 @@ pub struct Options {
     pub circuit_breaker: BreakerOptions,
     /// Data retention.
     pub retention: RetentionOptions,
+    /// How long a run's session stream may stay broken before the run fails.
+    pub runtime_outage_grace: Duration,
 }
 
 impl Default for Options {
@@ -135,6 +137,7 @@ impl Default for Options {
             webhooks: WebhookOptions::default(),
             circuit_breaker: BreakerOptions::default(),
             retention: RetentionOptions::default(),
+            runtime_outage_grace: RunOptions::default().runtime_outage_grace,
         }
     }
 }
@@ -180,6 +183,7 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
             webhooks: options.webhooks,
             circuit_breaker: options.circuit_breaker,
             retention: options.retention,
+            runtime_outage_grace: options.runtime_outage_grace,
             ..RunOptions::default()
         },
         // The repository's sample packs.

@@ -95,7 +95,7 @@ impl Client {
 }
 
 /// The runtime's transcript of a session: message ids in ordinal order, replayed from 0.
-async fn transcript(
+pub(super) async fn transcript(
     runtime: &RuntimeClient,
     session_id: &str,
     reader: &str,
