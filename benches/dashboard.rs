@@ -141,7 +141,11 @@ fn synthetic(backend: DbBackend, index: usize, now: DateTime<Utc>) -> Synthetic 
     let run = vec![
         Expr::value(id.clone()),
         Expr::value(status),
-        Expr::value(if index % 50 == 0 { "sandbox" } else { "live" }),
+        Expr::value(if index.is_multiple_of(50) {
+            "sandbox"
+        } else {
+            "live"
+        }),
         Expr::value("rust"),
         Expr::value(Some("v1")),
         Expr::value(Option::<String>::None),
@@ -149,7 +153,7 @@ fn synthetic(backend: DbBackend, index: usize, now: DateTime<Utc>) -> Synthetic 
         Expr::value(Option::<String>::None),
         Expr::value(12i64),
         Expr::value(Some("scenario")),
-        Expr::value((index % 2 == 0).then_some(scenario)),
+        Expr::value(index.is_multiple_of(2).then_some(scenario)),
         json_value(backend, json!(["bench"])),
         json_value(backend, metadata),
         Expr::value(error),
@@ -167,7 +171,7 @@ fn synthetic(backend: DbBackend, index: usize, now: DateTime<Utc>) -> Synthetic 
         "participants": [{"participantId": "fraud-agent"}, {"participantId": "risk-agent"}],
         "decision": {"current": {
             "action": "decision.selected", "confidence": 0.8, "finalized": status == "completed",
-            "outcomePositive": index % 10 != 0,
+            "outcomePositive": !index.is_multiple_of(10),
         }},
         "llm": {"calls": [], "totals": {
             "callCount": 2, "promptTokens": tokens - 100, "completionTokens": 100,
@@ -181,7 +185,7 @@ fn synthetic(backend: DbBackend, index: usize, now: DateTime<Utc>) -> Synthetic 
         json_value(backend, state),
         time(ended.or(started).unwrap_or(created)),
     ];
-    let signal = (index % 5 == 0).then(|| {
+    let signal = index.is_multiple_of(5).then(|| {
         vec![
             Expr::value(id.clone()),
             Expr::value(13i64),
