@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Order, Query, WindowStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, ExprTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement, TransactionTrait,
@@ -45,6 +45,7 @@ pub struct WebhookUpdate {
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: String,
+    pub webhook_id: String,
     pub event: String,
     pub url: String,
     pub secret: String,
@@ -399,19 +400,49 @@ impl Store {
     /// Claims up to `limit` pending deliveries of active webhooks that are due at `now` for one
     /// attempt each: the attempt is counted and the delivery leased until `lease_until`, so no
     /// other worker takes it meanwhile, and a worker that dies mid-attempt leaves it to be
-    /// retried once the lease is over.
+    /// retried once the lease is over. At most `per_webhook` of one webhook, counting the
+    /// attempts the caller has `in_flight` for it, so a slow receiver with many due deliveries
+    /// leaves the other webhooks their turn.
     pub async fn claim_webhook_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u64,
+        per_webhook: usize,
+        in_flight: &HashMap<String, usize>,
     ) -> Result<Vec<ClaimedDelivery>, Error> {
+        // Each webhook's first `per_webhook` due deliveries; of those, the ones of a webhook
+        // with attempts in flight may be passed over below, so that many more are read.
+        let ranked = Query::select()
+            .column(webhook_delivery::Column::Id)
+            .expr_window_as(
+                Expr::cust("ROW_NUMBER()"),
+                WindowStatement::partition_by(webhook_delivery::Column::WebhookId)
+                    .order_by(webhook_delivery::Column::NextAttemptAt, Order::Asc)
+                    .order_by(webhook_delivery::Column::Id, Order::Asc)
+                    .to_owned(),
+                "turn",
+            )
+            .from(webhook_delivery::Entity)
+            .and_where(
+                Expr::col(webhook_delivery::Column::Status).eq(DeliveryStatus::Pending.as_str()),
+            )
+            .and_where(Expr::col(webhook_delivery::Column::NextAttemptAt).lte(now))
+            .and_where(active_webhook())
+            .to_owned();
+        let first_turns = Query::select()
+            .column("id")
+            .from_subquery(ranked, "ranked")
+            .and_where(Expr::col("turn").lte(per_webhook as i64))
+            .to_owned();
+        let passed_over: usize = in_flight
+            .values()
+            .map(|count| (*count).min(per_webhook))
+            .sum();
         let due = webhook_delivery::Entity::find()
-            .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
-            .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
-            .filter(active_webhook())
+            .filter(webhook_delivery::Column::Id.in_subquery(first_turns))
             .order_by_asc(webhook_delivery::Column::NextAttemptAt)
-            .limit(limit)
+            .limit(limit.saturating_add(passed_over as u64))
             .all(&self.db)
             .await?;
         if due.is_empty() {
@@ -425,12 +456,17 @@ impl Store {
             .map(|hook| (hook.id.clone(), hook))
             .collect();
         let mut claimed = Vec::with_capacity(due.len());
+        let mut taken_per_webhook = in_flight.clone();
         let _writer = self.write_turn().await;
         let txn = self.db.begin().await?;
         for row in due {
             let Some(hook) = hooks.get(&row.webhook_id) else {
                 continue;
             };
+            let taken_of_hook = taken_per_webhook.entry(row.webhook_id.clone()).or_default();
+            if claimed.len() as u64 >= limit || *taken_of_hook >= per_webhook {
+                continue;
+            }
             let attempt = row.attempts.saturating_add(1);
             let taken = webhook_delivery::Entity::update_many()
                 .col_expr(webhook_delivery::Column::Attempts, Expr::value(attempt))
@@ -445,8 +481,10 @@ impl Store {
                 .exec(&txn)
                 .await?;
             if taken.rows_affected == 1 {
+                *taken_of_hook += 1;
                 claimed.push(ClaimedDelivery {
                     id: row.id,
+                    webhook_id: row.webhook_id,
                     event: row.event,
                     url: hook.url.clone(),
                     secret: hook.secret.clone(),
@@ -516,13 +554,14 @@ impl Store {
         Ok(())
     }
 
-    /// When the next pending delivery of an active webhook is due.
-    pub async fn next_webhook_attempt(&self) -> Result<Option<Timestamp>, Error> {
+    /// When the next pending delivery of an active webhook not among `busy` is due.
+    pub async fn next_webhook_attempt(&self, busy: &[String]) -> Result<Option<Timestamp>, Error> {
         let next: Option<Option<Timestamp>> = webhook_delivery::Entity::find()
             .select_only()
             .column_as(webhook_delivery::Column::NextAttemptAt.min(), "next")
             .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
             .filter(active_webhook())
+            .filter(webhook_delivery::Column::WebhookId.is_not_in(busy.iter().cloned()))
             .into_tuple()
             .one(&self.db)
             .await?;

@@ -1,11 +1,13 @@
 //! The delivery worker. Each round fans the outbox out into deliveries, claims the due ones (at
-//! most [`CONCURRENT`] in flight) and sends each in a task of its own; an attempt is delivered
+//! most [`CONCURRENT`] in flight, [`PER_WEBHOOK`] of one webhook) and sends each in a task of its
+//! own; an attempt is delivered
 //! on a 2xx answer, otherwise retried `retry_base · 2^(attempt−1)` later (with jitter, at most
 //! [`MAX_BACKOFF`]) until `max_attempts`. Everything is in the database, so a restart loses
 //! nothing: an attempt a stop cuts short is given back uncounted, and one whose process died is
 //! retried once its lease is over.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -21,6 +23,8 @@ use crate::time::{self, Timestamp};
 
 /// Deliveries in flight at once.
 const CONCURRENT: usize = 16;
+/// Deliveries of one webhook in flight at once: a slow receiver holds no more slots than this.
+const PER_WEBHOOK: usize = 2;
 /// Outbox rows fanned out per transaction.
 const OUTBOX_BATCH: u64 = 100;
 /// The longest wait between rounds: deliveries another process wrote are found this late.
@@ -38,8 +42,47 @@ struct Worker {
     options: WebhookOptions,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
+    /// Attempts under way per webhook.
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// One attempt's place in [`Worker::in_flight`], given up when the attempt's task ends.
+struct InFlight {
+    webhook_id: String,
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl InFlight {
+    fn take(in_flight: &Arc<Mutex<HashMap<String, usize>>>, webhook_id: &str) -> InFlight {
+        *lock(in_flight).entry(webhook_id.to_owned()).or_default() += 1;
+        InFlight {
+            webhook_id: webhook_id.to_owned(),
+            in_flight: in_flight.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.in_flight);
+        if let Some(count) = counts.get_mut(&self.webhook_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.webhook_id);
+            }
+        }
+    }
+}
+
+/// The counts stay consistent even if a holder panicked: each change is one statement.
+fn lock(
+    in_flight: &Mutex<HashMap<String, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    in_flight
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(super) async fn run(
@@ -69,6 +112,7 @@ pub(super) async fn run(
         options,
         client,
         slots: Arc::new(Semaphore::new(CONCURRENT)),
+        in_flight: Arc::default(),
         shutdown,
         tasks,
     };
@@ -106,15 +150,17 @@ impl Worker {
                 .ok()
                 .and_then(|lease| now.checked_add_signed(lease))
                 .unwrap_or(Timestamp::MAX_UTC);
+            let in_flight = lock(&self.in_flight).clone();
             let claimed = self
                 .store
-                .claim_webhook_deliveries(now, leased_until, free as u64)
+                .claim_webhook_deliveries(now, leased_until, free as u64, PER_WEBHOOK, &in_flight)
                 .await?;
             for delivery in claimed {
                 // At most `free` were claimed, and only this loop takes slots.
                 let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                     break;
                 };
+                let place = InFlight::take(&self.in_flight, &delivery.webhook_id);
                 let (store, options, client) = (
                     self.store.clone(),
                     self.options.clone(),
@@ -138,12 +184,19 @@ impl Worker {
                     {
                         tracing::warn!(%error, delivery = %delivery.id, "a webhook attempt's outcome was not stored; it is retried");
                     }
-                    drop(slot);
+                    drop((slot, place));
                     store.webhook_outbox_written().notify_one();
                 });
             }
         }
-        self.store.next_webhook_attempt().await
+        // A webhook with PER_WEBHOOK attempts under way waits for one to finish, which wakes
+        // the worker; its due deliveries would only make it spin.
+        let busy: Vec<String> = lock(&self.in_flight)
+            .iter()
+            .filter(|(_, count)| **count >= PER_WEBHOOK)
+            .map(|(webhook_id, _)| webhook_id.clone())
+            .collect();
+        self.store.next_webhook_attempt(&busy).await
     }
 }
 
@@ -276,6 +329,7 @@ mod tests {
         // Nothing listens on the discard port; the connection is refused.
         let delivery = ClaimedDelivery {
             id: "d1".to_owned(),
+            webhook_id: "w1".to_owned(),
             event: "run.completed".to_owned(),
             url: "http://127.0.0.1:9/hooks/s3cr3t-token".to_owned(),
             secret: "secret".to_owned(),

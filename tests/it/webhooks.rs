@@ -739,3 +739,77 @@ async fn a_webhook_deleted_during_the_fan_out_gets_no_delivery() {
     assert_eq!(deliveries, Some(0));
     app.stop().await;
 }
+
+/// Writes an outbox row as a run's change would, from the test's own connection (the service
+/// finds it on its next round).
+async fn write_outbox_row(sql: &sea_orm::DatabaseConnection, event: &str) {
+    use sea_orm::sea_query::{Alias, Query};
+    let insert = Query::insert()
+        .into_table(Alias::new("webhook_outbox"))
+        .columns(["id", "event", "run_id", "payload", "created_at"].map(Alias::new))
+        .values_panic([
+            uuid::Uuid::new_v4().to_string().into(),
+            event.into(),
+            "run-1".into(),
+            format!("{{\"event\":\"{event}\"}}").into(),
+            chrono::Utc::now().into(),
+        ])
+        .to_owned();
+    sql.execute_raw(sql.get_database_backend().build(&insert))
+        .await
+        .expect("an outbox row");
+}
+
+/// A receiver that never answers, with more deliveries due than the worker has slots, holds two
+/// of them: another webhook's delivery still goes out at once, not after the first one's
+/// attempts time out (it waited behind them before).
+async fn a_slow_receiver_does_not_hold_up_other_webhooks(backend: Backend) {
+    let options = support::Options {
+        webhooks: WebhookOptions {
+            timeout: Duration::from_secs(120),
+            ..WebhookOptions::default()
+        },
+        ..Default::default()
+    };
+    let Some(app) = support::start_with(backend, options).await else {
+        return;
+    };
+    let (slow_url, mut slow_requests) = receiver_answering(|_| None).await;
+    let (status, slow) = app
+        .post(
+            "/webhooks",
+            &json!({"url": slow_url, "events": ["run.started"], "secret": "slow"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{slow}");
+    let (url, mut requests) = receiver(0).await;
+    let (status, webhook) = app
+        .post(
+            "/webhooks",
+            &json!({"url": url, "events": ["run.completed"], "secret": "fast"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let sql = Database::connect(app.app.database_url())
+        .await
+        .expect("connects");
+    for _ in 0..20 {
+        write_outbox_row(&sql, "run.started").await;
+    }
+    next_request(&mut slow_requests).await;
+    write_outbox_row(&sql, "run.completed").await;
+    let request = next_request(&mut requests).await;
+    let body: Value = serde_json::from_slice(&request.body).expect("JSON");
+    assert_eq!(body["event"], "run.completed", "{body}");
+    let mut slow_seen = 1;
+    while slow_requests.try_recv().is_ok() {
+        slow_seen += 1;
+    }
+    assert!(
+        slow_seen <= 2,
+        "{slow_seen} attempts of one webhook at once"
+    );
+    app.stop().await;
+}
+
+on_both_backends!(a_slow_receiver_does_not_hold_up_other_webhooks);
