@@ -15,6 +15,7 @@ pub mod outcome;
 mod records;
 pub mod replay;
 pub mod request;
+mod requested_reasons;
 pub mod retention;
 pub mod service;
 mod suspend;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::request::{self, ExecutionRequest};
+use super::requested_reasons::RequestedReasons;
 use super::writer::{Change, Writers};
 use super::{executor, observer, watcher};
 use crate::domain::query::{EventQuery, RunFilter, RunPage};
@@ -95,10 +96,10 @@ pub(super) struct Inner {
     runtime: RuntimeClient,
     hub: Hub,
     pub(super) writers: Writers,
-    /// Run id → the reason of a cancel, suspend or resume requested through this process: it
-    /// goes on the event recording the change (`run.cancelled`, `run.suspended`, `run.resumed`)
+    /// The reasons of cancels, suspends and resumes requested through this process: each goes on
+    /// the event recording its change (`run.cancelled`, `run.suspended`, `run.resumed`)
     /// whichever task writes that event.
-    requested_reasons: Mutex<HashMap<String, String>>,
+    requested_reasons: RequestedReasons,
     /// Runtime session id → the observer of its run.
     observers: Mutex<HashMap<String, mpsc::UnboundedSender<SessionSignal>>>,
     /// Sessions discovery has already matched to a run (a cache: the store decides).
@@ -202,7 +203,7 @@ impl RunService {
                 store,
                 runtime,
                 hub,
-                requested_reasons: Mutex::default(),
+                requested_reasons: RequestedReasons::default(),
                 observers: Mutex::default(),
                 discovered: super::discovery::Seen::default(),
                 own_signals: super::discovery::Seen::default(),
@@ -668,7 +669,7 @@ impl RunService {
                 // Set before asking: the observer may write `run.cancelled` as soon as the
                 // runtime has cancelled.
                 self.requested_reasons()
-                    .insert(run_id.to_owned(), reason.clone());
+                    .request(run_id, RunStatus::Cancelled, reason.clone());
                 let span = self
                     .inner
                     .tracing
@@ -680,7 +681,7 @@ impl RunService {
                     .with_context(span.context())
                     .await
                     .map_err(|error| {
-                        self.requested_reasons().remove(run_id);
+                        self.requested_reasons().take(run_id, RunStatus::Cancelled);
                         error.to_api_error()
                     })?;
                 drop(span);
@@ -718,11 +719,8 @@ impl RunService {
         self.get(run_id).await
     }
 
-    pub(super) fn requested_reasons(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.inner
-            .requested_reasons
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(super) fn requested_reasons(&self) -> &RequestedReasons {
+        &self.inner.requested_reasons
     }
 
     /// Whether every envelope the runtime had accepted when it reported `metadata` is stored.
@@ -803,7 +801,7 @@ impl RunService {
                 "runtime session expired before it resolved".to_owned(),
             )
         });
-        let requested = self.requested_reasons().remove(run_id);
+        let requested = self.requested_reasons().take(run_id, RunStatus::Cancelled);
         let reason = match status {
             RunStatus::Cancelled => reason.or(requested),
             _ => reason,
@@ -874,7 +872,7 @@ impl RunService {
         let now = crate::time::now();
         let event =
             super::suspend::transition_event(run_id, writer.state(), from, status, now, || {
-                reason.or_else(|| self.requested_reasons().remove(run_id))
+                reason.or_else(|| self.requested_reasons().take(run_id, status))
             });
         let session_state = crate::events::normalizer::state_name(metadata.state).to_owned();
         self.inner
@@ -937,7 +935,7 @@ impl RunService {
             .await?;
         drop(guard);
         self.inner.writers.forget(run_id);
-        self.requested_reasons().remove(run_id);
+        self.requested_reasons().forget(run_id);
         self.inner
             .tracing
             .end_run(run_id, status.as_str(), error_message.as_deref());

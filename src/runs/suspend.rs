@@ -84,8 +84,7 @@ impl RunService {
         }
         let reason = reason.unwrap_or_else(|| format!("{} by control plane", toggle.verb()));
         // Set before asking: WatchSessions may report the change before the call returns.
-        self.requested_reasons()
-            .insert(run_id.to_owned(), reason.clone());
+        self.requested_reasons().request(run_id, to, reason.clone());
         let runtime = self.runtime();
         let (id, initiator) = (&session.session_id, &session.initiator);
         let name = match toggle {
@@ -100,7 +99,7 @@ impl RunService {
         };
         let span = self.tracing().child(run_id, name, Vec::new());
         let ack = ask.with_context(span.context()).await.map_err(|error| {
-            self.requested_reasons().remove(run_id);
+            self.requested_reasons().take(run_id, to);
             error.to_api_error()
         })?;
         drop(span);
@@ -113,7 +112,7 @@ impl RunService {
         self.finalize(run_id, Some(metadata), None).await?;
         // Taken by whichever path recorded the change; left only when the runtime changed
         // nothing the run did not have already, and then it must not go on a later event.
-        self.requested_reasons().remove(run_id);
+        self.requested_reasons().take(run_id, to);
         self.get(run_id).await
     }
 
