@@ -11,6 +11,7 @@ mod preview;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::auth::audit::{self, POLICY_REGISTER};
 use crate::domain::status::RunStatus;
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::registry::{self, CompileRequest, Compiled, Registry};
@@ -237,7 +238,8 @@ pub async fn launch(
 
 /// A scenario bound to a policy its packs tree ships gets it registered with the runtime
 /// first; the session would otherwise be refused `UNKNOWN_POLICY_VERSION`. One the runtime
-/// already has (a `CONFLICT`) is left as it is.
+/// already has (a `CONFLICT`) is left as it is. A registration is audited as `policy.register`,
+/// as RegisterPolicy's are, beside the launch's own row.
 async fn register_pack_policy(
     registry: &Registry,
     runs: &RunService,
@@ -260,8 +262,16 @@ async fn register_pack_policy(
     };
     let policy = Policy::from_json(&policy.body)?;
     match policies::register(runs.runtime(), policy).await {
+        Ok(_) => {
+            if let Some(entry) = audit::beside(POLICY_REGISTER, &policy_id)
+                && let Err(error) = runs.store().insert_audit(entry).await
+            {
+                tracing::error!(%error, %policy_id, "the policy registration's audit row was not written");
+            }
+            Ok(())
+        }
         Err(error) if error.code != ErrorCode::Conflict => Err(error),
-        _ => Ok(()),
+        Err(_) => Ok(()),
     }
 }
 

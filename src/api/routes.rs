@@ -98,7 +98,7 @@ pub const OPS_ROUTES: &[(&str, &str)] = &[
 ];
 
 use crate::auth::Permission::{self, Admin, Docs, Metrics, Operate, Public, Read, ReadRun, Send};
-use crate::auth::audit::{Action, action};
+use crate::auth::audit::{Action, POLICY_REGISTER, action};
 
 /// What each RPC (and so its REST route) requires, and the audit action it is recorded as
 /// (mutating calls only). Exactly one entry per RPC: a test fails for an RPC without one.
@@ -135,7 +135,7 @@ pub const RPC_PERMISSIONS: &[(&str, Permission, Option<Action>)] = &[
     ("ListPolicies", Read, None),
     ("GetPolicy", Read, None),
     // Policies govern every session of the runtime.
-    ("RegisterPolicy", Admin, action("policy.register", "policy")),
+    ("RegisterPolicy", Admin, Some(POLICY_REGISTER)),
     (
         "UnregisterPolicy",
         Admin,

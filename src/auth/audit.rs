@@ -23,6 +23,12 @@ pub const fn action(name: &'static str, resource: &'static str) -> Option<Action
     Some(Action { name, resource })
 }
 
+/// RegisterPolicy's, and a launch's registration of its pack's policy.
+pub const POLICY_REGISTER: Action = Action {
+    name: "policy.register",
+    resource: "policy",
+};
+
 /// One request's caller and, when its route is audited, what is still to be recorded.
 pub struct Call {
     pub principal: Principal,
@@ -133,6 +139,14 @@ pub fn take(resource_id: &str) -> Option<AuditEntry> {
     })
     .ok()
     .flatten()
+}
+
+/// A row of the current call for `action`, a change it makes besides the one it is audited as
+/// (a launch registering its pack's policy); the call's own row is recorded as ever. `None`
+/// outside a call.
+pub fn beside(action: Action, resource_id: &str) -> Option<AuditEntry> {
+    CALL.try_with(|call| call.entry(action, Some(resource_id.to_owned()), false, None, json!({})))
+        .ok()
 }
 
 /// Undoes [`take`] when the change it was taken for was not written: the edge then records the

@@ -235,7 +235,7 @@ impl RunService {
         &self.inner.writers
     }
 
-    pub(super) fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
 

@@ -255,7 +255,8 @@ async fn bad_definitions_are_refused_by_field() {
 
 /// The sample packs' policy (`packs/_policies/policy.fraud.majority.json`, bound by the fraud
 /// scenario's `majority-vote` template) is registered when that template is launched, and the
-/// run is carried to its decision under it; a second launch finds it registered.
+/// run is carried to its decision under it; a second launch finds it registered. The
+/// registration is audited as `policy.register`, once, beside each launch's `run.launch`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pack_policy_is_registered_on_launch() {
     let Some(app) = support::start(Backend::Sqlite).await else {
@@ -286,6 +287,19 @@ async fn a_pack_policy_is_registered_on_launch() {
     .expect("JSON");
     assert_eq!(canonical(&registered["rules"]), canonical(&file["rules"]));
     assert_eq!(registered["description"], file["description"]);
+    let (status, audit) = app.get("/audit?limit=200").await;
+    assert_eq!(status, 200, "{audit}");
+    let rows = audit["data"].as_array().expect("rows");
+    let of = |action: &str| {
+        rows.iter()
+            .filter(|row| row["action"] == action)
+            .collect::<Vec<_>>()
+    };
+    let registrations = of("policy.register");
+    assert_eq!(registrations.len(), 1, "{audit}");
+    assert_eq!(registrations[0]["resourceId"], "policy.fraud.majority");
+    assert_eq!(registrations[0]["outcome"], "ok");
+    assert_eq!(of("run.launch").len(), 2, "{audit}");
     app.stop().await;
 }
 
