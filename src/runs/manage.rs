@@ -28,6 +28,9 @@ pub const EXPORT_FORMATS: &[&str] = &["json", "jsonl"];
 pub const BATCH_ACTIONS: &[&str] = &["cancel", "archive", "delete", "export"];
 /// Runs one batch may name.
 pub const MAX_BATCH_RUNS: usize = 100;
+/// Events a batch export carries in all, shared evenly by its runs (its answer is one document
+/// in memory): [`DEFAULT_EXPORT_EVENTS`] each for up to 5 runs, 500 each for 100.
+pub const MAX_BATCH_EXPORT_EVENTS: u64 = 50_000;
 /// Events read per query by a streamed export.
 const EXPORT_PAGE: u64 = 500;
 
@@ -173,6 +176,25 @@ pub struct BatchResult {
     /// The run's export, for `export`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub export: Option<Box<RunExport>>,
+    /// For `export`: the most events it carries for this run (the batch's share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_limit: Option<u64>,
+    /// For `export`: the run has more events than `eventLimit`, which were left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+}
+
+/// The events a batch export of `runs` runs carries for each.
+fn batch_export_limit(runs: usize) -> u64 {
+    (MAX_BATCH_EXPORT_EVENTS / runs.max(1) as u64).min(DEFAULT_EXPORT_EVENTS)
+}
+
+/// Keeps the first `limit` items; whether any were dropped.
+fn cut<T>(items: &mut Vec<T>, limit: u64) -> bool {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let cut = items.len() > limit;
+    items.truncate(limit);
+    cut
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -605,6 +627,7 @@ impl RunService {
         };
         // One audit row per run the batch changes, each in that change's transaction.
         audit::per_change();
+        let export_limit = batch_export_limit(run_ids.len());
         let mut results = Vec::with_capacity(run_ids.len());
         for run_id in run_ids {
             let rows = audit::taken();
@@ -612,10 +635,18 @@ impl RunService {
                 BatchAction::Cancel => self.cancel(&run_id, None).await.map(|_| None),
                 BatchAction::Archive => self.set_archived(&run_id, true).await.map(|_| None),
                 BatchAction::Delete => self.delete(&run_id).await.map(|()| None),
-                BatchAction::Export => self
-                    .export(&run_id, ExportOptions::default())
-                    .await
-                    .map(|export| Some(Box::new(export))),
+                // One more than the share is read, to tell a run that has more.
+                BatchAction::Export => {
+                    let options = ExportOptions {
+                        event_limit: Some(export_limit + 1),
+                        ..ExportOptions::default()
+                    };
+                    self.export(&run_id, options).await.map(|mut export| {
+                        let truncated = cut(&mut export.canonical_events, export_limit)
+                            | cut(&mut export.raw_events, export_limit);
+                        Some((Box::new(export), truncated))
+                    })
+                }
             };
             // A change the run's observer wrote (a cancel the runtime reported first) took no
             // row here: the batch records one for the run itself.
@@ -634,7 +665,9 @@ impl RunService {
                     ok: true,
                     error_code: None,
                     error_message: None,
-                    export,
+                    event_limit: export.as_ref().map(|_| export_limit),
+                    truncated: export.as_ref().map(|(_, truncated)| *truncated),
+                    export: export.map(|(export, _)| export),
                 },
                 Err(error) => BatchResult {
                     run_id,
@@ -642,6 +675,8 @@ impl RunService {
                     error_code: Some(error.code.as_str().to_owned()),
                     error_message: Some(error.message),
                     export: None,
+                    event_limit: None,
+                    truncated: None,
                 },
             });
         }
@@ -693,6 +728,21 @@ impl RunService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_export_shares_its_event_budget() {
+        assert_eq!(batch_export_limit(1), DEFAULT_EXPORT_EVENTS);
+        assert_eq!(batch_export_limit(5), DEFAULT_EXPORT_EVENTS);
+        assert_eq!(batch_export_limit(10), 5_000);
+        assert_eq!(batch_export_limit(MAX_BATCH_RUNS), 500);
+        assert!(
+            batch_export_limit(MAX_BATCH_RUNS) * MAX_BATCH_RUNS as u64 <= MAX_BATCH_EXPORT_EVENTS
+        );
+        let mut events = vec![1, 2, 3];
+        assert!(!cut(&mut events, 3));
+        assert!(cut(&mut events, 2));
+        assert_eq!(events, [1, 2]);
+    }
 
     fn names(items: &[&str]) -> Vec<String> {
         items.iter().map(|item| (*item).to_owned()).collect()

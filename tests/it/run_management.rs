@@ -696,6 +696,11 @@ async fn batches(backend: Backend) {
         exported["results"][1]["export"]["run"]["id"],
         json!(running)
     );
+    // Two runs share the batch's 50,000 events: 10,000 each at most, all of theirs here.
+    for result in exported["results"].as_array().expect("results") {
+        assert_eq!(result["eventLimit"], 10_000, "{result}");
+        assert_eq!(result["truncated"], false, "{result}");
+    }
     let mut grpc = app.grpc().await;
     let by_grpc = grpc
         .batch_runs(proto::BatchRunsRequest {

@@ -173,6 +173,8 @@ pub async fn batch(
                 ok: result.ok,
                 error_code: result.error_code,
                 error_message: result.error_message,
+                event_limit: result.event_limit.map(|limit| limit as u32),
+                truncated: result.truncated,
                 export: result
                     .export
                     .map(|export| export_message(*export))
