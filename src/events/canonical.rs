@@ -27,6 +27,7 @@ pub mod types {
     pub const SESSION_STREAM_OPENED: &str = "session.stream.opened";
     pub const SESSION_STREAM_DISCONNECTED: &str = "session.stream.disconnected";
     pub const SESSION_STREAM_RECONNECTED: &str = "session.stream.reconnected";
+    pub const SESSION_HISTORY_UNAVAILABLE: &str = "session.history.unavailable";
     pub const SESSION_STATE_CHANGED: &str = "session.state.changed";
     pub const PARTICIPANT_SEEN: &str = "participant.seen";
     pub const MESSAGE_SENT: &str = "message.sent";
@@ -59,6 +60,7 @@ pub mod types {
         SESSION_STREAM_OPENED,
         SESSION_STREAM_DISCONNECTED,
         SESSION_STREAM_RECONNECTED,
+        SESSION_HISTORY_UNAVAILABLE,
         SESSION_STATE_CHANGED,
         PARTICIPANT_SEEN,
         MESSAGE_SENT,

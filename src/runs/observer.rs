@@ -48,6 +48,7 @@ pub fn spawn(
         commitment_seen: false,
         pending_terminal: None,
         down_since: None,
+        history_gap_recorded: false,
     };
     service.inner.tasks.spawn(observer.run());
 }
@@ -141,6 +142,8 @@ struct Observer {
     pending_terminal: Option<SessionMetadata>,
     /// When the session stream broke, while it has yet to be reopened.
     down_since: Option<tokio::time::Instant>,
+    /// `session.history.unavailable` is recorded (once per observer).
+    history_gap_recorded: bool,
 }
 
 enum Next {
@@ -260,7 +263,7 @@ impl Observer {
         drop(span);
         let subscription = match subscribed {
             Ok(subscription) => subscription,
-            Err(error) => return self.on_subscribe_error(error).await,
+            Err(error) => return self.on_subscribe_error(error, after).await,
         };
         let mut responses = subscription.responses;
         self.record_stream_opened(attempt, after).await?;
@@ -301,6 +304,11 @@ impl Observer {
                         Ok(first) => first,
                         Err(status) => {
                             tracing::info!(run_id = %self.run_id, code = ?status.code(), message = status.message(), "session stream ended");
+                            // A replay the runtime cannot give is refused on the stream.
+                            let error = crate::runtime::client::error_from_status(&status);
+                            if error.runtime_code() == Some("HISTORY_UNAVAILABLE") {
+                                return self.on_history_unavailable(&error, after).await;
+                            }
                             return Ok(Next::Resubscribe);
                         }
                     };
@@ -468,7 +476,11 @@ impl Observer {
         }
     }
 
-    async fn on_subscribe_error(&mut self, error: RuntimeError) -> Result<Next, ApiError> {
+    async fn on_subscribe_error(
+        &mut self,
+        error: RuntimeError,
+        after: u64,
+    ) -> Result<Next, ApiError> {
         match error.runtime_code() {
             // The session is gone from the runtime's memory: its state cannot be observed any
             // more. A run still open here can only be failed honestly.
@@ -488,15 +500,49 @@ impl Observer {
             }
             // Compacted history: the transcript before the compaction point cannot be read;
             // the state can.
-            Some("HISTORY_UNAVAILABLE") => match self.reconcile().await? {
-                Some(next) => Ok(next),
-                None => Ok(Next::Resubscribe),
-            },
+            Some("HISTORY_UNAVAILABLE") => self.on_history_unavailable(&error, after).await,
             _ => {
                 tracing::warn!(run_id = %self.run_id, %error, "cannot subscribe to the session; retrying");
                 self.record_reconnecting(&error).await?;
                 Ok(Next::Resubscribe)
             }
+        }
+    }
+
+    /// The runtime compacted the transcript past what is stored: what is missing is recorded
+    /// (`session.history.unavailable`), never skipped silently; the state is still readable,
+    /// and a session that has ended ends the run at once (no envelope can come any more).
+    async fn on_history_unavailable(
+        &mut self,
+        error: &RuntimeError,
+        after: u64,
+    ) -> Result<Next, ApiError> {
+        if !self.history_gap_recorded {
+            self.record(
+                types::SESSION_HISTORY_UNAVAILABLE,
+                json!({
+                    "sessionId": self.session_id,
+                    "afterSequence": after,
+                    "detail": error.to_string(),
+                }),
+            )
+            .await?;
+            self.history_gap_recorded = true;
+        }
+        let metadata = match self
+            .service
+            .runtime()
+            .get_session(&self.session_id, &self.reader)
+            .await
+        {
+            Ok(metadata) => metadata,
+            Err(_) => return Ok(Next::Resubscribe),
+        };
+        match SessionState::try_from(metadata.state) {
+            Ok(SessionState::Resolved | SessionState::Expired | SessionState::Cancelled) => {
+                self.finish(metadata).await
+            }
+            _ => Ok(Next::Resubscribe),
         }
     }
 

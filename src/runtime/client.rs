@@ -108,7 +108,7 @@ pub fn map_runtime_code(code: &str) -> ErrorCode {
     }
 }
 
-fn error_from_status(status: &tonic::Status) -> Error {
+pub(crate) fn error_from_status(status: &tonic::Status) -> Error {
     let code = status
         .metadata()
         .get("macp-error-code")

@@ -4,6 +4,7 @@
 
 mod crash;
 mod database;
+mod history;
 mod kickoff;
 mod outage;
 mod process;
