@@ -85,6 +85,15 @@ pub(crate) async fn database_url(
     }
 }
 
+/// Drops a test's PostgreSQL database (made by `database_url`), whoever is still connected.
+pub(crate) async fn drop_database(name: &str) {
+    if let Ok(admin) = Database::connect(&postgres_admin_url()).await {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+}
+
 pub fn dev_credentials() -> Credentials {
     Credentials::Dev {
         observer: "macp-control-plane".to_owned(),
@@ -229,12 +238,8 @@ impl TestApp {
 
     pub async fn stop(self) {
         self.app.stop().await;
-        if let Some(name) = self.postgres_db
-            && let Ok(admin) = Database::connect(&postgres_admin_url()).await
-        {
-            let _ = admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
+        if let Some(name) = self.postgres_db {
+            drop_database(&name).await;
         }
     }
 

@@ -139,7 +139,7 @@ pub(super) async fn transcript(
 
 async fn kill_points(backend: Backend) {
     let dir = tempfile::tempdir().expect("dir");
-    let Some((database_url, _)) = support::database_url(backend, &dir).await else {
+    let Some((database_url, postgres_db)) = support::database_url(backend, &dir).await else {
         return;
     };
     let seed = std::env::var("FAULTS_SEED")
@@ -386,5 +386,8 @@ async fn kill_points(backend: Backend) {
     assert_eq!((lost, duplicated), (0, 0));
     service.kill().await;
     runtime.kill().await;
+    if let Some(name) = postgres_db {
+        support::drop_database(&name).await;
+    }
 }
 crate::on_both_backends!(kill_points);

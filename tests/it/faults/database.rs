@@ -93,7 +93,9 @@ async fn talk(runtime: &str, session_id: &str, from: usize, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_loses_nothing() {
     let dir = tempfile::tempdir().expect("dir");
-    let Some((database_url, _)) = support::database_url(Backend::Postgres, &dir).await else {
+    let Some((database_url, Some(postgres_db))) =
+        support::database_url(Backend::Postgres, &dir).await
+    else {
         return;
     };
     let proxy = Proxy::start().await;
@@ -233,4 +235,5 @@ async fn a_postgres_outage_loses_nothing() {
         "seqs dense"
     );
     service.kill().await;
+    support::drop_database(&postgres_db).await;
 }
