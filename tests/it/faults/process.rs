@@ -99,6 +99,20 @@ impl Service {
         self.signal("TERM");
         let sent = Instant::now();
         if twice {
+            // Two signals sent back to back may arrive as one (pending signals of a kind
+            // coalesce): the second is sent once the first is being handled, which the listener
+            // closing (the stop's first step) shows.
+            let address = self.base.trim_start_matches("http://").to_owned();
+            poll(Duration::from_secs(5), "the listener closes", || {
+                let address = address.clone();
+                async move {
+                    tokio::net::TcpStream::connect(address)
+                        .await
+                        .err()
+                        .map(drop)
+                }
+            })
+            .await;
             self.signal("TERM");
         }
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
