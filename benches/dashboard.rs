@@ -1,8 +1,9 @@
 //! Dashboard benchmark (`cargo bench --bench dashboard`): 100,000 stored runs (inserted in bulk
 //! straight into the database: runs, projection rows, one signal event per five runs, spread
 //! over the last 29 days), then `GetDashboardOverview` through the service (SQL aggregates, the
-//! latest runs, the embedded runtime's health) for the 30-day window (every run in range, day
-//! buckets), 24 hours (hour buckets) and 1 hour (minute buckets), and with a scenario filter.
+//! latest runs, the embedded runtime's health) for each window (1h and 6h in minute buckets, 24h
+//! in hours, 7d and 30d in days: the 30-day window holds every run), and with a scenario or an
+//! environment filter.
 //! Prints p50/p99 per case and whether p99 stays within 100 ms.
 //!
 //! Both SQLite and PostgreSQL (127.0.0.1:5432, skipped with a message when unreachable).
@@ -337,31 +338,38 @@ async fn bench(backend: &str, dir: &tempfile::TempDir) {
         "{backend:8} {total} runs inserted in {:.1} s",
         filled.as_secs_f64()
     );
-    let cases: [(&str, OverviewQuery); 4] = [
-        (
-            "window=30d",
+    // Every window, then the day-charted ones (the rollups' range) with each filter.
+    let window = |name: &str| OverviewQuery {
+        window: Some(name.into()),
+        ..Default::default()
+    };
+    let mut cases: Vec<(String, OverviewQuery)> = ["1h", "6h", "24h", "7d", "30d"]
+        .into_iter()
+        .map(|name| (format!("window={name}"), window(name)))
+        .collect();
+    for name in ["7d", "30d"] {
+        cases.push((
+            format!("window={name}&scenarioRef=scenario-7"),
             OverviewQuery {
-                window: Some("30d".into()),
-                ..Default::default()
-            },
-        ),
-        ("window=24h", OverviewQuery::default()),
-        (
-            "window=1h",
-            OverviewQuery {
-                window: Some("1h".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "window=30d&scenarioRef=scenario-7",
-            OverviewQuery {
-                window: Some("30d".into()),
                 scenario_ref: Some("scenario-7".into()),
-                ..Default::default()
+                ..window(name)
             },
-        ),
-    ];
+        ));
+        cases.push((
+            format!("window={name}&environment=prod"),
+            OverviewQuery {
+                environment: Some("prod".into()),
+                ..window(name)
+            },
+        ));
+    }
+    cases.push((
+        "window=24h&scenarioRef=scenario-7".into(),
+        OverviewQuery {
+            scenario_ref: Some("scenario-7".into()),
+            ..window("24h")
+        },
+    ));
     for (name, query) in cases {
         let mut samples = Vec::with_capacity(ITERATIONS);
         let mut in_range = 0;

@@ -11,6 +11,7 @@ mod m0005_auth;
 mod m0006_run_management;
 mod m0007_webhooks;
 mod m0008_dashboard;
+mod m0009_dashboard_rollups;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_run_management::Migration),
             Box::new(m0007_webhooks::Migration),
             Box::new(m0008_dashboard::Migration),
+            Box::new(m0009_dashboard_rollups::Migration),
         ]
     }
 }

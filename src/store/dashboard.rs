@@ -1,7 +1,9 @@
 //! The dashboard's aggregates, computed by the database: every query groups runs (or signal
 //! events) into time buckets and answers a few rows per bucket, never a row per run. Runs are
 //! read from `dashboard_runs` (migration m0008): one narrow row per run, times as Unix
-//! milliseconds, kept by triggers, so a scan compares and divides integers.
+//! milliseconds, kept by triggers, so a scan compares and divides integers. A range charted in
+//! days reads its whole days from `dashboard_rollups` (migration m0009: per day, dims and kind,
+//! kept by triggers) and scans runs only for its partial first and last day.
 
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
 
@@ -160,12 +162,78 @@ fn run_filters(query: &mut Query, scope: &DashboardScope) -> String {
     sql
 }
 
-/// ` <column> >= from AND <column> < to`, for a Unix-milliseconds column.
+/// ` <column> in [from, to)`, for a Unix-milliseconds column, less the whole days the rollups
+/// answer for.
 fn in_scope(query: &mut Query, column: &str, scope: &DashboardScope) -> String {
     let from = query.bind(millis(scope.from));
     let to = query.bind(millis(scope.to));
-    format!(" {column} >= {from} AND {column} < {to}")
+    match scope.whole_days() {
+        None => format!(" {column} >= {from} AND {column} < {to}"),
+        Some(days) => {
+            let first = query.bind(days.start * DAY_MS);
+            let end = query.bind(days.end * DAY_MS);
+            format!(
+                " (({column} >= {from} AND {column} < {first}) \
+                 OR ({column} >= {end} AND {column} < {to}))"
+            )
+        }
+    }
 }
+
+const DAY_MS: i64 = 86_400_000;
+
+impl DashboardScope {
+    /// The Unix days wholly inside the scope when it is charted in days: those the rollups
+    /// answer for (a day bucket's origin is a UTC midnight).
+    fn whole_days(&self) -> Option<std::ops::Range<i64>> {
+        if self.bucket_secs != 86_400 || self.origin.rem_euclid(86_400) != 0 {
+            return None;
+        }
+        let first = (millis(self.from) + DAY_MS - 1).div_euclid(DAY_MS);
+        let end = millis(self.to).div_euclid(DAY_MS);
+        (first < end).then_some(first..end)
+    }
+
+    /// The Unix day of the first bucket.
+    fn origin_day(&self) -> i64 {
+        self.origin.div_euclid(86_400)
+    }
+
+    /// The days only partly inside the scope (its first and last, when not whole).
+    fn partial_days(&self, days: &std::ops::Range<i64>) -> Vec<i64> {
+        let mut partial = Vec::new();
+        if days.start * DAY_MS > millis(self.from) {
+            partial.push(days.start - 1);
+        }
+        if days.end * DAY_MS < millis(self.to) {
+            partial.push(days.end);
+        }
+        partial
+    }
+}
+
+/// `FROM dashboard_rollups r JOIN dashboard_dims d` with the rows of `kind` for `days` whose
+/// dims the filters match (aliased `d`, as `run_filters` reads).
+fn rollup_rows(
+    query: &mut Query,
+    kind: i32,
+    days: &std::ops::Range<i64>,
+    scope: &DashboardScope,
+) -> String {
+    let kind = query.bind(kind);
+    let first = query.bind(days.start);
+    let end = query.bind(days.end);
+    let filters = run_filters(query, scope);
+    format!(
+        " FROM dashboard_rollups r JOIN dashboard_dims d ON d.id = r.dim_id \
+         WHERE r.kind = {kind} AND r.day >= {first} AND r.day < {end}{filters}"
+    )
+}
+
+/// The rollup kinds (migration m0009).
+const CREATED: i32 = 0;
+const ENDED: i32 = 1;
+const QUEUE: i32 = 2;
 
 fn int(row: &QueryResult, index: usize) -> Result<i64, Error> {
     Ok(row.try_get_by_index::<Option<i64>>(index)?.unwrap_or(0))
@@ -214,7 +282,21 @@ impl Store {
              FROM dashboard_runs d WHERE{window}{filters} \
              GROUP BY 1, d.status, d.error_code"
         ));
-        let rows = self.db.query_all_raw(query.statement()).await?;
+        let mut rows = self.db.query_all_raw(query.statement()).await?;
+        if let Some(days) = scope.whole_days() {
+            let mut query = Query::new(self.backend());
+            let origin = query.bind(scope.origin_day());
+            let from = rollup_rows(&mut query, CREATED, &days, scope);
+            query.push(&format!(
+                "SELECT r.day - {origin}, d.status, d.error_code, CAST(SUM(r.runs) AS BIGINT), \
+                 CAST(SUM(r.tokens) AS DOUBLE PRECISION), \
+                 CAST(SUM(r.cost_usd) AS DOUBLE PRECISION), CAST(SUM(r.negative) AS BIGINT), \
+                 CAST(SUM(r.duration_sum_ms) AS DOUBLE PRECISION), \
+                 CAST(SUM(r.durations) AS BIGINT){from} \
+                 GROUP BY 1, d.status, d.error_code HAVING SUM(r.runs) <> 0"
+            ));
+            rows.extend(self.db.query_all_raw(query.statement()).await?);
+        }
         rows.iter()
             .map(|row| {
                 Ok(CreatedGroup {
@@ -246,7 +328,20 @@ impl Store {
              FROM dashboard_runs d WHERE{window}{filters} \
              GROUP BY 1, d.status"
         ));
-        let rows = self.db.query_all_raw(query.statement()).await?;
+        let mut rows = self.db.query_all_raw(query.statement()).await?;
+        if let Some(days) = scope.whole_days() {
+            let mut query = Query::new(self.backend());
+            let origin = query.bind(scope.origin_day());
+            let from = rollup_rows(&mut query, ENDED, &days, scope);
+            query.push(&format!(
+                "SELECT r.day - {origin}, d.status, CAST(SUM(r.runs) AS BIGINT), \
+                 CAST(SUM(r.duration_sum_ms) AS DOUBLE PRECISION), \
+                 CAST(SUM(r.durations) AS BIGINT), CAST(SUM(r.positive) AS BIGINT), \
+                 CAST(SUM(r.negative) AS BIGINT){from} \
+                 GROUP BY 1, d.status HAVING SUM(r.runs) <> 0"
+            ));
+            rows.extend(self.db.query_all_raw(query.statement()).await?);
+        }
         rows.iter()
             .map(|row| {
                 Ok(EndedGroup {
@@ -262,9 +357,22 @@ impl Store {
             .collect()
     }
 
-    /// Nearest-rank percentiles (the value at rank ⌈p·n/100⌉ in each bucket), with window
-    /// functions both databases have.
+    /// Nearest-rank percentiles (the value at rank ⌈p·n/100⌉ in each bucket): whole days
+    /// walked to, the other buckets sorted.
     async fn duration_percentiles(
+        &self,
+        scope: &DashboardScope,
+    ) -> Result<Vec<DurationPercentiles>, Error> {
+        let mut rows = self.scanned_percentiles(scope).await?;
+        if let Some(days) = scope.whole_days() {
+            rows.extend(self.walked_percentiles(scope, &days).await?);
+        }
+        Ok(rows)
+    }
+
+    /// The percentiles of the buckets whose runs are scanned, sorted per bucket with window
+    /// functions both databases have.
+    async fn scanned_percentiles(
         &self,
         scope: &DashboardScope,
     ) -> Result<Vec<DurationPercentiles>, Error> {
@@ -298,6 +406,148 @@ impl Store {
             .collect()
     }
 
+    /// The percentiles of whole days: each day's count from the rollups gives the ranks, and
+    /// the index of completed runs by (end day, duration) is walked to each rank, from the
+    /// nearer end, instead of sorting the day. With filters the walk passes (in the index) the
+    /// runs they do not match too.
+    async fn walked_percentiles(
+        &self,
+        scope: &DashboardScope,
+        days: &std::ops::Range<i64>,
+    ) -> Result<Vec<DurationPercentiles>, Error> {
+        let backend = self.backend();
+        // The dims the filters match, as a list the walk can test in the index.
+        let dims = if scope.environment.is_some() || scope.scenario_ref.is_some() {
+            let mut query = Query::new(backend);
+            let filters = run_filters(&mut query, scope);
+            query.push(&format!(
+                "SELECT d.id FROM dashboard_dims d WHERE d.status = 'completed'{filters}"
+            ));
+            let rows = self.db.query_all_raw(query.statement()).await?;
+            let ids = rows
+                .iter()
+                .map(|row| int(row, 0))
+                .collect::<Result<Vec<_>, Error>>()?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            Some(ids)
+        } else {
+            None
+        };
+        let mut query = Query::new(backend);
+        let from = rollup_rows(&mut query, ENDED, days, scope);
+        query.push(&format!(
+            "SELECT r.day, CAST(SUM(r.durations) AS BIGINT){from} AND d.status = 'completed' \
+             GROUP BY r.day HAVING SUM(r.durations) > 0 ORDER BY r.day"
+        ));
+        let counts = self
+            .db
+            .query_all_raw(query.statement())
+            .await?
+            .iter()
+            .map(|row| Ok((int(row, 0)?, int(row, 1)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // (day, from the longest, runs to pass) for p50, p95 and p99 of each day.
+        let walks: Vec<(i64, bool, i64)> = counts
+            .iter()
+            .flat_map(|(day, n)| {
+                [50, 95, 99].map(|p| {
+                    let rank = (p * n + 99) / 100;
+                    if rank * 2 <= *n {
+                        (*day, false, rank - 1)
+                    } else {
+                        (*day, true, n - rank)
+                    }
+                })
+            })
+            .collect();
+        let mut query = Query::new(backend);
+        let in_dims = match &dims {
+            Some(ids) => {
+                let ids: Vec<String> = ids.iter().map(|id| query.bind(*id)).collect();
+                format!(" AND x.dim_id IN ({})", ids.join(", "))
+            }
+            None => String::new(),
+        };
+        // The literals match the partial expression index of migration m0009.
+        let walk = |day: &str, order: &str, offset: &str| {
+            format!(
+                "(SELECT x.ended_ms - x.started_ms FROM dashboard_runs x \
+                 WHERE x.status = 'completed' AND x.started_ms IS NOT NULL \
+                 AND x.ended_ms / 86400000 = {day}{in_dims} \
+                 ORDER BY x.ended_ms - x.started_ms {order} LIMIT 1 OFFSET {offset})"
+            )
+        };
+        let values: Vec<i64> = match backend {
+            // One plan for every walk: PostgreSQL plans each subquery of a statement apart.
+            DbBackend::Postgres => {
+                let rows: Vec<String> = walks
+                    .iter()
+                    .enumerate()
+                    .map(|(index, (day, descending, offset))| {
+                        format!(
+                            "(CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BOOLEAN), \
+                             CAST({} AS BIGINT))",
+                            query.bind(index as i64),
+                            query.bind(*day),
+                            query.bind(*descending),
+                            query.bind(*offset)
+                        )
+                    })
+                    .collect();
+                query.push(&format!(
+                    "SELECT CASE WHEN w.descending THEN {} ELSE {} END \
+                     FROM (VALUES {}) AS w (walk, day, descending, passed) ORDER BY w.walk",
+                    walk("w.day", "DESC", "w.passed"),
+                    walk("w.day", "ASC", "w.passed"),
+                    rows.join(", ")
+                ));
+                self.db
+                    .query_all_raw(query.statement())
+                    .await?
+                    .iter()
+                    .map(|row| int(row, 0))
+                    .collect::<Result<_, Error>>()?
+            }
+            // SQLite's OFFSET cannot name an outer column: a subquery a walk, in one row.
+            _ => {
+                let columns: Vec<String> = walks
+                    .iter()
+                    .map(|(day, descending, offset)| {
+                        let day = query.bind(*day);
+                        let offset = query.bind(*offset);
+                        walk(&day, if *descending { "DESC" } else { "ASC" }, &offset)
+                    })
+                    .collect();
+                query.push(&format!("SELECT {}", columns.join(", ")));
+                match self.db.query_one_raw(query.statement()).await? {
+                    Some(row) => (0..walks.len())
+                        .map(|index| int(&row, index))
+                        .collect::<Result<_, Error>>()?,
+                    None => Vec::new(),
+                }
+            }
+        };
+        let origin = scope.origin_day();
+        Ok(counts
+            .iter()
+            .zip(values.chunks(3))
+            .filter_map(|((day, _), ms)| match ms {
+                [p50, p95, p99] => Some(DurationPercentiles {
+                    bucket: day - origin,
+                    p50: *p50 as f64,
+                    p95: *p95 as f64,
+                    p99: *p99 as f64,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Signals emitted in the scope per bucket (of the event's time), for the runs the filters
     /// match. Event times are stored as times, so the bucket comes from the time itself.
     async fn signal_buckets(&self, scope: &DashboardScope) -> Result<Vec<(i64, i64)>, Error> {
@@ -315,15 +565,19 @@ impl Store {
         let from = query.bind(scope.from);
         let to = query.bind(scope.to);
         let filters = run_filters(&mut query, scope);
+        // The filters are matched against the dims, not each signal's run.
         let join = if filters.is_empty() {
-            ""
+            String::new()
         } else {
-            " JOIN dashboard_runs d ON d.run_id = e.\"run_id\""
+            format!(
+                " JOIN dashboard_runs x ON x.run_id = e.\"run_id\" AND x.dim_id IN \
+                 (SELECT d.id FROM dashboard_dims d WHERE 1 = 1{filters})"
+            )
         };
         query.push(&format!(
             "SELECT {bucket} AS bucket, CAST(COUNT(*) AS BIGINT) \
              FROM \"run_events_canonical\" e{join} \
-             WHERE e.\"event_type\" = {signal} AND e.\"ts\" >= {from} AND e.\"ts\" < {to}{filters} \
+             WHERE e.\"event_type\" = {signal} AND e.\"ts\" >= {from} AND e.\"ts\" < {to} \
              GROUP BY 1"
         ));
         let rows = self.db.query_all_raw(query.statement()).await?;
@@ -332,16 +586,26 @@ impl Store {
             .collect()
     }
 
+    /// The scenarios with most runs created in the scope: the rollups' counts of whole days
+    /// and the runs of the other days, added up before they are ranked.
     async fn scenario_counts(&self, scope: &DashboardScope) -> Result<Vec<(String, i64)>, Error> {
         let mut query = Query::new(self.backend());
         let scenario = "COALESCE(d.source_ref, d.scenario_ref)";
         let window = in_scope(&mut query, "d.created_ms", scope);
         let filters = run_filters(&mut query, scope);
+        let mut parts = vec![format!(
+            "SELECT {scenario} AS scenario, 1 AS runs FROM dashboard_runs d WHERE{window}{filters}"
+        )];
+        if let Some(days) = scope.whole_days() {
+            let from = rollup_rows(&mut query, CREATED, &days, scope);
+            parts.push(format!("SELECT {scenario}, r.runs{from}"));
+        }
         let limit = query.bind(SCENARIO_LIMIT as i64);
         query.push(&format!(
-            "SELECT {scenario} AS scenario, CAST(COUNT(*) AS BIGINT) AS runs \
-             FROM dashboard_runs d WHERE{window}{filters} AND {scenario} IS NOT NULL \
-             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {limit}"
+            "SELECT scenario, CAST(SUM(runs) AS BIGINT) AS runs FROM ({}) s \
+             WHERE scenario IS NOT NULL GROUP BY 1 HAVING SUM(runs) > 0 \
+             ORDER BY 2 DESC, 1 LIMIT {limit}",
+            parts.join(" UNION ALL ")
         ));
         let rows = self.db.query_all_raw(query.statement()).await?;
         rows.iter()
@@ -350,7 +614,8 @@ impl Store {
     }
 
     /// Runs that were waiting to start at some time in the scope: created before its end and
-    /// not started (or ended, for runs that never started) before its beginning.
+    /// not started (or ended, for runs that never started) before its beginning. With whole
+    /// days, runs created and leaving outside the partial days are counted from the rollups.
     async fn queue_groups(&self, scope: &DashboardScope) -> Result<Vec<QueueGroup>, Error> {
         let mut query = Query::new(self.backend());
         let left = "COALESCE(d.started_ms, d.ended_ms)";
@@ -359,13 +624,63 @@ impl Store {
         let created = bucket(&mut query, "d.created_ms", scope);
         let left_bucket = bucket(&mut query, left, scope);
         let filters = run_filters(&mut query, scope);
-        query.push(&format!(
-            "SELECT CASE WHEN d.created_ms < {from} THEN -1 ELSE {created} END, \
-             CASE WHEN {left} IS NULL THEN NULL ELSE {left_bucket} END, CAST(COUNT(*) AS BIGINT) \
-             FROM dashboard_runs d WHERE d.created_ms < {to} \
-             AND ({left} IS NULL OR {left} >= {from}){filters} GROUP BY 1, 2"
-        ));
-        let rows = self.db.query_all_raw(query.statement()).await?;
+        let days = scope.whole_days();
+        let partial = days
+            .as_ref()
+            .map(|days| scope.partial_days(days))
+            .unwrap_or_default();
+        // With whole days, the scan is only of runs created or leaving on a partial day (and
+        // none without partial days).
+        let edges = match &days {
+            None => Some(String::new()),
+            Some(_) => {
+                let mut ranges = Vec::new();
+                for day in &partial {
+                    let start = query.bind(day * DAY_MS);
+                    let end = query.bind((day + 1) * DAY_MS);
+                    for column in ["d.created_ms", left] {
+                        ranges.push(format!("({column} >= {start} AND {column} < {end})"));
+                    }
+                }
+                (!ranges.is_empty()).then(|| format!(" AND ({})", ranges.join(" OR ")))
+            }
+        };
+        let mut rows = match edges {
+            Some(edges) => {
+                query.push(&format!(
+                    "SELECT CASE WHEN d.created_ms < {from} THEN -1 ELSE {created} END, \
+                     CASE WHEN {left} IS NULL THEN NULL ELSE {left_bucket} END, \
+                     CAST(COUNT(*) AS BIGINT) FROM dashboard_runs d WHERE d.created_ms < {to} \
+                     AND ({left} IS NULL OR {left} >= {from}){filters}{edges} GROUP BY 1, 2"
+                ));
+                self.db.query_all_raw(query.statement()).await?
+            }
+            None => Vec::new(),
+        };
+        if let Some(days) = days {
+            // Created before the scope's end and not left before its beginning, in whole days.
+            let mut query = Query::new(self.backend());
+            let origin = query.bind(scope.origin_day());
+            let first = query.bind(days.start);
+            let end = query.bind(days.end);
+            let kind = query.bind(QUEUE);
+            let filters = run_filters(&mut query, scope);
+            let mut outside = String::new();
+            for day in &partial {
+                let day = query.bind(*day);
+                outside.push_str(&format!(" AND r.day <> {day} AND r.left_day <> {day}"));
+            }
+            query.push(&format!(
+                "SELECT CASE WHEN r.day < {first} THEN -1 ELSE r.day - {origin} END, \
+                 CASE WHEN r.left_day = -1 THEN NULL ELSE r.left_day - {origin} END, \
+                 CAST(SUM(r.runs) AS BIGINT) \
+                 FROM dashboard_rollups r JOIN dashboard_dims d ON d.id = r.dim_id \
+                 WHERE r.kind = {kind} AND r.day < {end} \
+                 AND (r.left_day = -1 OR r.left_day >= {first}){outside}{filters} \
+                 GROUP BY 1, 2 HAVING SUM(r.runs) <> 0"
+            ));
+            rows.extend(self.db.query_all_raw(query.statement()).await?);
+        }
         rows.iter()
             .map(|row| {
                 Ok((

@@ -573,3 +573,686 @@ async fn bad_input_is_refused_by_field(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(bad_input_is_refused_by_field);
+
+/// One synthetic run of the brute-force comparison, as its rows say it.
+#[derive(Clone)]
+struct Synthetic {
+    id: String,
+    created: i64,
+    started: Option<i64>,
+    ended: Option<i64>,
+    status: &'static str,
+    error_code: Option<&'static str>,
+    source_ref: Option<String>,
+    scenario: Option<String>,
+    environment: Option<&'static str>,
+    tokens: f64,
+    cost: f64,
+    /// The finalized decision's outcome, if any.
+    outcome: Option<bool>,
+    signals: Vec<i64>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A deterministic spread of runs over the 12 days before `now`: every status, runs that
+/// waited across days, runs without a start, failures with and without an error code, runs
+/// with and without a source ref, scenario or environment.
+fn synthetic_runs(now: i64) -> Vec<Synthetic> {
+    let statuses: [&'static str; 7] = [
+        "completed",
+        "completed",
+        "failed",
+        "cancelled",
+        "running",
+        "queued",
+        "suspended",
+    ];
+    (0..320_i64)
+        .map(|index| {
+            let created =
+                now - 12 * DAY_MS + (index * 3_237_011 + index * index * 977) % (12 * DAY_MS);
+            let status = statuses[(index % 7) as usize];
+            // Every fifth run waits hours (sometimes past midnight) before it starts.
+            let wait = if index % 5 == 0 {
+                (index % 13) * 3_600_000
+            } else {
+                150 + index % 40
+            };
+            let started = (status != "queued" && !(status == "cancelled" && index % 2 == 1))
+                .then_some(created + wait);
+            let ended = matches!(status, "completed" | "failed" | "cancelled")
+                .then(|| started.unwrap_or(created) + 500 + (index * 7919) % 90_000);
+            let scenario = (index % 4 != 3).then(|| format!("fraud/Card-{}@1.0.0", index % 6));
+            Synthetic {
+                id: uuid::Uuid::new_v4().to_string(),
+                created,
+                started,
+                ended,
+                status,
+                error_code: (status == "failed" && index % 3 != 0)
+                    .then_some(["RUNTIME_UNAVAILABLE", "POLICY_DENIED"][(index % 2) as usize]),
+                source_ref: (index % 3 == 0).then(|| format!("loans/Review-{}@2.0.0", index % 4)),
+                scenario,
+                environment: [Some("dev"), Some("prod"), None][(index % 3) as usize],
+                tokens: (100 + index * 37 % 900) as f64,
+                cost: (100 + index * 37 % 900) as f64 * 0.000_003,
+                outcome: (status == "completed").then_some(index % 4 != 1),
+                signals: if index % 4 == 0 {
+                    vec![created + 20, created + 2 * 3_600_000]
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect()
+}
+
+fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).expect("a time")
+}
+
+/// Writes the runs' rows (runs, projections, signal events) as the store would have them.
+async fn insert_synthetic(db: &sea_orm::DatabaseConnection, runs: &[Synthetic]) {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
+    let backend = db.get_database_backend();
+    let json_value = |value: Value| -> SimpleExpr {
+        match backend {
+            sea_orm::DbBackend::Postgres => {
+                Expr::cust_with_values("CAST($1 AS jsonb)", [value.to_string()])
+            }
+            _ => Expr::value(value.to_string()),
+        }
+    };
+    for run in runs {
+        let mut metadata = json!({});
+        if let Some(scenario) = &run.scenario {
+            metadata["scenarioRef"] = json!(scenario);
+        }
+        if let Some(environment) = run.environment {
+            metadata["environment"] = json!(environment);
+        }
+        let updated = run.ended.or(run.started).unwrap_or(run.created);
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new("runs"))
+            .columns(
+                [
+                    "id",
+                    "status",
+                    "mode",
+                    "runtime_kind",
+                    "last_event_seq",
+                    "source_kind",
+                    "source_ref",
+                    "tags",
+                    "metadata",
+                    "error_code",
+                    "created_at",
+                    "started_at",
+                    "ended_at",
+                    "updated_at",
+                ]
+                .map(Alias::new),
+            )
+            .values([
+                Expr::value(run.id.clone()),
+                Expr::value(run.status),
+                Expr::value("live"),
+                Expr::value("rust"),
+                Expr::value(3i64),
+                Expr::value(Some("scenario")),
+                Expr::value(run.source_ref.clone()),
+                json_value(json!([])),
+                json_value(metadata),
+                Expr::value(run.error_code),
+                Expr::value(at(run.created)),
+                Expr::value(run.started.map(at)),
+                Expr::value(run.ended.map(at)),
+                Expr::value(at(updated)),
+            ])
+            .expect("a run row");
+        db.execute_raw(backend.build(&insert))
+            .await
+            .expect("run inserted");
+        let state = json!({
+            "run": {"runId": run.id, "status": run.status},
+            "decision": {"current": match run.outcome {
+                Some(positive) => json!({"finalized": true, "outcomePositive": positive}),
+                None => json!({"finalized": false}),
+            }},
+            "llm": {"totals": {"totalTokens": run.tokens, "estimatedCostUsd": run.cost}},
+        });
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new("run_projections"))
+            .columns(["run_id", "version", "schema_version", "state", "updated_at"].map(Alias::new))
+            .values([
+                Expr::value(run.id.clone()),
+                Expr::value(3i64),
+                Expr::value(3i32),
+                json_value(state),
+                Expr::value(at(updated)),
+            ])
+            .expect("a projection row");
+        db.execute_raw(backend.build(&insert))
+            .await
+            .expect("projection inserted");
+        for (seq, ts) in run.signals.iter().enumerate() {
+            let mut insert = Query::insert();
+            insert
+                .into_table(Alias::new("run_events_canonical"))
+                .columns(
+                    [
+                        "run_id",
+                        "seq",
+                        "id",
+                        "ts",
+                        "event_type",
+                        "source_kind",
+                        "source_name",
+                        "schema_version",
+                        "data",
+                    ]
+                    .map(Alias::new),
+                )
+                .values([
+                    Expr::value(run.id.clone()),
+                    Expr::value(seq as i64 + 1),
+                    Expr::value(uuid::Uuid::new_v4().to_string()),
+                    Expr::value(at(*ts)),
+                    Expr::value(types::SIGNAL_EMITTED),
+                    Expr::value("runtime"),
+                    Expr::value("macp-runtime"),
+                    Expr::value(3i32),
+                    json_value(json!({"sender": "risk-agent"})),
+                ])
+                .expect("an event row");
+            db.execute_raw(backend.build(&insert))
+                .await
+                .expect("signal inserted");
+        }
+    }
+}
+
+/// Later changes to some runs, through the same tables: queued runs start and complete,
+/// running ones fail, a run moves environment, a projection's figures change, runs are
+/// deleted. The rollups follow each, in the writer's statement.
+async fn change_synthetic(db: &sea_orm::DatabaseConnection, runs: &mut Vec<Synthetic>) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = db.get_database_backend();
+    let run = |sql: &str, values: Vec<sea_orm::Value>| {
+        Statement::from_sql_and_values(backend, sql, values)
+    };
+    let placeholders = |n: usize| -> Vec<String> {
+        (1..=n)
+            .map(|i| match backend {
+                sea_orm::DbBackend::Postgres => format!("${i}"),
+                _ => format!("?{i}"),
+            })
+            .collect()
+    };
+    let p = placeholders(4);
+    for index in (0..runs.len()).step_by(9) {
+        let synthetic = &mut runs[index];
+        match synthetic.status {
+            "queued" => {
+                let started = synthetic.created + 26 * 3_600_000;
+                let ended = started + 4_321;
+                synthetic.status = "completed";
+                synthetic.started = Some(started);
+                synthetic.ended = Some(ended);
+                db.execute_raw(run(
+                    &format!(
+                        "UPDATE runs SET status = 'completed', started_at = {}, ended_at = {} \
+                         WHERE id = {}",
+                        p[0], p[1], p[2]
+                    ),
+                    vec![
+                        at(started).into(),
+                        at(ended).into(),
+                        synthetic.id.clone().into(),
+                    ],
+                ))
+                .await
+                .expect("run completed");
+            }
+            "running" => {
+                let ended = synthetic.started.unwrap_or(synthetic.created) + 60_000;
+                synthetic.status = "failed";
+                synthetic.error_code = Some("SESSION_EXPIRED");
+                synthetic.ended = Some(ended);
+                db.execute_raw(run(
+                    &format!(
+                        "UPDATE runs SET status = 'failed', error_code = 'SESSION_EXPIRED', \
+                         ended_at = {} WHERE id = {}",
+                        p[0], p[1]
+                    ),
+                    vec![at(ended).into(), synthetic.id.clone().into()],
+                ))
+                .await
+                .expect("run failed");
+            }
+            "completed" => {
+                synthetic.tokens += 1000.0;
+                synthetic.cost += 0.5;
+                let state = json!({
+                    "decision": {"current": {"finalized": true, "outcomePositive": false}},
+                    "llm": {"totals": {"totalTokens": synthetic.tokens,
+                                       "estimatedCostUsd": synthetic.cost}},
+                });
+                synthetic.outcome = Some(false);
+                let cast = match backend {
+                    sea_orm::DbBackend::Postgres => format!("CAST({} AS jsonb)", p[0]),
+                    _ => p[0].clone(),
+                };
+                db.execute_raw(run(
+                    &format!(
+                        "UPDATE run_projections SET state = {cast} WHERE run_id = {}",
+                        p[1]
+                    ),
+                    vec![state.to_string().into(), synthetic.id.clone().into()],
+                ))
+                .await
+                .expect("projection rewritten");
+            }
+            _ => {
+                if synthetic.scenario.is_none() {
+                    continue;
+                }
+                synthetic.environment = Some("staging");
+                let metadata = json!({"scenarioRef": synthetic.scenario, "environment": "staging"});
+                let cast = match backend {
+                    sea_orm::DbBackend::Postgres => format!("CAST({} AS jsonb)", p[0]),
+                    _ => p[0].clone(),
+                };
+                db.execute_raw(run(
+                    &format!("UPDATE runs SET metadata = {cast} WHERE id = {}", p[1]),
+                    vec![metadata.to_string().into(), synthetic.id.clone().into()],
+                ))
+                .await
+                .expect("metadata changed");
+            }
+        }
+    }
+    for index in (4..runs.len())
+        .step_by(31)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        let removed = runs.remove(index);
+        for table in ["run_events_canonical", "run_projections"] {
+            db.execute_raw(run(
+                &format!("DELETE FROM {table} WHERE run_id = {}", p[0]),
+                vec![removed.id.clone().into()],
+            ))
+            .await
+            .expect("rows deleted");
+        }
+        db.execute_raw(run(
+            &format!("DELETE FROM runs WHERE id = {}", p[0]),
+            vec![removed.id.into()],
+        ))
+        .await
+        .expect("run deleted");
+    }
+}
+
+/// The overview's figures, worked out run by run.
+struct BruteForce {
+    kpis: macp_control_plane::domain::dashboard::Kpis,
+    /// The time series, by chart name.
+    series: BTreeMap<&'static str, Vec<f64>>,
+    errors: Vec<(String, f64)>,
+    scenarios: Vec<(String, f64)>,
+}
+
+/// The overview's figures worked out run by run (the definitions `runs/dashboard.rs` charts).
+fn brute_force(
+    runs: &[Synthetic],
+    scope: &macp_control_plane::domain::dashboard::OverviewScope,
+) -> BruteForce {
+    let (from, to) = (scope.from.timestamp_millis(), scope.to.timestamp_millis());
+    let width = scope.granularity.seconds() * 1000;
+    let origin = scope.origin() * 1000;
+    let n = scope.buckets();
+    let slot = |ms: i64| -> Option<usize> {
+        let index = (ms - origin).div_euclid(width);
+        (0..n as i64).contains(&index).then_some(index as usize)
+    };
+    let matches = |run: &Synthetic| {
+        let environment = scope
+            .environment
+            .as_deref()
+            .is_none_or(|wanted| run.environment == Some(wanted));
+        let scenario = scope.scenario_ref.as_deref().is_none_or(|text| {
+            let text = text.to_lowercase();
+            [&run.source_ref, &run.scenario].iter().any(|value| {
+                value
+                    .as_deref()
+                    .is_some_and(|v| v.to_lowercase().contains(&text))
+            })
+        });
+        environment && scenario
+    };
+    let runs: Vec<&Synthetic> = runs.iter().filter(|run| matches(run)).collect();
+    let mut kpis = macp_control_plane::domain::dashboard::Kpis::default();
+    let mut series: BTreeMap<&'static str, Vec<f64>> = [
+        "runVolume",
+        "cost",
+        "throughput",
+        "latency",
+        "successRate",
+        "decisionOutcome",
+        "signalVolume",
+        "queueDepth",
+        "latencyP50",
+        "latencyP95",
+        "latencyP99",
+    ]
+    .into_iter()
+    .map(|name| (name, vec![0.0; n]))
+    .collect();
+    let mut errors: BTreeMap<String, f64> = BTreeMap::new();
+    let mut scenarios: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut completed_ms, mut completed_timed, mut tokens, mut cost) = (0.0, 0.0, 0.0, 0.0);
+    for run in runs.iter().filter(|run| (from..to).contains(&run.created)) {
+        kpis.total_runs += 1;
+        tokens += run.tokens;
+        cost += run.cost;
+        let index = slot(run.created).expect("created in a bucket");
+        series.get_mut("runVolume").expect("series")[index] += 1.0;
+        series.get_mut("cost").expect("series")[index] += run.cost;
+        if let Some(scenario) = run.source_ref.as_ref().or(run.scenario.as_ref()) {
+            *scenarios.entry(scenario.clone()).or_default() += 1.0;
+        }
+        match run.status {
+            "completed" => {
+                kpis.completed_runs += 1;
+                kpis.declined_runs += u32::from(run.outcome == Some(false));
+                if let (Some(started), Some(ended)) = (run.started, run.ended) {
+                    completed_ms += (ended - started) as f64;
+                    completed_timed += 1.0;
+                }
+            }
+            "failed" => {
+                kpis.failed_runs += 1;
+                *errors
+                    .entry(run.error_code.unwrap_or("UNKNOWN").to_owned())
+                    .or_default() += 1.0;
+            }
+            "cancelled" => kpis.cancelled_runs += 1,
+            "suspended" => {
+                kpis.suspended_runs += 1;
+                kpis.active_runs += 1;
+            }
+            _ => kpis.active_runs += 1,
+        }
+    }
+    let ended_runs = f64::from(kpis.completed_runs + kpis.failed_runs + kpis.cancelled_runs);
+    kpis.success_rate = if ended_runs > 0.0 {
+        f64::from(kpis.completed_runs - kpis.declined_runs) / ended_runs
+    } else {
+        0.0
+    };
+    kpis.avg_duration_ms = if completed_timed > 0.0 {
+        (completed_ms / completed_timed).round()
+    } else {
+        0.0
+    };
+    kpis.total_tokens = tokens.round();
+    kpis.total_cost_usd = (cost * 100.0).round() / 100.0;
+
+    let mut durations: Vec<Vec<i64>> = vec![Vec::new(); n];
+    let (mut succeeded, mut latency) = (vec![0.0; n], vec![(0.0, 0.0); n]);
+    for run in &runs {
+        let Some(ended) = run.ended.filter(|ended| (from..to).contains(ended)) else {
+            continue;
+        };
+        let index = slot(ended).expect("ended in a bucket");
+        series.get_mut("throughput").expect("series")[index] += 1.0;
+        series.get_mut("decisionOutcome").expect("series")[index] += match run.outcome {
+            Some(true) => 1.0,
+            Some(false) => -1.0,
+            None => 0.0,
+        };
+        if run.status == "completed" {
+            if run.outcome != Some(false) {
+                succeeded[index] += 1.0;
+            }
+            if let Some(started) = run.started {
+                latency[index].0 += (ended - started) as f64;
+                latency[index].1 += 1.0;
+                durations[index].push(ended - started);
+            }
+        }
+    }
+    for index in 0..n {
+        let throughput = series["throughput"][index];
+        series.get_mut("successRate").expect("series")[index] = if throughput > 0.0 {
+            succeeded[index] / throughput
+        } else {
+            0.0
+        };
+        let (sum, count) = latency[index];
+        series.get_mut("latency").expect("series")[index] = if count > 0.0 {
+            (sum / count).round()
+        } else {
+            0.0
+        };
+        let bucket = &mut durations[index];
+        bucket.sort_unstable();
+        for (name, p) in [("latencyP50", 50), ("latencyP95", 95), ("latencyP99", 99)] {
+            if !bucket.is_empty() {
+                let rank = (p * bucket.len()).div_ceil(100);
+                series.get_mut(name).expect("series")[index] = bucket[rank - 1] as f64;
+            }
+        }
+    }
+    for run in &runs {
+        for ts in run.signals.iter().filter(|ts| (from..to).contains(*ts)) {
+            kpis.total_signals += 1;
+            series.get_mut("signalVolume").expect("series")[slot(*ts).expect("a bucket")] += 1.0;
+        }
+    }
+    // Waiting at each bucket's end: of the runs created before `to` and not gone (started, or
+    // ended unstarted) before `from`, those created by then less those gone by then.
+    let waiting: Vec<(i64, Option<i64>)> = runs
+        .iter()
+        .map(|run| (run.created, run.started.or(run.ended)))
+        .filter(|(created, left)| *created < to && left.is_none_or(|left| left >= from))
+        .collect();
+    for (index, value) in series
+        .get_mut("queueDepth")
+        .expect("series")
+        .iter_mut()
+        .enumerate()
+    {
+        let end = origin + (index as i64 + 1) * width;
+        let arrived = waiting.iter().filter(|(created, _)| *created < end).count();
+        let gone = waiting
+            .iter()
+            .filter(|(_, left)| left.is_some_and(|left| left < end))
+            .count();
+        *value = arrived as f64 - gone as f64;
+    }
+    let ranked = |map: BTreeMap<String, f64>| -> Vec<(String, f64)> {
+        let mut pairs: Vec<(String, f64)> = map.into_iter().collect();
+        pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        pairs.truncate(10);
+        pairs
+    };
+    BruteForce {
+        kpis,
+        series,
+        errors: ranked(errors),
+        scenarios: ranked(scenarios),
+    }
+}
+
+fn labelled(chart: &macp_control_plane::domain::dashboard::Chart) -> Vec<(String, f64)> {
+    chart
+        .labels
+        .iter()
+        .cloned()
+        .zip(chart.data.iter().copied())
+        .collect()
+}
+
+/// Ranges charted in days read whole days from the rollups and scan only their partial first
+/// and last day; ranges in hours and minutes scan. Every one equals the brute force, before
+/// and after the runs change, with and without filters.
+async fn rollups_equal_a_brute_force(backend: Backend) {
+    use macp_control_plane::domain::dashboard::{Granularity, OverviewQuery};
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let db = sea_orm::Database::connect(app.app.database_url())
+        .await
+        .expect("the test's connection");
+    let now = chrono::Utc::now().timestamp_millis();
+    let midnight = now - now.rem_euclid(DAY_MS);
+    let mut runs = synthetic_runs(now);
+    insert_synthetic(&db, &runs).await;
+    let text = |ms: i64| macp_control_plane::time::format(&at(ms));
+    // (from, to, window): partial days at both ends, none, one at either end, a `to` in the
+    // past (runs created, ended and started after it), hours and minutes.
+    let ranges: [(Option<i64>, Option<i64>, &str, Granularity); 8] = [
+        (None, None, "7d", Granularity::Day),
+        (None, None, "30d", Granularity::Day),
+        (
+            Some(midnight - 9 * DAY_MS),
+            Some(midnight - DAY_MS),
+            "24h",
+            Granularity::Day,
+        ),
+        (
+            Some(midnight - 8 * DAY_MS),
+            Some(now - 2 * DAY_MS - 5_000),
+            "24h",
+            Granularity::Day,
+        ),
+        (
+            Some(now - 6 * DAY_MS - 777),
+            Some(midnight - 2 * DAY_MS),
+            "24h",
+            Granularity::Day,
+        ),
+        (
+            Some(now - 11 * DAY_MS + 3_600_000),
+            Some(now - 4 * DAY_MS),
+            "24h",
+            Granularity::Day,
+        ),
+        (None, None, "24h", Granularity::Hour),
+        (None, None, "6h", Granularity::Minute),
+    ];
+    let filters: [(Option<&str>, Option<&str>); 4] = [
+        (None, None),
+        (Some("CARD-1"), None),
+        (None, Some("prod")),
+        (Some("review"), Some("dev")),
+    ];
+    for pass in ["as inserted", "after changes"] {
+        if pass == "after changes" {
+            change_synthetic(&db, &mut runs).await;
+        }
+        for (from, to, window, granularity) in ranges {
+            for (scenario_ref, environment) in filters {
+                let query = OverviewQuery {
+                    window: Some(window.to_owned()),
+                    from: from.map(text),
+                    to: Some(text(to.unwrap_or(now))),
+                    scenario_ref: scenario_ref.map(str::to_owned),
+                    environment: environment.map(str::to_owned),
+                    ..Default::default()
+                };
+                let case = format!("{pass}: {query:?}");
+                let scope = query.into_scope(at(now)).expect("a valid query");
+                assert_eq!(scope.granularity, granularity, "{case}");
+                let overview = app
+                    .app
+                    .service
+                    .dashboard_overview(&scope)
+                    .await
+                    .expect("the overview");
+                let BruteForce {
+                    kpis,
+                    series,
+                    errors,
+                    scenarios,
+                } = brute_force(&runs, &scope);
+                let (k, e) = (&overview.kpis, &kpis);
+                assert_eq!(
+                    (
+                        k.total_runs,
+                        k.active_runs,
+                        k.completed_runs,
+                        k.declined_runs
+                    ),
+                    (
+                        e.total_runs,
+                        e.active_runs,
+                        e.completed_runs,
+                        e.declined_runs
+                    ),
+                    "{case}"
+                );
+                assert_eq!(
+                    (
+                        k.failed_runs,
+                        k.cancelled_runs,
+                        k.suspended_runs,
+                        k.total_signals
+                    ),
+                    (
+                        e.failed_runs,
+                        e.cancelled_runs,
+                        e.suspended_runs,
+                        e.total_signals
+                    ),
+                    "{case}"
+                );
+                for (name, actual, wanted) in [
+                    ("successRate", k.success_rate, e.success_rate),
+                    ("avgDurationMs", k.avg_duration_ms, e.avg_duration_ms),
+                    ("totalTokens", k.total_tokens, e.total_tokens),
+                    ("totalCostUsd", k.total_cost_usd, e.total_cost_usd),
+                ] {
+                    assert!(close(actual, wanted), "{case} {name}: {actual} != {wanted}");
+                }
+                let charts = &overview.charts;
+                for (name, chart) in [
+                    ("runVolume", &charts.run_volume),
+                    ("cost", &charts.cost),
+                    ("throughput", &charts.throughput),
+                    ("latency", &charts.latency),
+                    ("successRate", &charts.success_rate),
+                    ("decisionOutcome", &charts.decision_outcome),
+                    ("signalVolume", &charts.signal_volume),
+                    ("queueDepth", &charts.queue_depth),
+                    ("latencyP50", &charts.latency_p50),
+                    ("latencyP95", &charts.latency_p95),
+                    ("latencyP99", &charts.latency_p99),
+                ] {
+                    let wanted = &series[name];
+                    assert_eq!(chart.data.len(), wanted.len(), "{case} {name}");
+                    for (index, (a, w)) in chart.data.iter().zip(wanted).enumerate() {
+                        assert!(close(*a, *w), "{case} {name}[{index}]: {a} != {w}");
+                    }
+                }
+                assert_eq!(labelled(&charts.error_classes), errors, "{case}");
+                assert_eq!(labelled(&charts.per_scenario), scenarios, "{case}");
+            }
+        }
+    }
+    // Something of each was in range, so the comparison compared something.
+    assert!(
+        runs.iter()
+            .any(|run| run.status == "failed" && run.error_code.is_none())
+    );
+    app.stop().await;
+}
+on_both_backends!(rollups_equal_a_brute_force);
