@@ -15,7 +15,7 @@ use crate::registry::RegistryOptions;
 use crate::runs::service::RunOptions;
 use crate::runtime::breaker::BreakerOptions;
 use crate::runtime::credentials::Credentials;
-use crate::runtime::embedded::{self, EmbeddedOptions, Storage};
+use crate::runtime::embedded::{self, EmbeddedOptions, ReceiptSigning, Storage};
 use crate::stack::Stack;
 
 /// Default SQLite database, created in the working directory on first start.
@@ -291,6 +291,21 @@ pub struct RuntimeArgs {
     /// MACP_DATA_DIR; relative to the working directory).
     #[arg(long, env = "EMBEDDED_RUNTIME_DATA_DIR", default_value = ".macp-data")]
     pub embedded_runtime_data_dir: PathBuf,
+
+    /// The embedded runtime signs decision receipts with this Ed25519 key (a PKCS#8 PEM, or a
+    /// private OKP JWK); each resolved run then records its receipt (`decision.receipt`,
+    /// `GET /runs/{id}/receipt`). Requires MACP_RUNTIME_ID. An external runtime is configured
+    /// on its own side.
+    #[arg(long, env = "MACP_RECEIPT_SIGNING_KEY_PATH")]
+    pub receipt_signing_key_path: Option<PathBuf>,
+
+    /// The signing key's id (`kid`), required with a PEM key; a JWK may carry its own.
+    #[arg(long, env = "MACP_RECEIPT_SIGNING_KID")]
+    pub receipt_signing_kid: Option<String>,
+
+    /// The embedded runtime's stable identity: its receipts' issuer is `runtime:<id>`.
+    #[arg(long, env = "MACP_RUNTIME_ID")]
+    pub runtime_id: Option<String>,
 }
 
 /// What clients may hold of the server: connections, streams and subscribers.
@@ -524,6 +539,15 @@ impl RuntimeArgs {
             },
             _ => Storage::Memory,
         };
+        let receipts = ReceiptSigning {
+            key_path: self.receipt_signing_key_path.clone(),
+            kid: self.receipt_signing_kid.clone(),
+            runtime_id: self.runtime_id.clone(),
+        };
+        // Checked now, so a bad key is a configuration error, not a runtime that starts unsigned.
+        receipts
+            .config()
+            .map_err(|error| Error::Invalid(error.to_string()))?;
         Ok(EmbeddedOptions {
             bind,
             static_tokens,
@@ -531,6 +555,7 @@ impl RuntimeArgs {
             session_retention: Some(Duration::from_secs(
                 self.embedded_runtime_session_retention_secs,
             )),
+            receipts,
         })
     }
 
@@ -538,6 +563,13 @@ impl RuntimeArgs {
         if self.runtime_address.is_some() && !self.runtime_tls && !self.runtime_allow_insecure {
             return Err(Error::Invalid(
                 "RUNTIME_ALLOW_INSECURE=false requires RUNTIME_TLS=true for an external runtime"
+                    .to_owned(),
+            ));
+        }
+        if self.runtime_address.is_some() && self.receipt_signing_key_path.is_some() {
+            return Err(Error::Invalid(
+                "MACP_RECEIPT_SIGNING_KEY_PATH signs the embedded runtime's receipts; with \
+                 RUNTIME_ADDRESS the external runtime signs with its own key (set it there)"
                     .to_owned(),
             ));
         }
@@ -694,6 +726,60 @@ mod tests {
         ])
         .expect("valid with tokens");
         assert!(tokens.static_tokens.is_some());
+    }
+
+    #[test]
+    fn receipt_signing_is_checked_by_its_settings() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("key.jwk");
+        // A private OKP JWK (seed of 7s), as `ReceiptSigner::load` reads it.
+        std::fs::write(
+            &key,
+            r#"{"kty":"OKP","crv":"Ed25519","d":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc","kid":"k1"}"#,
+        )
+        .expect("key file");
+        let key = key.to_str().expect("utf-8 path");
+        let runtime = |extra: &[&str]| {
+            let mut args = vec!["cp", "serve"];
+            args.extend_from_slice(extra);
+            parse(&args).expect("parses").runtime
+        };
+        let refusal = |extra: &[&str]| {
+            runtime(extra)
+                .embedded_options()
+                .expect_err("refused")
+                .to_string()
+        };
+        let signed = runtime(&["--receipt-signing-key-path", key, "--runtime-id", "rt-1"])
+            .embedded_options()
+            .expect("valid");
+        let config = signed.receipts.config().expect("a configuration");
+        assert_eq!(config.kid(), Some("k1"));
+        assert_eq!(config.issuer(), "runtime:rt-1");
+        assert!(
+            refusal(&["--receipt-signing-key-path", key]).contains("MACP_RUNTIME_ID"),
+            "the issuer is required when signing"
+        );
+        let missing = dir.path().join("absent.pem");
+        let error = refusal(&[
+            "--receipt-signing-key-path",
+            missing.to_str().expect("utf-8 path"),
+            "--runtime-id",
+            "rt-1",
+        ]);
+        assert!(
+            error.contains("MACP_RECEIPT_SIGNING_KEY_PATH: cannot read"),
+            "{error}"
+        );
+        assert!(refusal(&["--receipt-signing-kid", "k1"]).contains("MACP_RECEIPT_SIGNING_KID"));
+        let external = runtime(&[
+            "--runtime-address",
+            "127.0.0.1:50051",
+            "--receipt-signing-key-path",
+            key,
+        ]);
+        let error = external.check().expect_err("refused").to_string();
+        assert!(error.contains("external runtime signs"), "{error}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ error_codes! {
     ValidationError => "VALIDATION_ERROR",
     RunNotFound => "RUN_NOT_FOUND",
     NotFound => "NOT_FOUND",
+    /// The run recorded no decision receipt (its session did not resolve, or the runtime does
+    /// not sign receipts).
+    ReceiptNotFound => "RECEIPT_NOT_FOUND",
     /// A run transition that is not allowed from the run's current status.
     InvalidStateTransition => "INVALID_STATE_TRANSITION",
     /// The run is not in a state that takes messages (not started yet, or finished).
@@ -108,6 +111,7 @@ impl ErrorCode {
             | ErrorCode::NotYourParticipant => 403,
             ErrorCode::RunNotFound
             | ErrorCode::NotFound
+            | ErrorCode::ReceiptNotFound
             | ErrorCode::PackNotFound
             | ErrorCode::ScenarioNotFound
             | ErrorCode::VersionNotFound
@@ -166,6 +170,7 @@ impl ErrorCode {
             | ErrorCode::MisdirectedRequest => PERMISSION_DENIED,
             ErrorCode::RunNotFound
             | ErrorCode::NotFound
+            | ErrorCode::ReceiptNotFound
             | ErrorCode::PackNotFound
             | ErrorCode::ScenarioNotFound
             | ErrorCode::VersionNotFound

@@ -15,6 +15,7 @@ pub const RPC_ROUTES: &[(&str, &str, &str)] = &[
     ("ResumeSession", "POST", "/runs/{id}/resume"),
     ("AwaitRun", "GET", "/runs/{id}/await"),
     ("WhatIfRun", "POST", "/runs/{id}/what-if"),
+    ("GetRunReceipt", "GET", "/runs/{id}/receipt"),
     ("WatchRun", "GET", "/runs/{id}/stream"),
     ("CreateReplay", "POST", "/runs/{id}/replay"),
     ("Replay", "GET", "/runs/{id}/replay/stream"),
@@ -32,6 +33,7 @@ pub const RPC_ROUTES: &[(&str, &str, &str)] = &[
     ("ListRuntimeModes", "GET", "/runtime/modes"),
     ("ListRuntimeRoots", "GET", "/runtime/roots"),
     ("GetRuntimeHealth", "GET", "/runtime/health"),
+    ("GetRuntimeReceiptKeys", "GET", "/runtime/receipt-keys"),
     ("ListPolicies", "GET", "/runtime/policies"),
     ("GetPolicy", "GET", "/runtime/policies/{policyId}"),
     ("RegisterPolicy", "POST", "/runtime/policies"),
@@ -115,6 +117,7 @@ pub const RPC_PERMISSIONS: &[(&str, Permission, Option<Action>)] = &[
     ("AwaitRun", ReadRun, None),
     // Read-only on the runtime: the candidate is never registered.
     ("WhatIfRun", ReadRun, None),
+    ("GetRunReceipt", ReadRun, None),
     ("WatchRun", ReadRun, None),
     ("CreateReplay", ReadRun, None),
     ("Replay", ReadRun, None),
@@ -132,6 +135,7 @@ pub const RPC_PERMISSIONS: &[(&str, Permission, Option<Action>)] = &[
     ("ListRuntimeModes", Read, None),
     ("ListRuntimeRoots", Read, None),
     ("GetRuntimeHealth", Read, None),
+    ("GetRuntimeReceiptKeys", Read, None),
     ("ListPolicies", Read, None),
     ("GetPolicy", Read, None),
     // Policies govern every session of the runtime.

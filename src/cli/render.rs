@@ -459,6 +459,55 @@ pub fn run_lines(run: &proto::Run) -> Vec<String> {
         .collect()
 }
 
+/// A decision receipt as `field: value` lines; the document itself with `--json`.
+pub fn receipt_lines(receipt: &proto::RunReceipt) -> Vec<String> {
+    let fields = [
+        ("run", receipt.run_id.clone()),
+        ("session", receipt.session_id.clone()),
+        ("format", receipt.receipt_format.clone()),
+        ("issuer", receipt.issuer.clone()),
+        ("issued", receipt.issued_at.clone()),
+        ("key id", receipt.key_id.clone()),
+        ("algorithm", receipt.algorithm.clone()),
+        ("signature", receipt.signature.clone()),
+        ("commitment hash", receipt.commitment_hash.clone()),
+        ("event seq", receipt.seq.to_string()),
+    ];
+    fields
+        .into_iter()
+        .map(|(name, value)| format!("{:<16} {}", format!("{name}:"), printable(&value)))
+        .collect()
+}
+
+/// What a receipt check found, in one line: `verification` is macp-core's `Verification` as
+/// JSON (`integrity`, `attestations`, `verdict`, in its snake_case words).
+pub fn verification_line(receipt: &proto::RunReceipt, verification: &Value) -> String {
+    let word = |key: &str| verification[key].as_str().unwrap_or("none").to_owned();
+    let attestations: Vec<&str> = verification["attestations"]
+        .as_array()
+        .map(|outcomes| outcomes.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let (verdict, integrity) = (word("verdict"), word("integrity"));
+    if verdict == "attested" {
+        return format!(
+            "verified: signed by key {} of {} (integrity {integrity}, signature valid)",
+            printable(&receipt.key_id),
+            printable(&receipt.issuer)
+        );
+    }
+    let why = match (integrity.as_str(), attestations.as_slice()) {
+        ("match", []) => "the receipt carries no signature".to_owned(),
+        ("match", outcomes) if outcomes.contains(&"unknown_key") => format!(
+            "the runtime publishes no key {}",
+            printable(&receipt.key_id)
+        ),
+        ("match", _) => "the signature does not match the receipt".to_owned(),
+        ("mismatch", _) => "the commitment does not have the receipt's commitment hash".to_owned(),
+        _ => format!("the receipt cannot be checked (verdict {verdict}, integrity {integrity})"),
+    };
+    format!("NOT VERIFIED: {why}")
+}
+
 /// Runs as a table with a header, then a count line (marked like status lines, so it never
 /// reads as data).
 pub fn run_table(page: &proto::ListRunsResponse) -> Vec<String> {

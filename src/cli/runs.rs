@@ -70,6 +70,14 @@ enum Action {
         #[arg(long)]
         to_seq: Option<u32>,
     },
+    /// Show a run's decision receipt (the runtime's signed record of how its session resolved)
+    Receipt {
+        run_id: String,
+        /// Check the signature against the keys the runtime publishes (its GetReceiptKeys);
+        /// exit 1 when it does not verify
+        #[arg(long)]
+        verify: bool,
+    },
     /// List a run's stored events
     Events {
         run_id: String,
@@ -176,6 +184,7 @@ async fn execute(command: &RunsCommand) -> Result<ExitCode, Failure> {
             .await?;
             show(json, &page, render::events_page)
         }
+        Action::Receipt { run_id, verify } => receipt(connection, run_id, *verify).await,
         Action::Watch { run_id } => {
             let (mut client, spinner) = connect(connection).await?;
             spinner.message(format!("waiting for run {run_id}"));
@@ -225,6 +234,53 @@ async fn execute(command: &RunsCommand) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `runs receipt`: the receipt, and with `verify` its check against the runtime's keys (asked
+/// of the runtime through the service now, not stored with the receipt).
+async fn receipt(connection: &Connection, run_id: &str, verify: bool) -> Result<ExitCode, Failure> {
+    let (mut client, spinner) = connect(connection).await?;
+    spinner.message("reading the receipt");
+    let receipt = client
+        .get_run_receipt(proto::GetRunReceiptRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await
+        .map_err(|status| Failure::from_status(&status))?
+        .into_inner();
+    if !verify {
+        drop(spinner);
+        return show(connection.json, &receipt, render::receipt_lines);
+    }
+    spinner.message("reading the runtime's receipt keys");
+    let keys = client
+        .get_runtime_receipt_keys(proto::GetRuntimeReceiptKeysRequest {})
+        .await
+        .map_err(|status| Failure::from_status(&status))?
+        .into_inner();
+    drop(spinner);
+    let jwks = serde_json::to_value(keys.jwks.unwrap_or_default())
+        .map_err(|error| Failure::new("INTERNAL", format!("cannot read the keys: {error}")))?;
+    let verification = crate::runs::receipt::check(&receipt.receipt_json, &jwks)
+        .map_err(|message| Failure::new("INVALID_RECEIPT", message))?;
+    let verified = crate::runs::receipt::verified(&verification);
+    let verification = serde_json::to_value(&verification)
+        .map_err(|error| Failure::new("INTERNAL", format!("cannot render JSON: {error}")))?;
+    let checked = serde_json::json!({
+        "receipt": receipt,
+        "verified": verified,
+        "verification": verification,
+    });
+    show(connection.json, &checked, |_| {
+        let mut lines = render::receipt_lines(&receipt);
+        lines.push(render::verification_line(&receipt, &verification));
+        lines
+    })?;
+    Ok(if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The ExecutionRequest in proto3 JSON (camelCase or snake_case names), from a file or stdin.

@@ -38,6 +38,8 @@ pub mod types {
     pub const PROPOSAL_CREATED: &str = "proposal.created";
     pub const PROPOSAL_UPDATED: &str = "proposal.updated";
     pub const DECISION_FINALIZED: &str = "decision.finalized";
+    /// The runtime's signed decision receipt of a resolved session (`runs::receipt`).
+    pub const DECISION_RECEIPT: &str = "decision.receipt";
     pub const PROGRESS_REPORTED: &str = "progress.reported";
     pub const TOOL_CALLED: &str = "tool.called";
     pub const TOOL_COMPLETED: &str = "tool.completed";
@@ -71,6 +73,7 @@ pub mod types {
         PROPOSAL_CREATED,
         PROPOSAL_UPDATED,
         DECISION_FINALIZED,
+        DECISION_RECEIPT,
         PROGRESS_REPORTED,
         TOOL_CALLED,
         TOOL_COMPLETED,

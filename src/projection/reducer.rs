@@ -93,7 +93,8 @@ pub fn apply(state: &mut RunState, event: &CanonicalEvent) {
         types::SESSION_STREAM_OPENED
         | types::TOOL_CALLED
         | types::TOOL_COMPLETED
-        | types::POLICY_DENIED => {}
+        | types::POLICY_DENIED
+        | types::DECISION_RECEIPT => {}
         _ => {}
     }
 }

@@ -12,6 +12,7 @@ pub mod messages;
 pub mod observability;
 mod observer;
 pub mod outcome;
+pub mod receipt;
 mod records;
 pub mod replay;
 pub mod request;

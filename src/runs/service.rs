@@ -29,8 +29,8 @@ use crate::runtime::{RuntimeClient, info};
 use crate::store::{CreateOutcome, NewRun, RunChange, SessionChange, Store};
 use crate::telemetry::trace::Tracing;
 
-/// How long the supported-modes list from `Initialize` is reused.
-const MODES_TTL: Duration = Duration::from_secs(30);
+/// How long what `Initialize` tells (supported modes, signed receipts) is reused.
+const INITIALIZE_TTL: Duration = Duration::from_secs(30);
 /// How long a cancel waits for envelopes the runtime accepted to arrive on the session stream.
 const CATCH_UP_BOUND: Duration = Duration::from_secs(2);
 /// The runtime kind this control plane drives.
@@ -45,6 +45,14 @@ pub struct StartOutcome {
     pub trace_id: Option<String>,
     /// The idempotency key matched an existing run; nothing was started.
     pub existing: bool,
+}
+
+/// What the control plane reads from the runtime's `Initialize` answer.
+#[derive(Debug, Clone)]
+pub(super) struct RuntimeTraits {
+    pub supported_modes: Vec<String>,
+    /// It issues signed decision receipts (`GetDecisionReceipt`).
+    pub signs_receipts: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +119,7 @@ pub(super) struct Inner {
     waiters: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// What the AwaitRun waiters of an ending run share (`outcome`).
     pub(super) outcomes: super::outcome::Outcomes,
-    modes: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    initialized: tokio::sync::Mutex<Option<(Instant, RuntimeTraits)>>,
     pub(super) tasks: TaskTracker,
     pub(super) shutdown: CancellationToken,
     pub(super) tracing: Tracing,
@@ -209,7 +217,7 @@ impl RunService {
                 own_signals: super::discovery::Seen::default(),
                 waiters: Mutex::default(),
                 outcomes: super::outcome::Outcomes::default(),
-                modes: tokio::sync::Mutex::new(None),
+                initialized: tokio::sync::Mutex::new(None),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 webhooks,
@@ -366,17 +374,29 @@ impl RunService {
         self.inner.hub.close();
     }
 
+    /// What the runtime's `Initialize` told (cached briefly); `Err` when it is unreachable.
+    pub(super) async fn runtime_traits(&self) -> Result<RuntimeTraits, crate::runtime::Error> {
+        let mut cache = self.inner.initialized.lock().await;
+        if let Some((fetched, traits)) = cache.as_ref()
+            && fetched.elapsed() < INITIALIZE_TTL
+        {
+            return Ok(traits.clone());
+        }
+        let answer = self.inner.runtime.initialize().await?;
+        let traits = RuntimeTraits {
+            signs_receipts: answer
+                .capabilities
+                .and_then(|capabilities| capabilities.decision_receipt)
+                .is_some_and(|receipts| receipts.get_decision_receipt && receipts.signed),
+            supported_modes: answer.supported_modes,
+        };
+        *cache = Some((Instant::now(), traits.clone()));
+        Ok(traits)
+    }
+
     /// Supported modes from the runtime (cached briefly); `Err` when it is unreachable.
     pub async fn supported_modes(&self) -> Result<Vec<String>, crate::runtime::Error> {
-        let mut cache = self.inner.modes.lock().await;
-        if let Some((fetched, modes)) = cache.as_ref()
-            && fetched.elapsed() < MODES_TTL
-        {
-            return Ok(modes.clone());
-        }
-        let modes = self.inner.runtime.initialize().await?.supported_modes;
-        *cache = Some((Instant::now(), modes.clone()));
-        Ok(modes)
+        Ok(self.runtime_traits().await?.supported_modes)
     }
 
     /// Parses and checks a request: structure, credentials, and the mode against the runtime.
@@ -806,7 +826,25 @@ impl RunService {
             RunStatus::Cancelled => reason.or(requested),
             _ => reason,
         };
-        let terminal = terminal_event(run_id, writer.state(), status, now, error.as_ref(), reason);
+        let mut events = Vec::with_capacity(2);
+        // Asked under the run's lock, so only the finalize that ends the run records it; in the
+        // terminal event's transaction, so a finalize repeated after a restart records no second.
+        if status == RunStatus::Completed
+            && let Some(initiator) = writer.state().run.initiator.as_deref()
+        {
+            events.extend(
+                self.receipt_event(run_id, &metadata.session_id, initiator, now)
+                    .await,
+            );
+        }
+        events.push(terminal_event(
+            run_id,
+            writer.state(),
+            status,
+            now,
+            error.as_ref(),
+            reason,
+        ));
         let session_state = crate::events::normalizer::state_name(metadata.state).to_owned();
         let session_id = metadata.session_id.clone();
         self.inner
@@ -815,7 +853,7 @@ impl RunService {
                 writer,
                 &[RuntimeItem::SessionState(metadata)],
                 now,
-                vec![terminal],
+                events,
                 Change {
                     run: RunChange {
                         status: Some(status),

@@ -538,6 +538,30 @@ impl RuntimeClient {
             .await
     }
 
+    /// The session's decision receipt (a `macp-receipt/1` document, served byte-identical once
+    /// issued), reading as `reader` (one of the session's own, or the observer).
+    pub async fn decision_receipt(&self, session_id: &str, reader: &str) -> Result<String, Error> {
+        let request = self.request(
+            pb::GetDecisionReceiptRequest {
+                session_id: session_id.to_owned(),
+            },
+            Some(self.reader_bearer(reader)),
+        )?;
+        let mut client = self.inner.clone();
+        self.with_deadline("GetDecisionReceipt", client.get_decision_receipt(request))
+            .await
+            .map(|response| response.receipt_json)
+    }
+
+    /// The public keys (a JWK Set, as JSON text) the runtime's receipts verify against.
+    pub async fn receipt_keys(&self) -> Result<String, Error> {
+        let request = self.request(pb::GetReceiptKeysRequest {}, None)?;
+        let mut client = self.inner.clone();
+        self.with_deadline("GetReceiptKeys", client.get_receipt_keys(request))
+            .await
+            .map(|response| response.jwks_json)
+    }
+
     /// Registers a policy as the control plane's own identity (which the runtime must allow to
     /// manage its registries). The runtime answers `ok: false` with its reason for a policy it
     /// does not take.

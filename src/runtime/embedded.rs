@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use macp_runtime::log_store::LogStore;
+use macp_runtime::macp_core::receipt::{KeySet, ReceiptSigner};
 use macp_runtime::mode_registry::ModeRegistry;
 use macp_runtime::pb::macp_runtime_service_server::MacpRuntimeServiceServer;
 use macp_runtime::policy::registry::PolicyRegistry;
@@ -69,6 +70,62 @@ pub struct EmbeddedOptions {
     /// Terminal sessions are evicted from memory this long after their start; `None` keeps
     /// them for the life of the process.
     pub session_retention: Option<Duration>,
+    /// How it signs decision receipts (unsigned by default).
+    pub receipts: ReceiptSigning,
+}
+
+/// The embedded runtime's decision-receipt signing: the reference binary's variables of the
+/// same names, read by `serve` as its own settings (the standalone `runtime` subcommand reads
+/// them with the runtime's own `ReceiptConfig::from_env`).
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptSigning {
+    /// `MACP_RECEIPT_SIGNING_KEY_PATH`: an Ed25519 key, a PKCS#8 PEM or a private OKP JWK.
+    /// Unset: receipts are unsigned (and the control plane records none).
+    pub key_path: Option<PathBuf>,
+    /// `MACP_RECEIPT_SIGNING_KID`: the key id, required for a PEM key (a JWK may carry its own).
+    pub kid: Option<String>,
+    /// `MACP_RUNTIME_ID`: receipts' issuer is `runtime:<id>`; required when signing.
+    pub runtime_id: Option<String>,
+}
+
+impl ReceiptSigning {
+    /// The runtime's receipt configuration; an error names the setting and never echoes key
+    /// material (the runtime's `KeyError` does not).
+    pub fn config(&self) -> Result<ReceiptConfig, Error> {
+        let invalid = |message: String| Error::Receipts(message);
+        let runtime_id = self
+            .runtime_id
+            .as_deref()
+            .filter(|id| !id.trim().is_empty());
+        let signer = match &self.key_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    invalid(format!(
+                        "MACP_RECEIPT_SIGNING_KEY_PATH: cannot read {}: {error}",
+                        path.display()
+                    ))
+                })?;
+                let signer = ReceiptSigner::load(&text, self.kid.as_deref())
+                    .map_err(|error| invalid(format!("MACP_RECEIPT_SIGNING_KEY_PATH: {error}")))?;
+                if runtime_id.is_none() {
+                    return Err(invalid(
+                        "MACP_RUNTIME_ID must be set when receipts are signed: it is the issuer \
+                         (runtime:<id>) of every signed receipt, stable and distinct per deployment"
+                            .to_owned(),
+                    ));
+                }
+                Some(signer)
+            }
+            None if self.kid.is_some() => {
+                return Err(invalid(
+                    "MACP_RECEIPT_SIGNING_KID is set but MACP_RECEIPT_SIGNING_KEY_PATH is not"
+                        .to_owned(),
+                ));
+            }
+            None => None,
+        };
+        ReceiptConfig::new(signer, KeySet::new(), runtime_id).map_err(invalid)
+    }
 }
 
 impl Default for EmbeddedOptions {
@@ -80,6 +137,7 @@ impl Default for EmbeddedOptions {
             static_tokens: None,
             storage: Storage::Memory,
             session_retention: Some(DEFAULT_SESSION_RETENTION),
+            receipts: ReceiptSigning::default(),
         }
     }
 }
@@ -96,6 +154,8 @@ pub enum Error {
     Tokens(String),
     #[error("cannot open the runtime's storage in {0}: {1}")]
     Storage(PathBuf, String),
+    #[error("decision receipts: {0}")]
+    Receipts(String),
 }
 
 /// What a runtime is built from; the standalone runtime fills it from the binary's variables.
@@ -262,11 +322,19 @@ impl EmbeddedRuntime {
         let (incoming, address) =
             bind(options.bind).map_err(|error| Error::Bind(options.bind, error))?;
         let persistent = matches!(options.storage, Storage::File { .. });
+        let receipts = options.receipts.config()?;
+        if let Some(kid) = receipts.kid() {
+            tracing::info!(
+                kid,
+                issuer = receipts.issuer(),
+                "decision receipts are signed"
+            );
+        }
         let runtime = open(Parts {
             storage: options.storage.clone(),
             strict_recovery: false,
             policies: Arc::new(PolicyRegistry::new()),
-            receipts: ReceiptConfig::default(),
+            receipts,
         })
         .await?;
         let service = grpc_service(runtime.clone(), security, false, DEFAULT_MAX_PAYLOAD_BYTES);

@@ -13,14 +13,14 @@ use crate::support::{self, Backend, TestApp};
 /// Generous: the binary, the service and the runtime share a loaded 2-core machine.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Outcome {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Outcome {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {}", self.stdout))
     }
@@ -58,7 +58,7 @@ async fn finish(child: tokio::process::Child, args: &[&str]) -> Outcome {
     }
 }
 
-async fn cli(app: &TestApp, args: &[&str]) -> Outcome {
+pub(crate) async fn cli(app: &TestApp, args: &[&str]) -> Outcome {
     let child = command(app, args).spawn().expect("the CLI starts");
     finish(child, args).await
 }

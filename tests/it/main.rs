@@ -23,6 +23,7 @@ mod openapi;
 mod parity;
 mod policies;
 mod python_client;
+mod receipts;
 mod reflection;
 mod registry;
 mod requests;

@@ -1,6 +1,7 @@
 """Starts a run on the control plane over gRPC, waits for its end in the same call
 (`RunStart` with `await_result`) and prints how it ended: one JSON line with the run id, status,
-the terminal event's seq and the decision.
+the terminal event's seq, the decision and the runtime's signed decision receipt (`GetRunReceipt`;
+null when the runtime signs none).
 
     python3 client.py 127.0.0.1:3001 ../../seed-decision.json [--timeout-ms 60000] [--token KEY]
 
@@ -41,9 +42,9 @@ def main() -> int:
                 ),
                 metadata=metadata,
             )
+            receipt = run_receipt(client, started.run_id, metadata)
         except grpc.RpcError as error:
-            codes = dict(error.trailing_metadata() or ())
-            print(f"refused: {error.code().name} {codes.get('x-error-code', '')}: {error.details()}",
+            print(f"refused: {error.code().name} {error_code(error)}: {error.details()}",
                   file=sys.stderr)
             return 1
     result = started.result
@@ -55,8 +56,27 @@ def main() -> int:
         "status": result.run.status,
         "terminalSeq": result.terminal_seq,
         "decision": decision,
+        "receipt": receipt,
     }))
     return 0
+
+
+def error_code(error: grpc.RpcError) -> str:
+    """The control plane's stable error code of a refusal."""
+    return dict(error.trailing_metadata() or ()).get("x-error-code", "")
+
+
+def run_receipt(client, run_id: str, metadata) -> dict | None:
+    """The run's decision receipt (issuer, keyId, algorithm, signature, the document itself in
+    receiptJson), or None when it has none: RECEIPT_NOT_FOUND, as from a runtime that does not
+    sign receipts or a session that did not resolve."""
+    try:
+        receipt = client.GetRunReceipt(pb.GetRunReceiptRequest(run_id=run_id), metadata=metadata)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND and error_code(error) == "RECEIPT_NOT_FOUND":
+            return None
+        raise
+    return json_format.MessageToDict(receipt)
 
 
 if __name__ == "__main__":

@@ -342,6 +342,31 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .map_err(internal)
     }
 
+    async fn get_run_receipt(
+        &self,
+        request: Request<proto::GetRunReceiptRequest>,
+    ) -> Result<Response<proto::RunReceipt>, Status> {
+        let receipt = self
+            .service
+            .receipt(&request.into_inner().run_id)
+            .await
+            .map_err(status)?;
+        let record = receipt.record;
+        Ok(Response::new(proto::RunReceipt {
+            run_id: receipt.run_id,
+            seq: to_u32(receipt.seq),
+            session_id: record.session_id,
+            issuer: record.issuer,
+            key_id: record.key_id,
+            algorithm: record.algorithm,
+            signature: record.signature,
+            issued_at: record.issued_at,
+            commitment_hash: record.commitment_hash,
+            receipt_format: record.receipt_format,
+            receipt_json: record.receipt_json,
+        }))
+    }
+
     async fn await_run(
         &self,
         request: Request<proto::AwaitRunRequest>,
@@ -776,6 +801,16 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
     ) -> Result<Response<proto::RuntimeManifest>, Status> {
         let manifest = self.service.runtime_manifest().await.map_err(status)?;
         Ok(Response::new(manifest_message(manifest)?))
+    }
+
+    async fn get_runtime_receipt_keys(
+        &self,
+        _: Request<proto::GetRuntimeReceiptKeysRequest>,
+    ) -> Result<Response<proto::RuntimeReceiptKeys>, Status> {
+        let jwks = self.service.runtime_receipt_keys().await.map_err(status)?;
+        Ok(Response::new(proto::RuntimeReceiptKeys {
+            jwks: to_struct(&jwks)?,
+        }))
     }
 
     async fn list_runtime_modes(

@@ -70,10 +70,12 @@ pub fn router(
         .route("/runs/{id}/resume", post(resume_run))
         .route("/runs/{id}/await", get(await_run))
         .route("/runs/{id}/what-if", post(what_if))
+        .route("/runs/{id}/receipt", get(run_receipt))
         .route("/runtime/manifest", get(runtime_manifest))
         .route("/runtime/modes", get(runtime_modes))
         .route("/runtime/roots", get(runtime_roots))
         .route("/runtime/health", get(runtime_health))
+        .route("/runtime/receipt-keys", get(runtime_receipt_keys))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -148,6 +150,13 @@ async fn what_if(
 ) -> Result<Response> {
     let id = run_id(&id)?;
     Ok(Json(service.what_if(&id, &body).await?).into_response())
+}
+
+async fn run_receipt(
+    State(service): State<RunService>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    Ok(Json(service.receipt(&run_id(&id)?).await?).into_response())
 }
 
 async fn await_run(
@@ -262,6 +271,10 @@ async fn resume_run(
 
 async fn runtime_manifest(State(service): State<RunService>) -> Result<Response> {
     Ok(Json(service.runtime_manifest().await?).into_response())
+}
+
+async fn runtime_receipt_keys(State(service): State<RunService>) -> Result<Response> {
+    Ok(Json(json!({ "jwks": service.runtime_receipt_keys().await? })).into_response())
 }
 
 async fn runtime_modes(State(service): State<RunService>) -> Result<Response> {

@@ -281,6 +281,17 @@ pub const SHAPES: &[Shape] = &[
         ..DEFAULT
     },
     Shape {
+        rpc: "GetRunReceipt",
+        // The run recorded no receipt.
+        refusals: &[ErrorCode::ReceiptNotFound],
+        ..DEFAULT
+    },
+    Shape {
+        rpc: "GetRuntimeReceiptKeys",
+        refusals: RUNTIME_REFUSALS,
+        ..DEFAULT
+    },
+    Shape {
         rpc: "AwaitRun",
         refusals: &[ErrorCode::AwaitTimeout, ErrorCode::TooManySubscribers],
         ..DEFAULT
