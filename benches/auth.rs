@@ -162,6 +162,7 @@ async fn start(kind: Kind, dir: &tempfile::TempDir) -> Variant {
     let app = App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: format!("sqlite://{}?mode=rwc", database.display()).into(),
+        store: Default::default(),
         runtime: RuntimeTarget::Embedded(Default::default()),
         credentials: Credentials::Dev {
             observer: "macp-control-plane".into(),

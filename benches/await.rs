@@ -34,6 +34,7 @@ async fn start_app(dir: &tempfile::TempDir, stack: Stack) -> App {
             dir.path().join("await.db").display()
         )
         .into(),
+        store: Default::default(),
         runtime: RuntimeTarget::Embedded(Default::default()),
         credentials: Credentials::Dev {
             observer: "macp-control-plane".into(),

@@ -107,6 +107,7 @@ async fn start_app(database_url: String) -> App {
     App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: database_url.into(),
+        store: Default::default(),
         runtime: RuntimeTarget::Embedded(Default::default()),
         credentials: Credentials::Dev {
             observer: "macp-control-plane".into(),

@@ -76,6 +76,7 @@ async fn soak(retention: Option<Duration>) {
     let app = App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: format!("sqlite://{}?mode=rwc", dir.path().join("soak.db").display()).into(),
+        store: Default::default(),
         runtime: RuntimeTarget::Embedded(EmbeddedOptions {
             session_retention: retention,
             ..EmbeddedOptions::default()

@@ -34,6 +34,8 @@ pub struct AppConfig {
     pub bind: SocketAddr,
     /// Printed redacted (it may hold a password).
     pub database_url: DatabaseUrl,
+    /// SQLite's busy timeout and size cap.
+    pub store: crate::store::StoreOptions,
     pub runtime: RuntimeTarget,
     pub credentials: Credentials,
     pub request_timeout: Duration,
@@ -97,6 +99,7 @@ impl AppConfig {
         Ok(AppConfig {
             bind,
             database_url: args.database.database_url.clone(),
+            store: args.database.store_options(),
             runtime,
             credentials: args.runtime.credentials()?,
             request_timeout: args.runtime.request_timeout(),
@@ -142,7 +145,7 @@ pub struct App {
 
 impl App {
     pub async fn start(config: AppConfig) -> Result<App, Error> {
-        let store = Store::connect(config.database_url.expose_secret())
+        let store = Store::connect_with(config.database_url.expose_secret(), &config.store)
             .await
             .map_err(|error| Error::Other(config.database_url.redact_in(&error.to_string())))?;
         store.migrate().await?;

@@ -123,6 +123,25 @@ pub struct DatabaseArgs {
         hide_default_value = true
     )]
     pub database_url: DatabaseUrl,
+
+    /// SQLite: how long a write waits, in ms, while another process holds the database's
+    /// write lock; past it the request fails with 503 STORE_BUSY (rolled back, retry).
+    #[arg(long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub sqlite_busy_timeout_ms: u64,
+
+    /// SQLite: the database file grows to at most this many pages (of 4 KiB); past it writes
+    /// fail with 507 STORE_FULL, as on a full disk. Unset: SQLite's own limit.
+    #[arg(long, env = "SQLITE_MAX_PAGE_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sqlite_max_page_count: Option<u64>,
+}
+
+impl DatabaseArgs {
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            sqlite_busy_timeout: Duration::from_millis(self.sqlite_busy_timeout_ms),
+            sqlite_max_page_count: self.sqlite_max_page_count,
+        }
+    }
 }
 
 /// A database URL. It may hold a password, so `Debug` and `Display` print it redacted

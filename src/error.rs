@@ -75,6 +75,9 @@ error_codes! {
     RuntimeRejected => "RUNTIME_REJECTED",
     RuntimeUnavailable => "RUNTIME_UNAVAILABLE",
     RuntimeTimeout => "RUNTIME_TIMEOUT",
+    /// The replica that owns the run did not answer a call handed to it, and no other replica
+    /// has taken the run over yet (a cluster; retry shortly).
+    ReplicaUnavailable => "REPLICA_UNAVAILABLE",
     SessionExpired => "SESSION_EXPIRED",
     // Scenario registry.
     PackNotFound => "PACK_NOT_FOUND",
@@ -90,6 +93,12 @@ error_codes! {
     UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
     /// A request addressed to a host name this service does not answer to (DNS rebinding).
     MisdirectedRequest => "MISDIRECTED_REQUEST",
+    /// Another process holds the SQLite database's write lock past `SQLITE_BUSY_TIMEOUT_MS`;
+    /// the write was rolled back and may be retried (`Retry-After`).
+    StoreBusy => "STORE_BUSY",
+    /// The database has no room for the write (disk full, or `SQLITE_MAX_PAGE_COUNT` reached);
+    /// the write was rolled back.
+    StoreFull => "STORE_FULL",
     Internal => "INTERNAL_ERROR",
 }
 
@@ -134,9 +143,23 @@ impl ErrorCode {
             ErrorCode::KickoffFailed
             | ErrorCode::MessageSendFailed
             | ErrorCode::RuntimeRejected => 502,
-            ErrorCode::RuntimeUnavailable => 503,
+            ErrorCode::RuntimeUnavailable
+            | ErrorCode::StoreBusy
+            | ErrorCode::ReplicaUnavailable => 503,
             ErrorCode::RuntimeTimeout => 504,
+            // 507 Insufficient Storage (RFC 4918): the server cannot store what the request needs.
+            ErrorCode::StoreFull => 507,
             ErrorCode::InvalidPackData | ErrorCode::Internal => 500,
+        }
+    }
+
+    /// How long, in seconds, a client should wait before sending the same request again
+    /// (REST `Retry-After`), for refusals that pass by themselves.
+    pub fn retry_after_secs(self) -> Option<u64> {
+        match self {
+            // Whoever holds the lock usually lets go within a second or so.
+            ErrorCode::StoreBusy | ErrorCode::ReplicaUnavailable => Some(1),
+            _ => None,
         }
     }
 
@@ -185,13 +208,16 @@ impl ErrorCode {
             | ErrorCode::RunNotActive
             | ErrorCode::RunNotTerminal
             | ErrorCode::HistoryUnavailable => FAILED_PRECONDITION,
-            ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::TooManySubscribers => {
-                RESOURCE_EXHAUSTED
-            }
+            ErrorCode::PayloadTooLarge
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManySubscribers
+            | ErrorCode::StoreFull => RESOURCE_EXHAUSTED,
             ErrorCode::KickoffFailed
             | ErrorCode::MessageSendFailed
             | ErrorCode::RuntimeRejected
-            | ErrorCode::RuntimeUnavailable => UNAVAILABLE,
+            | ErrorCode::RuntimeUnavailable
+            | ErrorCode::StoreBusy
+            | ErrorCode::ReplicaUnavailable => UNAVAILABLE,
             ErrorCode::RuntimeTimeout | ErrorCode::AwaitTimeout => DEADLINE_EXCEEDED,
             ErrorCode::InvalidPackData | ErrorCode::Internal => INTERNAL,
         }

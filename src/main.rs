@@ -121,7 +121,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 async fn migrate(args: DatabaseArgs) -> Result<(), String> {
-    let store = Store::connect(args.database_url.expose_secret())
+    let store = Store::connect_with(args.database_url.expose_secret(), &args.store_options())
         .await
         .map_err(|error| args.database_url.redact_in(&error.to_string()))?;
     store.migrate().await.map_err(|error| error.to_string())?;

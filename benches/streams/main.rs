@@ -609,6 +609,7 @@ async fn state_at_seq(dir: &tempfile::TempDir) {
     let app = App::start(AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: format!("sqlite://{}?mode=rwc", dir.path().join("long.db").display()).into(),
+        store: Default::default(),
         runtime: RuntimeTarget::Embedded(Default::default()),
         credentials: Credentials::Dev {
             observer: "bench".into(),

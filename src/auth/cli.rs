@@ -57,7 +57,7 @@ pub async fn run(args: KeysArgs) -> ExitCode {
 
 async fn execute(args: KeysArgs) -> Result<(), String> {
     let url = &args.database.database_url;
-    let store = Store::connect(url.expose_secret())
+    let store = Store::connect_with(url.expose_secret(), &args.database.store_options())
         .await
         .map_err(|error| url.redact_in(&error.to_string()))?;
     store.migrate().await.map_err(|error| error.to_string())?;

@@ -19,7 +19,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DbBackend, DbErr, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Statement, TransactionTrait,
+    QueryTrait, RuntimeErr, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
@@ -34,7 +34,7 @@ use crate::domain::audit::{ApiKeyInfo, AuditEntry, AuditFilter, AuditPage, Store
 use crate::domain::query::{EventQuery, RunFilter, RunPage};
 use crate::domain::run::{BoundSession, Run};
 use crate::domain::status::RunStatus;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::events::canonical::{CanonicalEvent, SCHEMA_VERSION, Source, Subject, TraceRef};
 use crate::projection::state::RunState;
 use crate::time::Timestamp;
@@ -58,7 +58,63 @@ pub enum Error {
 
 impl Error {
     pub fn to_api_error(&self) -> ApiError {
-        ApiError::internal(self.to_string())
+        match self.sqlite_code().map(|code| code & 0xff) {
+            Some(SQLITE_BUSY) => ApiError::new(
+                ErrorCode::StoreBusy,
+                "the database is locked by another process (SQLite SQLITE_BUSY, still locked \
+                 after SQLITE_BUSY_TIMEOUT_MS); the write was rolled back: retry shortly",
+            ),
+            Some(SQLITE_FULL) => ApiError::new(
+                ErrorCode::StoreFull,
+                "the database is full (SQLite SQLITE_FULL: no room left on the disk, or \
+                 SQLITE_MAX_PAGE_COUNT reached); the write was rolled back: free space and retry",
+            ),
+            _ => ApiError::internal(self.to_string()),
+        }
+    }
+
+    /// SQLite's extended result code, when SQLite refused the statement.
+    fn sqlite_code(&self) -> Option<i32> {
+        let Error::Db(
+            DbErr::Conn(RuntimeErr::SqlxError(error))
+            | DbErr::Exec(RuntimeErr::SqlxError(error))
+            | DbErr::Query(RuntimeErr::SqlxError(error)),
+        ) = self
+        else {
+            return None;
+        };
+        use sea_orm::sqlx::error::DatabaseError as _;
+        let sea_orm::sqlx::Error::Database(error) = error.as_ref() else {
+            return None;
+        };
+        error
+            .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()?
+            .code()?
+            .parse()
+            .ok()
+    }
+}
+
+/// SQLite's primary result codes (the low byte of an extended one) that have codes of ours.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_FULL: i32 = 13;
+
+/// SQLite connection settings (`SQLITE_BUSY_TIMEOUT_MS`, `SQLITE_MAX_PAGE_COUNT`).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a write waits for another process's lock before it fails with `STORE_BUSY`.
+    pub sqlite_busy_timeout: Duration,
+    /// The database file grows to at most this many pages; past it, writes fail with
+    /// `STORE_FULL` (as on a full disk). `None`: SQLite's own limit.
+    pub sqlite_max_page_count: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sqlite_busy_timeout: Duration::from_secs(10),
+            sqlite_max_page_count: None,
+        }
     }
 }
 
@@ -259,8 +315,13 @@ pub fn redacted_url(url: &str) -> String {
 }
 
 impl Store {
-    /// Connects; a SQLite file is created on first use and run in WAL mode.
+    /// Connects with the default options; a SQLite file is created on first use and run in
+    /// WAL mode.
     pub async fn connect(url: &str) -> Result<Store, Error> {
+        Store::connect_with(url, &StoreOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, store_options: &StoreOptions) -> Result<Store, Error> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)
@@ -268,16 +329,38 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
             // One writer at a time is SQLite's model; WAL lets readers proceed alongside it.
-            options.max_connections(8).map_sqlx_sqlite_opts(|sqlite| {
-                sqlite
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-                    .pragma("wal_autocheckpoint", "0")
-                    // The WAL file is cut back to this when it starts over.
-                    .pragma("journal_size_limit", "67108864")
+            let store_options = store_options.clone();
+            options
+                .max_connections(8)
+                .map_sqlx_sqlite_opts(move |sqlite| {
+                    let sqlite = sqlite
+                        .create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(store_options.sqlite_busy_timeout)
+                        .foreign_keys(true)
+                        .pragma("wal_autocheckpoint", "0")
+                        // The WAL file is cut back to this when it starts over.
+                        .pragma("journal_size_limit", "67108864");
+                    // A per-connection setting: every connection of the pool gets it.
+                    match store_options.sqlite_max_page_count {
+                        Some(pages) => sqlite.pragma("max_page_count", pages.to_string()),
+                        None => sqlite,
+                    }
+                });
+            // A write SQLite rolled back by itself (SQLITE_FULL, for one) leaves sqlx counting
+            // a transaction that is gone: its ROLLBACK fails, the connection's next BEGIN is a
+            // SAVEPOINT, and a failure there (ROLLBACK TO) leaves a write transaction open that
+            // holds the database's lock for good: every other write then waited out the busy
+            // timeout. Such a connection is closed rather than used again.
+            options.map_sqlx_sqlite_before_acquire(|connection, _| {
+                Box::pin(async move {
+                    let clean = !sea_orm::sqlx::Connection::is_in_transaction(connection);
+                    if !clean {
+                        tracing::warn!("closing a SQLite connection left inside a transaction");
+                    }
+                    Ok(clean)
+                })
             });
         } else {
             options.max_connections(16);

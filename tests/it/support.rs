@@ -179,6 +179,7 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
     let config = AppConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: database_url.into(),
+        store: Default::default(),
         runtime: options.runtime,
         credentials: options.credentials.unwrap_or_else(dev_credentials),
         request_timeout: Duration::from_secs(5),

@@ -46,7 +46,13 @@ impl IntoResponse for HttpError {
             [("x-error-code", self.0.code.as_str())],
             Json(self.0.body()),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.0.code.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio_stream::StreamExt as _;
 
 use super::process::{Service, poll};
+use super::summary::Tally;
 use crate::discovery::Agents;
 use crate::requests;
 use crate::runtime_process::spawn_runtime;
@@ -45,7 +46,7 @@ impl Rng {
     }
 }
 
-fn setting(name: &str, default: u64) -> u64 {
+pub(super) fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|value| value.parse().ok())
@@ -95,7 +96,7 @@ impl Client {
 }
 
 /// The runtime's transcript of a session: message ids in ordinal order, replayed from 0.
-pub(super) async fn transcript(
+pub(crate) async fn transcript(
     runtime: &RuntimeClient,
     session_id: &str,
     reader: &str,
@@ -138,6 +139,7 @@ pub(super) async fn transcript(
 }
 
 async fn kill_points(backend: Backend) {
+    let mut tally = Tally::begin(&format!("crash {backend:?}"));
     let dir = tempfile::tempdir().expect("dir");
     let Some((database_url, postgres_db)) = support::database_url(backend, &dir).await else {
         return;
@@ -234,6 +236,7 @@ async fn kill_points(backend: Backend) {
         })
         .await;
         service.kill().await;
+        tally.injected += 1;
         println!("faults::crash: kill -9 {round} after {point}+ stored events");
         agents
             .await
@@ -304,7 +307,6 @@ async fn kill_points(backend: Backend) {
         false,
     )
     .expect("runtime client");
-    let (mut lost, mut duplicated) = (0usize, 0usize);
     for run_id in &runs {
         let (_, run) = client.get(&format!("/runs/{run_id}")).await;
         let session = store
@@ -352,16 +354,8 @@ async fn kill_points(backend: Backend) {
             stored_ids.len(),
         )
         .await;
-        lost += runtime_ids
-            .iter()
-            .filter(|id| !stored_ids.contains(id))
-            .count();
-        let unique: std::collections::HashSet<&String> = stored_ids.iter().collect();
-        duplicated += stored_ids.len() - unique.len()
-            + stored_ids
-                .iter()
-                .filter(|id| !runtime_ids.contains(id))
-                .count();
+        tally.compare(&stored_ids, &runtime_ids);
+        tally.runs += 1;
         assert_eq!(
             stored_ids, runtime_ids,
             "run {run_id}: stored envelopes = the runtime's transcript"
@@ -380,10 +374,9 @@ async fn kill_points(backend: Backend) {
         );
     }
     println!(
-        "faults: {crashes} injected, runs {}, events lost {lost}, duplicated {duplicated}",
-        runs.len()
+        "faults::crash {backend:?}: {} injected, runs {}, events lost {}, duplicated {}",
+        tally.injected, tally.runs, tally.lost, tally.duplicated
     );
-    assert_eq!((lost, duplicated), (0, 0));
     service.kill().await;
     runtime.kill().await;
     if let Some(name) = postgres_db {

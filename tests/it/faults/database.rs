@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::crash::transcript;
 use super::process::{Service, poll};
+use super::summary::Tally;
 use crate::discovery::Agents;
 use crate::requests;
 use crate::support::{self, Backend};
@@ -92,6 +93,7 @@ async fn talk(runtime: &str, session_id: &str, from: usize, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_loses_nothing() {
+    let mut tally = Tally::begin("database Postgres");
     let dir = tempfile::tempdir().expect("dir");
     let Some((database_url, Some(postgres_db))) =
         support::database_url(Backend::Postgres, &dir).await
@@ -162,6 +164,7 @@ async fn a_postgres_outage_loses_nothing() {
     poll(Duration::from_secs(30), "5 messages stored", || received(7)).await;
 
     proxy.cut();
+    tally.injected += 1;
     poll(
         Duration::from_secs(30),
         "/readyz reports the outage",
@@ -183,7 +186,6 @@ async fn a_postgres_outage_loses_nothing() {
         received(12)
     })
     .await;
-    println!("faults: 1 injected (PostgreSQL cut), runs 1");
 
     let store = Store::connect(&database_url).await.expect("store");
     let stored: Vec<(i64, String)> = store
@@ -218,10 +220,10 @@ async fn a_postgres_outage_loses_nothing() {
         false,
     )
     .expect("client");
-    assert_eq!(
-        ids,
-        transcript(&reader, &session_id, "coordinator", ids.len()).await
-    );
+    let runtime_ids = transcript(&reader, &session_id, "coordinator", ids.len()).await;
+    tally.compare(&ids, &runtime_ids);
+    tally.runs += 1;
+    assert_eq!(ids, runtime_ids);
     let seqs: Vec<i64> = store
         .events_between(&run_id, 0, None, 100_000)
         .await

@@ -5,11 +5,13 @@ use macp_control_plane::app::RuntimeTarget;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::Value;
 
+use super::summary::Tally;
 use crate::requests;
 use crate::runtime_process::spawn_runtime;
 use crate::support::{self, Backend};
 
 async fn a_kickoff_cut_short_by_a_crash_is_finished_after_the_restart(backend: Backend) {
+    let mut tally = Tally::begin(&format!("kickoff {backend:?}"));
     let runtime = spawn_runtime(&[("MACP_MEMORY_ONLY", "1")]).await;
     let Some(app) = support::start_with(
         backend,
@@ -62,16 +64,20 @@ async fn a_kickoff_cut_short_by_a_crash_is_finished_after_the_restart(backend: B
     .expect("updates");
 
     let app = app.restart().await;
+    tally.injected += 1;
     let state = app.wait_terminal(&run_id).await;
     assert_eq!(state.run.status, "completed", "{state:?}");
     let events = app.events(&run_id).await;
-    let kickoff_ids: Vec<&str> = events
+    let kickoff_ids: Vec<String> = events
         .iter()
         .filter(|event| event["type"] == "message.sent")
         .filter_map(|event| event["data"]["messageId"].as_str())
         .filter(|id| id.contains(":kickoff:"))
+        .map(str::to_owned)
         .collect();
     let expected: Vec<String> = (0..5).map(|n| format!("{run_id}:kickoff:{n}")).collect();
+    tally.compare(&kickoff_ids, &expected);
+    tally.runs += 1;
     assert_eq!(kickoff_ids, expected, "each kickoff message recorded once");
     app.stop().await;
     runtime.kill().await;

@@ -10,6 +10,7 @@ use macp_control_plane::runtime::credentials::Credentials;
 use serde_json::json;
 
 use super::crash::transcript;
+use super::summary::Tally;
 use crate::discovery::Agents;
 use crate::requests;
 use crate::runtime_process::spawn_runtime;
@@ -66,6 +67,7 @@ async fn recorded(app: &TestApp, run_id: &str, event_type: &'static str) {
 }
 
 async fn runtime_outages(backend: Backend) {
+    let mut tally = Tally::begin(&format!("outage {backend:?}"));
     let data = tempfile::tempdir().expect("dir");
     let data_dir = data.path().to_str().expect("utf-8 path").to_owned();
     let settings = [
@@ -96,6 +98,7 @@ async fn runtime_outages(backend: Backend) {
     let (run_id, session_id) = live_run(&app).await;
     proposals(&address, &session_id, 0, 5).await;
     runtime.kill().await;
+    tally.injected += 1;
     recorded(&app, &run_id, "session.stream.disconnected").await;
     let same_address = [settings.as_slice(), &[("MACP_BIND_ADDR", address.as_str())]].concat();
     let restarted = spawn_runtime(&same_address).await;
@@ -131,6 +134,8 @@ async fn runtime_outages(backend: Backend) {
     )
     .expect("client");
     let runtime_ids = transcript(&reader, &session_id, "coordinator", stored.len()).await;
+    tally.compare(&stored, &runtime_ids);
+    tally.runs += 1;
     assert_eq!(
         stored, runtime_ids,
         "0 lost, 0 duplicated across the outage"
@@ -149,6 +154,7 @@ async fn runtime_outages(backend: Backend) {
     // Past the grace.
     let (run_id, _) = live_run(&app).await;
     restarted.kill().await;
+    tally.injected += 1;
     let state = app.wait_terminal(&run_id).await;
     assert_eq!(state.run.status, "failed", "{state:?}");
     let (_, run) = app.get(&format!("/runs/{run_id}")).await;
@@ -161,6 +167,7 @@ async fn runtime_outages(backend: Backend) {
     );
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, 200, "the service serves on");
+    tally.runs += 1;
     app.stop().await;
 }
 crate::on_both_backends!(runtime_outages);

@@ -9,6 +9,7 @@ use macp_control_plane::store::Store;
 use serde_json::{Value, json};
 
 use super::process::{Service, poll};
+use super::summary::Tally;
 use crate::discovery::Agents;
 use crate::requests;
 use crate::streams::SseReader;
@@ -45,6 +46,7 @@ async fn talk(runtime: String, session_id: String, sent: Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_live_subscribers_delivers_every_committed_event() {
+    let mut tally = Tally::begin("shutdown subscribers");
     let dir = tempfile::tempdir().expect("dir");
     let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
     let service = Service::spawn(&[
@@ -132,6 +134,8 @@ async fn sigterm_under_live_subscribers_delivers_every_committed_event() {
     .await;
 
     let (took, status) = service.terminate(false).await;
+    tally.injected += 1;
+    tally.runs += RUNS;
     println!(
         "shutdown: SIGTERM to exit {} ms with {} live SSE subscribers over {RUNS} running runs",
         took.as_millis(),
@@ -158,6 +162,7 @@ async fn sigterm_under_live_subscribers_delivers_every_committed_event() {
             .map(|event| event.seq)
             .collect();
         assert!(stored.len() > 3, "{stored:?}");
+        tally.compare(&seqs, &stored);
         assert_eq!(
             seqs, stored,
             "run {run_id}: a subscriber missed or repeated a committed event"
@@ -187,6 +192,7 @@ async fn silent_runtime() -> (String, Arc<AtomicUsize>) {
 /// budget at most; a second SIGTERM ends the process at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_work_holds_the_stop_for_its_budget_and_a_second_signal_ends_it() {
+    let mut tally = Tally::begin("shutdown stuck work");
     for twice in [false, true] {
         let (runtime, accepted) = silent_runtime().await;
         let dir = tempfile::tempdir().expect("dir");
@@ -208,6 +214,7 @@ async fn stuck_work_holds_the_stop_for_its_budget_and_a_second_signal_ends_it() 
         )
         .await;
         let (took, status) = service.terminate(twice).await;
+        tally.injected += 1 + usize::from(twice);
         println!(
             "shutdown with stuck work: exit after {} ms ({status:?}), second signal: {twice}",
             took.as_millis()
