@@ -1,7 +1,9 @@
 //! AwaitRun: how a run ended, waited for on the hub rather than by polling. A waiter subscribes
 //! first, then reads the run: ended already, or it waits for the batch holding the terminal
 //! event, or for its deadline. The waiters of one run share one read of the final record and
-//! decision, so a thousand of them cost one query when the run ends.
+//! decision, so a thousand of them cost one query when the run ends, and one copy of it: the
+//! run's record carries its whole request, and copying it for each waiter took most of the
+//! in-process time of a thousand waiters' answers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -63,7 +65,7 @@ impl From<Decision> for OutcomeDecision {
     }
 }
 
-type SharedOutcome = Arc<OnceCell<Result<RunOutcome, ApiError>>>;
+type SharedOutcome = Arc<OnceCell<Result<Arc<RunOutcome>, ApiError>>>;
 
 /// Run id → the final read the run's current waiters share; an entry goes with its last waiter.
 #[derive(Default)]
@@ -83,7 +85,11 @@ pub fn await_timeout(ms: Option<u64>, field: &str) -> Result<Duration, ApiError>
 
 impl RunService {
     /// How the run ended, once it has; `AWAIT_TIMEOUT` (with the current run) past `timeout`.
-    pub async fn await_end(&self, run_id: &str, timeout: Duration) -> Result<RunOutcome, ApiError> {
+    pub async fn await_end(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Result<Arc<RunOutcome>, ApiError> {
         let deadline = Instant::now() + timeout;
         // Subscribing before reading the run: a terminal batch committed in between is either
         // in the store when it is read or in the subscription.
@@ -141,7 +147,7 @@ impl RunService {
     }
 
     /// The ended run's outcome, read once for all its waiters of the moment.
-    async fn shared_outcome(&self, run_id: &str) -> Result<RunOutcome, ApiError> {
+    async fn shared_outcome(&self, run_id: &str) -> Result<Arc<RunOutcome>, ApiError> {
         let outcomes = &self.inner.outcomes.0;
         let lock = || {
             outcomes
@@ -149,7 +155,10 @@ impl RunService {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         };
         let cell = lock().entry(run_id.to_owned()).or_default().clone();
-        let outcome = cell.get_or_init(|| self.read_outcome(run_id)).await.clone();
+        let outcome = cell
+            .get_or_init(|| async { self.read_outcome(run_id).await.map(Arc::new) })
+            .await
+            .clone();
         // Clones are made and dropped under the lock only, so the count is exact there.
         let mut map = lock();
         drop(cell);

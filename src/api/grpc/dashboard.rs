@@ -26,7 +26,7 @@ pub async fn overview(
         kpis: Some(kpis_message(overview.kpis)),
         recent_runs: overview
             .recent_runs
-            .into_iter()
+            .iter()
             .map(run_message)
             .collect::<Result<_, _>>()?,
         runtime_health: Some(health_message(overview.runtime_health)?),

@@ -21,7 +21,7 @@ pub async fn archive(
     archive: bool,
 ) -> Result<proto::Run, Status> {
     run_message(
-        service
+        &service
             .set_archived(run_id, archive)
             .await
             .map_err(status)?,
@@ -89,7 +89,7 @@ pub async fn compare(
 fn export_message(export: RunExport) -> Result<proto::RunExport, Status> {
     let header = export.header;
     Ok(proto::RunExport {
-        run: Some(run_message(header.run)?),
+        run: Some(run_message(&header.run)?),
         session: header
             .session
             .as_ref()

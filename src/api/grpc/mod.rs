@@ -62,11 +62,12 @@ fn internal(message: impl std::fmt::Display) -> Status {
     status(ApiError::internal(message.to_string()))
 }
 
-/// A free-form JSON object as `google.protobuf.Struct`.
+/// A free-form JSON object as `google.protobuf.Struct`, read in place (no copy of the value
+/// first: a run's metadata, converted for every AwaitRun waiter, is its whole request).
 fn to_struct(value: &Value) -> Result<Option<pbjson_types::Struct>, Status> {
     match value {
         Value::Null => Ok(None),
-        Value::Object(_) => serde_json::from_value(value.clone())
+        Value::Object(_) => <pbjson_types::Struct as serde::Deserialize>::deserialize(value)
             .map(Some)
             .map_err(internal),
         other => Err(internal(format!("expected a JSON object, got {other}"))),
@@ -82,28 +83,29 @@ fn to_u32(number: i64) -> u32 {
     u32::try_from(number.max(0)).unwrap_or(u32::MAX)
 }
 
-pub fn run_message(run: Run) -> Result<proto::Run, Status> {
+/// By reference: the run of an AwaitRun answer is shared by all the run's waiters.
+pub fn run_message(run: &Run) -> Result<proto::Run, Status> {
     Ok(proto::Run {
-        id: run.id,
+        id: run.id.clone(),
         status: run.status.as_str().to_owned(),
-        mode: run.mode,
-        runtime_kind: run.runtime_kind,
-        runtime_version: run.runtime_version,
-        runtime_session_id: run.runtime_session_id,
-        trace_id: run.trace_id,
-        idempotency_key: run.idempotency_key,
+        mode: run.mode.clone(),
+        runtime_kind: run.runtime_kind.clone(),
+        runtime_version: run.runtime_version.clone(),
+        runtime_session_id: run.runtime_session_id.clone(),
+        trace_id: run.trace_id.clone(),
+        idempotency_key: run.idempotency_key.clone(),
         last_event_seq: to_u32(run.last_event_seq),
-        source_kind: run.source_kind,
-        source_ref: run.source_ref,
-        tags: run.tags,
+        source_kind: run.source_kind.clone(),
+        source_ref: run.source_ref.clone(),
+        tags: run.tags.clone(),
         metadata: to_struct(&run.metadata)?,
-        error_code: run.error_code,
-        error_message: run.error_message,
+        error_code: run.error_code.clone(),
+        error_message: run.error_message.clone(),
         created_at: crate::time::format(&run.created_at),
         started_at: run.started_at.as_ref().map(crate::time::format),
         ended_at: run.ended_at.as_ref().map(crate::time::format),
         updated_at: crate::time::format(&run.updated_at),
-        created_by: run.created_by,
+        created_by: run.created_by.clone(),
         archived_at: run.archived_at.as_ref().map(crate::time::format),
     })
 }
@@ -122,16 +124,19 @@ fn await_timeout(ms: Option<u32>, field: &str) -> Result<Duration, Status> {
     crate::runs::outcome::await_timeout(ms.map(u64::from), field).map_err(status)
 }
 
-fn result_message(outcome: crate::runs::outcome::RunOutcome) -> Result<proto::RunResult, Status> {
+fn result_message(outcome: &crate::runs::outcome::RunOutcome) -> Result<proto::RunResult, Status> {
     Ok(proto::RunResult {
-        run: Some(run_message(outcome.run)?),
-        decision: outcome.decision.map(|decision| proto::RunDecision {
-            action: decision.action,
-            outcome_positive: decision.outcome_positive,
-            confidence: decision.confidence,
-            proposal_id: decision.proposal_id,
-            resolved_by: decision.resolved_by,
-        }),
+        run: Some(run_message(&outcome.run)?),
+        decision: outcome
+            .decision
+            .as_ref()
+            .map(|decision| proto::RunDecision {
+                action: decision.action.clone(),
+                outcome_positive: decision.outcome_positive,
+                confidence: decision.confidence,
+                proposal_id: decision.proposal_id.clone(),
+                resolved_by: decision.resolved_by.clone(),
+            }),
         terminal_seq: to_u32(outcome.terminal_seq),
     })
 }
@@ -311,7 +316,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         let outcome = self.service.start(body).await.map_err(status)?;
         let result = if request.await_result {
             let result = self.service.await_end(&outcome.run_id, timeout).await;
-            Some(result_message(result.map_err(status)?)?)
+            Some(result_message(&*result.map_err(status)?)?)
         } else {
             None
         };
@@ -378,7 +383,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .await_end(&request.run_id, timeout)
             .await
             .map_err(status)?;
-        Ok(Response::new(result_message(outcome)?))
+        Ok(Response::new(result_message(&outcome)?))
     }
 
     async fn validate_run(
@@ -414,7 +419,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .run_record(&request.into_inner().run_id)
             .await
             .map_err(status)?;
-        Ok(Response::new(run_message(run)?))
+        Ok(Response::new(run_message(&run)?))
     }
 
     async fn list_runs(
@@ -443,7 +448,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         Ok(Response::new(proto::ListRunsResponse {
             data: page
                 .data
-                .into_iter()
+                .iter()
                 .map(run_message)
                 .collect::<Result<_, _>>()?,
             total: to_u32(page.total as i64),
@@ -647,7 +652,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .cancel(&request.run_id, request.reason)
             .await
             .map_err(status)?;
-        Ok(Response::new(run_message(run)?))
+        Ok(Response::new(run_message(&run)?))
     }
 
     async fn suspend_session(
@@ -660,7 +665,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .suspend(&request.run_id, request.reason)
             .await
             .map_err(status)?;
-        Ok(Response::new(run_message(run)?))
+        Ok(Response::new(run_message(&run)?))
     }
 
     async fn resume_session(
@@ -673,7 +678,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             .resume(&request.run_id, request.reason)
             .await
             .map_err(status)?;
-        Ok(Response::new(run_message(run)?))
+        Ok(Response::new(run_message(&run)?))
     }
 
     async fn send_run_message(

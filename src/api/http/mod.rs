@@ -41,7 +41,7 @@ impl IntoResponse for HttpError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "request failed");
         }
-        (
+        let mut response = (
             status,
             [("x-error-code", self.0.code.as_str())],
             Json(self.0.body()),
@@ -145,7 +145,7 @@ async fn start_run(
     let mut body =
         serde_json::to_value(&outcome).map_err(|error| ApiError::internal(error.to_string()))?;
     body["result"] =
-        serde_json::to_value(&result).map_err(|error| ApiError::internal(error.to_string()))?;
+        serde_json::to_value(&*result).map_err(|error| ApiError::internal(error.to_string()))?;
     Ok((status, Json(body)).into_response())
 }
 
@@ -172,7 +172,8 @@ async fn await_run(
 ) -> Result<Response> {
     let id = run_id(&id)?;
     let timeout = await_timeout(&query)?;
-    Ok(Json(service.await_end(&id, timeout).await?).into_response())
+    let outcome = service.await_end(&id, timeout).await?;
+    Ok(Json(&*outcome).into_response())
 }
 
 async fn validate_run(
