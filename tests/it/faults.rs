@@ -2,10 +2,13 @@
 //! killed, stopped and cut off at chosen points, and what the store, the runtime and the
 //! streams hold afterwards compared.
 
-mod crash;
+pub(crate) mod crash;
 mod database;
+mod herd;
 mod history;
 mod kickoff;
 mod outage;
-mod process;
+pub(crate) mod process;
 mod shutdown;
+mod sqlite;
+mod summary;
