@@ -170,7 +170,10 @@ async fn measure(replicas: usize, rate: f64, seconds: f64) -> Row {
                     ("RUNTIME_ADDRESS", runtime.address.clone()),
                     ("CLUSTER_ENABLED", "true".to_owned()),
                     ("REPLICA_ID", format!("bench-{index}")),
-                    ("PACKS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/packs").to_owned()),
+                    (
+                        "PACKS_DIR",
+                        concat!(env!("CARGO_MANIFEST_DIR"), "/packs").to_owned(),
+                    ),
                 ],
                 serve_listening,
             )
@@ -275,7 +278,11 @@ async fn main() {
         let p99 = row.report.accept_to_sse_ms.p99;
         println!(
             "cross-replica p99 at {rate:.0} msg/s over 3 replicas: {p99:.1} ms ({} the {P99_TARGET_MS} ms target)",
-            if p99 <= P99_TARGET_MS { "within" } else { "over" }
+            if p99 <= P99_TARGET_MS {
+                "within"
+            } else {
+                "over"
+            }
         );
     }
     let clean = rows

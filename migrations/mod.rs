@@ -12,6 +12,7 @@ mod m0006_run_management;
 mod m0007_webhooks;
 mod m0008_dashboard;
 mod m0009_dashboard_rollups;
+mod m0010_replicas;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_webhooks::Migration),
             Box::new(m0008_dashboard::Migration),
             Box::new(m0009_dashboard_rollups::Migration),
+            Box::new(m0010_replicas::Migration),
         ]
     }
 }

@@ -114,6 +114,10 @@ impl AppConfig {
                 circuit_breaker: args.runtime.circuit_breaker(),
                 retention: args.retention.options(),
                 runtime_outage_grace: Duration::from_millis(args.runtime.runtime_outage_grace_ms),
+                cluster: args
+                    .cluster
+                    .options(args.database.database_url.expose_secret())
+                    .map_err(|error| Error::Config(crate::config::Error::Invalid(error)))?,
                 ..RunOptions::default()
             },
             registry: args.registry.options(),
@@ -149,6 +153,10 @@ impl App {
             .await
             .map_err(|error| Error::Other(config.database_url.redact_in(&error.to_string())))?;
         store.migrate().await?;
+        let store = match &config.run_options.cluster {
+            Some(cluster) => store.for_replica(&cluster.replica_id),
+            None => store,
+        };
         let (embedded, address, tls) = match &config.runtime {
             RuntimeTarget::Embedded(options) => {
                 let embedded = EmbeddedRuntime::start_with(options.clone()).await?;

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub retention: crate::runs::retention::RetentionArgs,
 
+    #[command(flatten)]
+    pub cluster: crate::runs::cluster::ClusterArgs,
+
     /// Browser origins allowed to call the API (REST, SSE, grpc-web), comma separated; the
     /// default is the UI console on this machine; `*` allows any origin.
     #[arg(

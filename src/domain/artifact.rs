@@ -1,6 +1,6 @@
 //! Artifacts: what a run produced or links to (traces, reports, bundles), by URI or inline.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::time::{self, Timestamp};
@@ -11,7 +11,7 @@ pub const ARTIFACT_KINDS: &[&str] = &["trace", "json", "report", "log", "bundle"
 pub const MAX_INLINE_BYTES: usize = 256 * 1024;
 pub const MAX_LABEL_LEN: usize = 255;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
     pub id: String,

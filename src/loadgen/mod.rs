@@ -42,7 +42,9 @@ pub struct LoadgenArgs {
     /// each agent sends is its sender id
     #[arg(long, default_value = crate::runtime::embedded::DEFAULT_ADDRESS)]
     runtime: String,
-    /// The control plane measured, through its REST/SSE API
+    /// The control plane measured, through its REST/SSE API; several replicas of one cluster
+    /// comma separated (each session's stream is then followed on a replica that does not
+    /// own its run)
     #[arg(long, default_value = "http://127.0.0.1:3001")]
     control_plane: String,
     /// API key for the control plane, sent as `authorization: Bearer <key>`
@@ -142,7 +144,7 @@ impl Progress {
 struct Shared {
     config: Config,
     runtimes: Vec<agents::Runtime>,
-    control_plane: watch::ControlPlane,
+    control_planes: Vec<watch::ControlPlane>,
     pacer: pacer::Pacer,
     progress: Arc<Progress>,
     started: Instant,
@@ -166,11 +168,13 @@ pub async fn run(config: Config, progress: bool) -> Result<Report, Error> {
             "sessions, messages and rate must be above 0".into(),
         ));
     }
-    let control_plane = watch::ControlPlane::new(
-        &config.control_plane,
-        config.api_key.as_ref().map(|key| key.expose_secret()),
-    )?;
-    control_plane.check().await?;
+    let mut control_planes = Vec::new();
+    for base in config.control_plane.split(',').map(str::trim) {
+        let control_plane =
+            watch::ControlPlane::new(base, config.api_key.as_ref().map(|key| key.expose_secret()))?;
+        control_plane.check().await?;
+        control_planes.push(control_plane);
+    }
     let connections = config.sessions.div_ceil(agents::SESSIONS_PER_CONNECTION);
     let mut runtimes = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -183,7 +187,7 @@ pub async fn run(config: Config, progress: bool) -> Result<Report, Error> {
         pacer: pacer::Pacer::new(config.rate),
         progress: Arc::new(Progress::default()),
         runtimes,
-        control_plane,
+        control_planes,
         config: config.clone(),
     });
     let printer = progress.then(|| tokio::spawn(print_progress(shared.progress.clone(), started)));

@@ -48,6 +48,8 @@ pub struct Sessions {
     pub runs_by_status: BTreeMap<String, u64>,
     pub completed: u64,
     pub stream_reconnects: u64,
+    /// Sessions whose stream was followed on another replica than the run's owner.
+    pub crossed_replicas: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -203,6 +205,7 @@ impl Report {
             }
             sessions.started += 1;
             sessions.stream_reconnects += u64::from(outcome.observed.reconnects);
+            sessions.crossed_replicas += u64::from(outcome.observed.crossed_replicas);
             let status = match (&outcome.observed.found_after, &outcome.observed.status) {
                 (None, _) => "not found".to_owned(),
                 (Some(_), None) => "unknown".to_owned(),
@@ -301,7 +304,8 @@ impl Report {
             .collect();
         let _ = writeln!(
             out,
-            "sessions     {} started ({} refused); runs: {}; {} stream reconnects",
+            "sessions     {} started ({} refused); runs: {}; {} stream reconnects; \
+             {} streams on another replica than the run's owner",
             sessions.started,
             sessions.not_started,
             if statuses.is_empty() {
@@ -309,7 +313,8 @@ impl Report {
             } else {
                 statuses.join(", ")
             },
-            sessions.stream_reconnects
+            sessions.stream_reconnects,
+            sessions.crossed_replicas
         );
         let messages = &self.messages;
         let _ = writeln!(

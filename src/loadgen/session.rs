@@ -99,7 +99,9 @@ async fn session(shared: &Shared, index: usize, messages: usize) -> SessionOutco
         return session.outcome;
     };
     session.outcome.started = true;
-    let watcher = tokio::spawn(shared.control_plane.clone().observe(
+    let watcher = tokio::spawn(super::watch::ControlPlane::observe(
+        shared.control_planes.clone(),
+        index,
         id,
         started,
         notes_rx,

@@ -59,6 +59,9 @@ pub struct Observed {
     pub reconnects: u32,
     /// The last refusal or failure met (reported, not fatal).
     pub problem: Option<String>,
+    /// The stream was followed on another replica than the one owning the run (several
+    /// control planes given, and the owner known from their `/readyz`).
+    pub crossed_replicas: bool,
 }
 
 /// The fields of a `canonical_event` that are read.
@@ -148,9 +151,27 @@ impl ControlPlane {
         }
     }
 
-    /// Watches the run of `session_id` (see the module comment).
+    /// The active runs this replica owns (`/readyz` of a cluster); empty when it says none.
+    async fn owned_runs(&self) -> Vec<String> {
+        let Ok(response) = self.get("/readyz").send().await else {
+            return Vec::new();
+        };
+        let Ok(body) = response.json::<serde_json::Value>().await else {
+            return Vec::new();
+        };
+        body["cluster"]["ownedRuns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|run| run.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Watches the run of `session_id` (see the module comment), through `replicas[first]`
+    /// or, when there are several, through one that does not own the run.
     pub async fn observe(
-        self,
+        replicas: Vec<ControlPlane>,
+        first: usize,
         session_id: String,
         started: Instant,
         notes: mpsc::UnboundedReceiver<Note>,
@@ -158,7 +179,7 @@ impl ControlPlane {
         progress: std::sync::Arc<Progress>,
     ) -> Observed {
         let mut watcher = Watcher {
-            control_plane: self,
+            control_plane: replicas[first % replicas.len()].clone(),
             run_path: format!("/runs/{session_id}"),
             notes,
             notes_open: true,
@@ -170,6 +191,9 @@ impl ControlPlane {
             terminal_seen: false,
         };
         if watcher.find(started).await {
+            if replicas.len() > 1 {
+                watcher.move_off_owner(&replicas, &session_id).await;
+            }
             watcher.follow().await;
         }
         watcher.finish().await
@@ -246,6 +270,22 @@ impl Watcher {
                     note = self.notes.recv(), if self.notes_open => self.note(note),
                     () = tokio::time::sleep_until(wake) => break,
                 }
+            }
+        }
+    }
+
+    /// Follows the run on a replica that does not own it: the replica after its owner.
+    async fn move_off_owner(&mut self, replicas: &[ControlPlane], run_id: &str) {
+        for (index, replica) in replicas.iter().enumerate() {
+            if replica
+                .owned_runs()
+                .await
+                .iter()
+                .any(|owned| owned == run_id)
+            {
+                self.control_plane = replicas[(index + 1) % replicas.len()].clone();
+                self.observed.crossed_replicas = true;
+                return;
             }
         }
     }

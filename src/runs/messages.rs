@@ -6,6 +6,7 @@ use opentelemetry::trace::FutureExt as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::cluster::{self, Call, Route};
 use super::json_fields::{Obj, Problems};
 use super::request;
 use super::service::RunService;
@@ -20,14 +21,14 @@ use crate::runtime::client::{Error as RuntimeError, envelope};
 use crate::runtime::codec;
 
 /// The runtime's answer to a message sent through the control plane.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageReceipt {
     pub message_id: String,
     pub ack: AckView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AckView {
     pub ok: bool,
@@ -167,6 +168,10 @@ impl RunService {
         run_id: &str,
         body: &Value,
     ) -> Result<MessageReceipt, ApiError> {
+        let call = Call::Message { body: body.clone() };
+        if let Route::Answered(answer) = self.route(run_id, call).await? {
+            return cluster::answer(answer);
+        }
         let (target, participants, initiator) = self.message_target(run_id).await?;
         let mut problems = Problems::default();
         let object = body_object(body, &mut problems);
@@ -229,6 +234,10 @@ impl RunService {
         run_id: &str,
         body: &Value,
     ) -> Result<MessageReceipt, ApiError> {
+        let call = Call::Signal { body: body.clone() };
+        if let Route::Answered(answer) = self.route(run_id, call).await? {
+            return cluster::answer(answer);
+        }
         let (target, participants, initiator) = self.message_target(run_id).await?;
         let mut problems = Problems::default();
         let object = body_object(body, &mut problems);
@@ -293,6 +302,10 @@ impl RunService {
         run_id: &str,
         body: &Value,
     ) -> Result<MessageReceipt, ApiError> {
+        let call = Call::Context { body: body.clone() };
+        if let Route::Answered(answer) = self.route(run_id, call).await? {
+            return cluster::answer(answer);
+        }
         let (target, participants, initiator) = self.message_target(run_id).await?;
         let mut problems = Problems::default();
         let object = body_object(body, &mut problems);

@@ -3,6 +3,7 @@
 //! records, queries) is in `domain`.
 
 mod awaiting;
+pub mod cluster;
 pub mod dashboard;
 pub mod discovery;
 mod executor;

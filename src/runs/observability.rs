@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::cluster::{self, Call, Route};
 use super::json_fields::{Obj, Problems};
 use super::service::RunService;
 use super::writer::Change;
@@ -81,6 +82,10 @@ impl RunService {
     /// Attaches an artifact (`{kind, label, uri?, inline?}`, at least one of uri/inline) and
     /// records `artifact.created`, in one transaction.
     pub async fn create_artifact(&self, run_id: &str, body: &Value) -> Result<Artifact, ApiError> {
+        let call = Call::Artifact { body: body.clone() };
+        if let Route::Answered(answer) = self.route(run_id, call).await? {
+            return cluster::answer(answer);
+        }
         self.get(run_id).await?;
         let mut problems = Problems::default();
         let parsed = Obj::expect(body, "", &mut problems).and_then(|object| {

@@ -225,6 +225,12 @@ impl Observer {
 
     /// The ordinal to resume after, or `None` when the run is gone or already terminal.
     async fn resume_point(&mut self) -> Result<Option<u64>, ApiError> {
+        if !self.service.may_write(&self.run_id).await? {
+            // Another replica took the run over (this one's lease had expired): it observes now.
+            tracing::info!(run_id = %self.run_id, "the run's lease is another replica's now");
+            self.service.unregister_observer(&self.session_id);
+            return Ok(None);
+        }
         let guard = self.service.inner.writers.lock(&self.run_id).await?;
         let Some(writer) = guard.as_ref() else {
             return Ok(None);

@@ -62,10 +62,10 @@ impl Default for RetentionOptions {
 }
 
 impl RunService {
-    /// Sweeps at start and every interval until shutdown (when retention is enabled).
-    pub(super) async fn keep_retention(self) {
+    /// Sweeps at start and every interval until `shutdown` (when retention is enabled; in a
+    /// cluster, while this replica leads).
+    pub(super) async fn keep_retention(self, shutdown: tokio_util::sync::CancellationToken) {
         let options = self.options().retention.clone();
-        let shutdown = self.inner.shutdown.clone();
         let mut ticks = tokio::time::interval(options.interval);
         loop {
             tokio::select! {

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cluster::{self, Call, Route};
 use super::request::{self, ExecutionRequest};
 use super::requested_reasons::RequestedReasons;
 use super::writer::{Change, Writers};
@@ -81,6 +82,9 @@ pub struct Readiness {
     pub stream_consumer: String,
     /// The runtime circuit breaker: `CLOSED`, `OPEN` or `HALF_OPEN`.
     pub circuit_breaker: String,
+    /// This replica, the runs it owns and the cluster's live replicas (`CLUSTER_ENABLED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::ClusterReadiness>,
 }
 
 /// A page of canonical events (`GET /events`, filtered `GET /runs/{id}/events`).
@@ -127,6 +131,8 @@ pub(super) struct Inner {
     webhooks: crate::webhooks::Webhooks,
     /// Whether the `WatchSessions` stream is open now (readiness' `streamConsumer`).
     pub(super) sessions_watched: std::sync::atomic::AtomicBool,
+    /// This replica's part in a cluster, when it is one.
+    pub(super) cluster: Option<super::cluster::Cluster>,
 }
 
 /// Tunables of the background work.
@@ -159,6 +165,8 @@ pub struct RunOptions {
     /// How long a run's session stream may stay broken before the run fails
     /// (`RUNTIME_OUTAGE_GRACE_MS`).
     pub runtime_outage_grace: Duration,
+    /// This process as one replica of several on one PostgreSQL (`CLUSTER_ENABLED`).
+    pub cluster: Option<super::cluster::ClusterOptions>,
 }
 
 impl Default for RunOptions {
@@ -176,6 +184,7 @@ impl Default for RunOptions {
             circuit_breaker: crate::runtime::breaker::BreakerOptions::default(),
             retention: super::retention::RetentionOptions::default(),
             runtime_outage_grace: Duration::from_secs(60),
+            cluster: None,
         }
     }
 }
@@ -222,6 +231,7 @@ impl RunService {
                 shutdown: CancellationToken::new(),
                 webhooks,
                 sessions_watched: std::sync::atomic::AtomicBool::new(false),
+                cluster: options.cluster.clone().map(super::cluster::Cluster::new),
                 options,
             }),
         }
@@ -334,11 +344,6 @@ impl RunService {
 
     /// Starts the session watcher and resumes runs left active by a previous process.
     pub async fn start_background(&self) -> Result<(), ApiError> {
-        let webhooks = self.inner.webhooks.clone();
-        let (shutdown, tasks) = (self.inner.shutdown.clone(), self.inner.tasks.clone());
-        self.inner
-            .tasks
-            .spawn(async move { webhooks.deliver(shutdown, tasks).await });
         let service = self.clone();
         self.inner
             .tasks
@@ -349,10 +354,11 @@ impl RunService {
                 .tasks
                 .spawn(async move { watcher::watch_signals(service).await });
         }
-        if self.inner.options.retention.enabled {
-            let service = self.clone();
-            self.inner.tasks.spawn(service.keep_retention());
+        if self.inner.cluster.is_some() {
+            // Runs are resumed as their leases are claimed; the leader delivers webhooks.
+            return self.join_cluster().await;
         }
+        self.spawn_leader_work(&self.inner.shutdown);
         for run in self.inner.store.active_runs().await? {
             self.spawn_recovery(run);
         }
@@ -369,6 +375,7 @@ impl RunService {
         {
             tracing::warn!("background tasks did not stop within {grace:?}");
         }
+        self.leave_cluster().await;
         // Live streams end once they have sent what was published, so the server's graceful
         // stop does not wait on them; their clients resume elsewhere from their last seq.
         self.inner.hub.close();
@@ -679,6 +686,13 @@ impl RunService {
     /// Cancels the run's runtime session (as its initiator) and marks the run cancelled on the
     /// runtime's answer. A terminal run is returned unchanged.
     pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<Run, ApiError> {
+        let call = Call::Cancel {
+            reason: reason.clone(),
+        };
+        if let Route::Answered(answer) = self.route(run_id, call).await? {
+            cluster::answer::<()>(answer)?;
+            return self.get(run_id).await;
+        }
         let run = self.get(run_id).await?;
         if run.status.is_terminal() {
             return Ok(run);
@@ -1049,7 +1063,7 @@ impl RunService {
 
     /// Resumes a run found active at startup: re-running the executor is safe because every
     /// message it sends has a deterministic id the runtime de-duplicates.
-    fn spawn_recovery(&self, run: Run) {
+    pub(super) fn spawn_recovery(&self, run: Run) {
         let service = self.clone();
         self.inner.tasks.spawn(async move {
             if let Err(error) = observer::recover(service, run.clone()).await {
@@ -1156,6 +1170,7 @@ impl RunService {
                 .state()
                 .as_str()
                 .to_owned(),
+            cluster: self.cluster_readiness().await,
         }
     }
 }

@@ -8,6 +8,7 @@ use macp_runtime::pb::SessionMetadata;
 use opentelemetry::trace::FutureExt as _;
 use serde_json::{Value, json};
 
+use super::cluster::{self, Call, Route};
 use super::service::RunService;
 use crate::domain::run::Run;
 use crate::domain::status::RunStatus;
@@ -46,11 +47,25 @@ impl Toggle {
 impl RunService {
     /// Suspends a running run's session. A suspended run is returned as it is.
     pub async fn suspend(&self, run_id: &str, reason: Option<String>) -> Result<Run, ApiError> {
+        let call = Call::Suspend {
+            reason: reason.clone(),
+        };
+        if let Route::Answered(answer) = self.route(run_id, call).await? {
+            cluster::answer::<()>(answer)?;
+            return self.get(run_id).await;
+        }
         self.toggle(run_id, Toggle::Suspend, reason).await
     }
 
     /// Resumes a suspended run's session. A running run is returned as it is.
     pub async fn resume(&self, run_id: &str, reason: Option<String>) -> Result<Run, ApiError> {
+        let call = Call::Resume {
+            reason: reason.clone(),
+        };
+        if let Route::Answered(answer) = self.route(run_id, call).await? {
+            cluster::answer::<()>(answer)?;
+            return self.get(run_id).await;
+        }
         self.toggle(run_id, Toggle::Resume, reason).await
     }
 

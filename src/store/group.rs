@@ -107,6 +107,7 @@ impl Lane {
         // if the lost answer was a commit's: the compare-and-sets would then fail, and the
         // writers reload from the store.
         let mut retried = false;
+        let mut conflicts = 0;
         loop {
             let mut connection = match self.connection.take() {
                 Some(connection) => connection,
@@ -123,6 +124,15 @@ impl Lane {
             // that fails, the connection is broken: it is dropped and the group tried again.
             if outcome.is_ok() || script(&mut connection, "ROLLBACK".to_owned()).await.is_ok() {
                 self.connection = Some(connection);
+                // A deadlock or serialization failure with another transaction rolled the
+                // whole group back: it is tried again as it was, after a moment.
+                if conflicts < MAX_CONFLICT_RETRIES
+                    && outcome.as_ref().err().is_some_and(transaction_conflict)
+                {
+                    conflicts += 1;
+                    tokio::time::sleep(conflict_pause(conflicts)).await;
+                    continue;
+                }
                 return outcome;
             }
             if retried {
@@ -215,7 +225,7 @@ async fn script(connection: &mut sqlx::PgConnection, sql: String) -> Result<u64,
     Ok(done.rows_affected())
 }
 
-fn sqlx_error(error: sqlx::Error) -> Error {
+pub(super) fn sqlx_error(error: sqlx::Error) -> Error {
     Error::Db(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))
 }
 
@@ -231,6 +241,31 @@ fn literal(statement: Statement) -> Statement {
         ),
         _ => statement,
     }
+}
+
+/// Times a group rolled back by a conflict with another transaction is tried again.
+const MAX_CONFLICT_RETRIES: u32 = 5;
+
+/// PostgreSQL's `deadlock_detected` and `serialization_failure`: the server rolled the
+/// transaction back because of another one; the same transaction may pass when tried again.
+fn transaction_conflict(error: &Error) -> bool {
+    let Error::Db(DbErr::Exec(RuntimeErr::SqlxError(error))) = error else {
+        return false;
+    };
+    match error.as_ref() {
+        sqlx::Error::Database(error) => {
+            matches!(error.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
+/// A few milliseconds, more for each attempt and with jitter, so that the transactions that
+/// conflicted do not meet again in the same order.
+fn conflict_pause(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let jitter = RandomState::new().hash_one(attempt) % 1_000;
+    std::time::Duration::from_micros(u64::from(attempt) * 2_000 + jitter)
 }
 
 fn concurrent(jobs: &[Job]) -> Error {

@@ -1,6 +1,7 @@
 //! Persistence (the only module that imports sea-orm). SQLite by default, PostgreSQL through a
 //! `postgres://` URL; the same migrations and queries serve both.
 
+mod cluster;
 mod dashboard;
 mod entities;
 mod group;
@@ -38,6 +39,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::events::canonical::{CanonicalEvent, SCHEMA_VERSION, Source, Subject, TraceRef};
 use crate::projection::state::RunState;
 use crate::time::Timestamp;
+pub use cluster::{Committed, Leadership, Listener, LiveReplica, Notification, Owner};
 pub use dashboard::{DashboardAggregates, DashboardScope};
 pub use manage::{Deleted, RunFigures};
 pub use webhooks::{AttemptOutcome, ClaimedDelivery, NewWebhook, WebhookUpdate};
@@ -222,6 +224,9 @@ pub struct Store {
     appends: group::GroupCommit,
     /// Notified after a commit that wrote webhook outbox rows (`webhooks::outbox_insert`).
     webhook_outbox: Arc<tokio::sync::Notify>,
+    /// This replica's id when several share the database (`CLUSTER_ENABLED`): runs it creates
+    /// are leased to it, and its appends hold only while the lease is its own.
+    replica: Option<Arc<str>>,
 }
 
 /// SQLite write transactions between two WAL checkpoints. Small and often: a group commit
@@ -379,7 +384,19 @@ impl Store {
             db,
             sqlite_writer,
             webhook_outbox: Arc::default(),
+            replica: None,
         })
+    }
+
+    /// The store as replica `replica` of several on one PostgreSQL (`cluster.rs`).
+    pub fn for_replica(mut self, replica: &str) -> Store {
+        self.replica = Some(replica.into());
+        self
+    }
+
+    /// This replica's id, when several share the database.
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
     }
 
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
@@ -391,6 +408,11 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> Result<(), Error> {
+        // Replicas starting together would otherwise race to create the same tables.
+        let _exclusive = match self.backend() {
+            DbBackend::Postgres => Some(cluster::MigrationLock::take(&self.db).await?),
+            _ => None,
+        };
         migrations::Migrator::up(&self.db, None).await?;
         Ok(())
     }
@@ -442,6 +464,7 @@ impl Store {
             updated_at: Set(new.created_at),
             created_by: Set(new.created_by),
             archived_at: Set(None),
+            owner_replica: Set(self.replica.as_deref().map(str::to_owned)),
         };
         let conflict = match (&new.idempotency_key, &new.runtime_session_id) {
             (Some(_), _) => Some(run::Column::IdempotencyKey),
@@ -550,6 +573,9 @@ impl Store {
                 .col_expr(run::Column::ErrorCode, Expr::value(code.clone()))
                 .col_expr(run::Column::ErrorMessage, Expr::value(message.clone()));
         }
+        if let Some(replica) = &self.replica {
+            update = cluster::fenced(update, replica, change.status);
+        }
         let compare_and_set = update.build(backend);
 
         let mut statements = Vec::with_capacity(6);
@@ -619,6 +645,16 @@ impl Store {
         );
         let notify = outbox.is_some();
         statements.extend(outbox);
+        if let (Some(replica), Some(first), Some(last)) =
+            (&self.replica, append.events.first(), append.events.last())
+        {
+            statements.push(cluster::notify_committed(Committed {
+                replica: replica.to_string(),
+                run_id: append.run_id.to_owned(),
+                first_seq: first.seq,
+                last_seq: last.seq,
+            }));
+        }
 
         self.appends
             .commit(append.run_id, compare_and_set, statements)

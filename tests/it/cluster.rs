@@ -268,7 +268,33 @@ async fn three_replicas_one_killed() {
     )
     .await;
 
-    let victim_runs: Vec<&String> = started
+    // Run changes made on replicas that do not own the run: suspended and resumed (the
+    // first run), cancelled (the last one).
+    let elsewhere = |owner: usize, step: usize| (owner + step) % REPLICAS;
+    let (first, first_owner) = (&started[0], starts[0]);
+    for (step, action, status) in [(1, "suspend", "suspended"), (2, "resume", "running")] {
+        let url = format!(
+            "{}/runs/{first}/{action}",
+            bases[elsewhere(first_owner, step)]
+        );
+        let (code, run) = post(&http, url, &json!({"reason": "cluster test"})).await;
+        assert_eq!(
+            (code, run["status"].as_str()),
+            (200, Some(status)),
+            "{action}: {run}"
+        );
+    }
+    let (last, last_owner) = (started[count - 1].clone(), starts[count - 1]);
+    let url = format!("{}/runs/{last}/cancel", bases[elsewhere(last_owner, 1)]);
+    let (code, run) = post(&http, url, &json!({"reason": "cluster test"})).await;
+    assert_eq!(
+        (code, run["status"].as_str()),
+        (200, Some("cancelled")),
+        "{run}"
+    );
+    let active: Vec<String> = started[..count - 1].to_vec();
+
+    let victim_runs: Vec<&String> = active
         .iter()
         .zip(&starts)
         .filter(|(_, owner)| **owner == victim)
@@ -317,16 +343,10 @@ async fn three_replicas_one_killed() {
         let picks: Vec<usize> = (0..count)
             .map(|_| survivors[rng.below(survivors.len() as u64) as usize].0)
             .collect();
-        send_to_all(
-            &http,
-            &started,
-            |index| bases[picks[index]].clone(),
-            message,
-        )
-        .await;
+        send_to_all(&http, &active, |index| bases[picks[index]].clone(), message).await;
     }
     let base = &bases[watcher];
-    for run_id in &started {
+    for run_id in &active {
         poll(Duration::from_secs(60), "every run completes", || {
             let (http, url) = (&http, format!("{base}/runs/{run_id}"));
             async move {
@@ -487,23 +507,38 @@ async fn a_replica_that_lost_a_run_cannot_write_it() {
         json!({"artifactId": "late", "kind": "json", "label": "late"}),
     );
     let refused = app.app.service.ingest(&run_id, &[], vec![draft]).await;
-    assert!(refused.is_err(), "a write after losing the lease: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a write after losing the lease: {refused:?}"
+    );
     let after = store.run(&run_id).await.expect("run").expect("exists");
-    assert_eq!(after.last_event_seq, before.last_event_seq, "nothing written");
+    assert_eq!(
+        after.last_event_seq, before.last_event_seq,
+        "nothing written"
+    );
 
     // b's lease ends without it answering: a call made on a claims the run and carries it out.
     database
-        .execute_unprepared("UPDATE replicas SET expires_at = now() - interval '1 second' WHERE id = 'replica-b'")
+        .execute_unprepared(
+            "UPDATE replicas SET expires_at = now() - interval '1 second' WHERE id = 'replica-b'",
+        )
         .await
         .expect("b expires");
     let (status, cancelled) = app
-        .post(&format!("/runs/{run_id}/cancel"), &json!({"reason": "taken back"}))
+        .post(
+            &format!("/runs/{run_id}/cancel"),
+            &json!({"reason": "taken back"}),
+        )
         .await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     let ended = store.run(&run_id).await.expect("run").expect("exists");
     assert!(ended.last_event_seq > before.last_event_seq);
     let (_, ready) = app.get("/readyz").await;
-    assert_eq!(ready["cluster"]["ownedRuns"], json!([]), "an ended run has no owner: {ready}");
+    assert_eq!(
+        ready["cluster"]["ownedRuns"],
+        json!([]),
+        "an ended run has no owner: {ready}"
+    );
     app.stop().await;
 }

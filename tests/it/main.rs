@@ -5,6 +5,7 @@ mod await_run;
 mod circuit_breaker;
 mod cli;
 mod cli_auth;
+mod cluster;
 mod connections;
 mod console_contract;
 mod dashboard;

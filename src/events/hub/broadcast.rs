@@ -83,6 +83,12 @@ impl Hub {
         channels.clear();
     }
 
+    pub(super) fn has_subscribers(&self, run_id: &str) -> bool {
+        lock(&self.channels)
+            .get(run_id)
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
     pub(super) fn total_subscribers(&self) -> usize {
         lock(&self.channels)
             .values()

@@ -219,6 +219,15 @@ impl Hub {
         }
     }
 
+    /// Whether anybody subscribes to the run now (a replica follows another's runs only
+    /// while somebody here reads them).
+    pub fn has_subscribers(&self, run_id: &str) -> bool {
+        match &self.channels {
+            Channels::Ring(hub) => hub.has_subscribers(run_id),
+            Channels::Broadcast(hub) => hub.has_subscribers(run_id),
+        }
+    }
+
     /// Live subscribers over all runs.
     pub fn total_subscribers(&self) -> usize {
         match &self.channels {

@@ -114,6 +114,12 @@ impl Hub {
         self.inner.close();
     }
 
+    /// Whether anybody subscribes to the run now.
+    pub fn has_subscribers(&self, run_id: &str) -> bool {
+        let channel = lock(&self.inner.channels).get(run_id).cloned();
+        channel.is_some_and(|channel| lock(&channel.ring).subscribers > 0)
+    }
+
     /// Live subscribers over all runs.
     pub fn total_subscribers(&self) -> usize {
         lock(&self.inner.channels)

@@ -34,6 +34,9 @@ pub struct Model {
     pub created_by: Option<String>,
     /// When the run was archived (hidden from run lists unless they ask for archived runs).
     pub archived_at: Option<ChronoDateTimeUtc>,
+    /// The replica whose lease covers the run while it is active (`CLUSTER_ENABLED`); none on
+    /// a single process, and once the run has ended.
+    pub owner_replica: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
