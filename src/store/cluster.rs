@@ -152,10 +152,9 @@ fn notify(channel: &str, payload: String) -> Statement {
 
 /// Active statuses, as SQL literals (they are our own constants).
 fn active_statuses() -> String {
-    RunStatus::ALL
+    super::statuses(false)
         .into_iter()
-        .filter(|status| !status.is_terminal())
-        .map(|status| format!("'{}'", status.as_str()))
+        .map(|status| format!("'{status}'"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -300,14 +299,9 @@ impl Store {
     /// The active runs leased to this replica.
     pub async fn owned_runs(&self) -> Result<Vec<Run>, Error> {
         let me = self.me()?;
-        let active: Vec<&str> = RunStatus::ALL
-            .into_iter()
-            .filter(|status| !status.is_terminal())
-            .map(RunStatus::as_str)
-            .collect();
         run::Entity::find()
             .filter(run::Column::OwnerReplica.eq(me))
-            .filter(run::Column::Status.is_in(active))
+            .filter(run::Column::Status.is_in(super::statuses(false)))
             .all(&self.db)
             .await?
             .into_iter()

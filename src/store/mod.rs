@@ -319,6 +319,15 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// The statuses that are terminal (`true`) or not.
+fn statuses(terminal: bool) -> Vec<&'static str> {
+    RunStatus::ALL
+        .into_iter()
+        .filter(|status| status.is_terminal() == terminal)
+        .map(RunStatus::as_str)
+        .collect()
+}
+
 impl Store {
     /// Connects with the default options; a SQLite file is created on first use and run in
     /// WAL mode.
@@ -724,13 +733,8 @@ impl Store {
 
     /// Runs that are not terminal (the ones an observer may have to resume).
     pub async fn active_runs(&self) -> Result<Vec<Run>, Error> {
-        let active: Vec<&str> = RunStatus::ALL
-            .into_iter()
-            .filter(|status| !status.is_terminal())
-            .map(RunStatus::as_str)
-            .collect();
         run::Entity::find()
-            .filter(run::Column::Status.is_in(active))
+            .filter(run::Column::Status.is_in(statuses(false)))
             .order_by_asc(run::Column::CreatedAt)
             .all(&self.db)
             .await?

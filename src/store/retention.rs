@@ -4,7 +4,6 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::run;
 use super::{Error, Store};
-use crate::domain::status::RunStatus;
 use crate::time::Timestamp;
 
 impl Store {
@@ -16,15 +15,10 @@ impl Store {
         cutoff: Timestamp,
         limit: u64,
     ) -> Result<Vec<String>, Error> {
-        let terminal: Vec<&str> = RunStatus::ALL
-            .into_iter()
-            .filter(|status| status.is_terminal())
-            .map(RunStatus::as_str)
-            .collect();
         Ok(run::Entity::find()
             .select_only()
             .column(run::Column::Id)
-            .filter(run::Column::Status.is_in(terminal))
+            .filter(run::Column::Status.is_in(super::statuses(true)))
             .filter(run::Column::EndedAt.lt(cutoff))
             .order_by_asc(run::Column::EndedAt)
             .limit(limit)

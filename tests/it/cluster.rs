@@ -16,8 +16,9 @@ use macp_control_plane::runtime::RuntimeClient;
 use macp_control_plane::store::Store;
 use serde_json::{Value, json};
 
-use crate::faults::crash::transcript;
+use crate::faults::crash::{Rng, stored_envelopes, transcript};
 use crate::faults::process::{Service, poll};
+use crate::faults::summary::differences;
 use crate::runtime_process::spawn_runtime;
 use crate::streams::SseReader;
 use crate::support::{self, Backend};
@@ -25,17 +26,6 @@ use crate::support::{self, Backend};
 const REPLICAS: usize = 3;
 /// Requests in flight at once from the test.
 const CONCURRENCY: usize = 32;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound.max(1)
-    }
-}
 
 fn proto(type_name: &str, value: Value) -> Value {
     json!({"encoding": "proto", "proto": {"typeName": type_name, "value": value}})
@@ -414,18 +404,10 @@ async fn three_replicas_one_killed() {
     .expect("runtime client");
     let (mut lost, mut duplicated) = (0, 0);
     for run_id in &started {
-        let stored: Vec<String> = store
-            .raw_events(run_id)
+        let stored: Vec<String> = stored_envelopes(&store, run_id)
             .await
-            .expect("raw")
             .into_iter()
-            .filter(|record| record.kind == "stream-envelope")
-            .map(|record| {
-                record.payload["envelope"]["messageId"]
-                    .as_str()
-                    .expect("messageId")
-                    .to_owned()
-            })
+            .map(|(_, id)| id)
             .collect();
         let session = store
             .session(run_id)
@@ -439,9 +421,9 @@ async fn three_replicas_one_killed() {
             stored.len(),
         )
         .await;
-        lost += runtime_ids.iter().filter(|id| !stored.contains(id)).count();
-        let unique: std::collections::HashSet<&String> = stored.iter().collect();
-        duplicated += stored.len() - unique.len();
+        let (missing, repeated) = differences(&stored, &runtime_ids);
+        lost += missing;
+        duplicated += repeated;
         assert_eq!(
             stored, runtime_ids,
             "run {run_id}: stored = the runtime's transcript"

@@ -11,4 +11,4 @@ mod outage;
 pub(crate) mod process;
 mod shutdown;
 mod sqlite;
-mod summary;
+pub(crate) mod summary;

@@ -35,10 +35,10 @@ const MODES: [fn() -> Value; 6] = [
 ];
 
 /// xorshift64: the kill points and modes follow from the seed alone.
-struct Rng(u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -93,6 +93,26 @@ impl Client {
             _ => 0,
         }
     }
+}
+
+/// The runtime envelopes a run stored: (ordinal, message id) in seq order.
+pub(crate) async fn stored_envelopes(store: &Store, run_id: &str) -> Vec<(i64, String)> {
+    store
+        .raw_events(run_id)
+        .await
+        .expect("raw")
+        .into_iter()
+        .filter(|record| record.kind == "stream-envelope")
+        .map(|record| {
+            (
+                record.payload["ordinal"].as_i64().expect("ordinal"),
+                record.payload["envelope"]["messageId"]
+                    .as_str()
+                    .expect("messageId")
+                    .to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// The runtime's transcript of a session: message ids in ordinal order, replayed from 0.
@@ -324,22 +344,7 @@ async fn kill_points(backend: Backend) {
             _ => "failed",
         };
         assert_eq!(run["status"], expected_status, "run {run_id}: {run}");
-        let stored: Vec<(i64, String)> = store
-            .raw_events(run_id)
-            .await
-            .expect("raw")
-            .into_iter()
-            .filter(|record| record.kind == "stream-envelope")
-            .map(|record| {
-                (
-                    record.payload["ordinal"].as_i64().expect("ordinal"),
-                    record.payload["envelope"]["messageId"]
-                        .as_str()
-                        .expect("messageId")
-                        .to_owned(),
-                )
-            })
-            .collect();
+        let stored = stored_envelopes(&store, run_id).await;
         let ordinals: Vec<i64> = stored.iter().map(|(ordinal, _)| *ordinal).collect();
         assert_eq!(
             ordinals,

@@ -13,7 +13,7 @@ use macp_control_plane::store::Store;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::crash::transcript;
+use super::crash::{stored_envelopes, transcript};
 use super::process::{Service, poll};
 use super::summary::Tally;
 use crate::discovery::Agents;
@@ -188,22 +188,7 @@ async fn a_postgres_outage_loses_nothing() {
     .await;
 
     let store = Store::connect(&database_url).await.expect("store");
-    let stored: Vec<(i64, String)> = store
-        .raw_events(&run_id)
-        .await
-        .expect("raw")
-        .into_iter()
-        .filter(|record| record.kind == "stream-envelope")
-        .map(|record| {
-            (
-                record.payload["ordinal"].as_i64().expect("ordinal"),
-                record.payload["envelope"]["messageId"]
-                    .as_str()
-                    .expect("id")
-                    .to_owned(),
-            )
-        })
-        .collect();
+    let stored = stored_envelopes(&store, &run_id).await;
     let ordinals: Vec<i64> = stored.iter().map(|(ordinal, _)| *ordinal).collect();
     assert_eq!(
         ordinals,

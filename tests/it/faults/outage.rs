@@ -9,7 +9,7 @@ use macp_control_plane::runtime::RuntimeClient;
 use macp_control_plane::runtime::credentials::Credentials;
 use serde_json::json;
 
-use super::crash::transcript;
+use super::crash::{stored_envelopes, transcript};
 use super::summary::Tally;
 use crate::discovery::Agents;
 use crate::requests;
@@ -111,18 +111,10 @@ async fn runtime_outages(backend: Backend) {
     let state = app.wait_terminal(&run_id).await;
     assert_eq!(state.run.status, "cancelled");
     let store = app.store().await;
-    let stored: Vec<String> = store
-        .raw_events(&run_id)
+    let stored: Vec<String> = stored_envelopes(&store, &run_id)
         .await
-        .expect("raw")
         .into_iter()
-        .filter(|record| record.kind == "stream-envelope")
-        .map(|record| {
-            record.payload["envelope"]["messageId"]
-                .as_str()
-                .expect("id")
-                .to_owned()
-        })
+        .map(|(_, id)| id)
         .collect();
     let reader = RuntimeClient::connect_lazy(
         &address,

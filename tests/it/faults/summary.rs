@@ -78,7 +78,8 @@ impl Tally {
     }
 }
 
-fn differences<T: Eq + std::hash::Hash>(stored: &[T], expected: &[T]) -> (usize, usize) {
+/// (lost, duplicated): see [`Tally::compare`].
+pub(crate) fn differences<T: Eq + std::hash::Hash>(stored: &[T], expected: &[T]) -> (usize, usize) {
     let unique: std::collections::HashSet<&T> = stored.iter().collect();
     let expected_set: std::collections::HashSet<&T> = expected.iter().collect();
     let lost = expected.iter().filter(|id| !unique.contains(id)).count();
