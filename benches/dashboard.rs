@@ -335,6 +335,14 @@ async fn bench(backend: &str, dir: &tempfile::TempDir) {
     // The service first: it applies the migrations the rows need.
     let app = start_app(url.clone()).await;
     let filled = fill(&url, total).await;
+    // The leader folds the rollup changes every second (PostgreSQL); folded here at once, so
+    // that every timed read finds them folded, as in a service that has been running.
+    macp_control_plane::store::Store::connect(&url)
+        .await
+        .expect("store")
+        .fold_rollup_deltas()
+        .await
+        .expect("fold");
     println!(
         "{backend:8} {total} runs inserted in {:.1} s",
         filled.as_secs_f64()

@@ -26,7 +26,7 @@ const QUEUE: i32 = 2;
 
 const DIMS: &str = "status, error_code, source_ref, scenario_ref, environment";
 
-const FIGURES: [&str; 7] = [
+pub(super) const FIGURES: [&str; 7] = [
     "runs",
     "tokens",
     "cost_usd",
@@ -73,10 +73,6 @@ fn contribution(kind: i32, row: &str, sign: i32) -> String {
 /// nothing left out, and the rest written in key order, so that two writers lock the rows
 /// they share in the same order (no deadlock) and a change that moves nothing locks nothing.
 fn apply(backend: DbBackend, rows: &[(&str, i32)]) -> String {
-    let parts: Vec<String> = rows
-        .iter()
-        .flat_map(|(row, sign)| [CREATED, ENDED, QUEUE].map(|kind| contribution(kind, row, *sign)))
-        .collect();
     let target = match backend {
         DbBackend::Postgres => "dashboard_rollups.",
         _ => "",
@@ -84,17 +80,29 @@ fn apply(backend: DbBackend, rows: &[(&str, i32)]) -> String {
     let set = FIGURES
         .map(|column| format!("{column} = {target}{column} + excluded.{column}"))
         .join(", ");
+    format!(
+        "INSERT INTO dashboard_rollups (kind, day, left_day, dim_id, {}) {} \
+         ON CONFLICT (kind, day, left_day, dim_id) DO UPDATE SET {set};",
+        FIGURES.join(", "),
+        netted(rows),
+    )
+}
+
+/// The rollup rows a row change moves: the figures of `rows` ((NEW or OLD, 1 to add or -1 to
+/// take off)) netted per rollup row, rows whose net is nothing left out, in key order.
+pub(super) fn netted(rows: &[(&str, i32)]) -> String {
+    let parts: Vec<String> = rows
+        .iter()
+        .flat_map(|(row, sign)| [CREATED, ENDED, QUEUE].map(|kind| contribution(kind, row, *sign)))
+        .collect();
     let sums = FIGURES.map(|column| format!("SUM(c.{column})")).join(", ");
     let moved = FIGURES
         .map(|column| format!("SUM(c.{column}) <> 0"))
         .join(" OR ");
     format!(
-        "INSERT INTO dashboard_rollups (kind, day, left_day, dim_id, {}) \
-         SELECT c.kind, c.day, c.left_day, c.dim_id, {sums} FROM ({}) c WHERE 1 = 1 \
+        "SELECT c.kind, c.day, c.left_day, c.dim_id, {sums} FROM ({}) c WHERE 1 = 1 \
          GROUP BY c.kind, c.day, c.left_day, c.dim_id HAVING {moved} \
-         ORDER BY c.kind, c.day, c.left_day, c.dim_id \
-         ON CONFLICT (kind, day, left_day, dim_id) DO UPDATE SET {set};",
-        FIGURES.join(", "),
+         ORDER BY c.kind, c.day, c.left_day, c.dim_id",
         parts.join(" UNION ALL ")
     )
 }
@@ -264,31 +272,36 @@ fn postgres_triggers() -> Vec<String> {
          source_ref, scenario_ref, environment ON dashboard_runs \
          FOR EACH ROW EXECUTE FUNCTION dashboard_runs_dims()"
             .to_owned(),
-        format!(
-            "CREATE FUNCTION dashboard_rollups_apply() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                -- Rollup rows are shared by every run of a day: transactions that change them
-                -- take turns (held to commit), so two can never lock them in opposite orders.
-                IF TG_OP <> 'UPDATE' OR OLD IS DISTINCT FROM NEW THEN
-                    PERFORM pg_advisory_xact_lock({ROLLUP_LOCK});
-                END IF;
-                IF TG_OP = 'INSERT' THEN
-                    {}
-                ELSIF TG_OP = 'UPDATE' THEN
-                    {}
-                ELSE
-                    {}
-                END IF;
-                RETURN NULL;
-             END $$",
-            apply(backend, &[("NEW", 1)]),
-            apply(backend, &[("OLD", -1), ("NEW", 1)]),
-            apply(backend, &[("OLD", -1)])
-        ),
+        rollups_apply_function(),
         "CREATE TRIGGER dashboard_rollups_apply AFTER INSERT OR UPDATE OR DELETE ON dashboard_runs \
          FOR EACH ROW EXECUTE FUNCTION dashboard_rollups_apply()"
             .to_owned(),
     ]
+}
+
+/// The PostgreSQL rollup trigger's function (m0011 goes back to it when undone).
+pub(super) fn rollups_apply_function() -> String {
+    format!(
+        "CREATE FUNCTION dashboard_rollups_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+            -- Rollup rows are shared by every run of a day: transactions that change them
+            -- take turns (held to commit), so two can never lock them in opposite orders.
+            IF TG_OP <> 'UPDATE' OR OLD IS DISTINCT FROM NEW THEN
+                PERFORM pg_advisory_xact_lock({ROLLUP_LOCK});
+            END IF;
+            IF TG_OP = 'INSERT' THEN
+                {}
+            ELSIF TG_OP = 'UPDATE' THEN
+                {}
+            ELSE
+                {}
+            END IF;
+            RETURN NULL;
+         END $$",
+        apply(DbBackend::Postgres, &[("NEW", 1)]),
+        apply(DbBackend::Postgres, &[("OLD", -1), ("NEW", 1)]),
+        apply(DbBackend::Postgres, &[("OLD", -1)])
+    )
 }
 
 const SQLITE_DOWN: &[&str] = &[

@@ -13,6 +13,7 @@ mod m0007_webhooks;
 mod m0008_dashboard;
 mod m0009_dashboard_rollups;
 mod m0010_replicas;
+pub(super) mod m0011_rollup_deltas;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_dashboard::Migration),
             Box::new(m0009_dashboard_rollups::Migration),
             Box::new(m0010_replicas::Migration),
+            Box::new(m0011_rollup_deltas::Migration),
         ]
     }
 }

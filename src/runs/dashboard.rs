@@ -284,3 +284,24 @@ fn lay_out(scope: &OverviewScope, aggregates: &DashboardAggregates) -> (Kpis, Ch
     };
     (kpis, charts)
 }
+
+/// How often the rollup changes of the last moments are folded into the rollup rows.
+const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl RunService {
+    /// Folds the dashboard's rollup changes into its rollup rows every second, until `until`
+    /// (the leader's work: one folder at a time keeps the rollup rows' writers to one).
+    pub(super) async fn keep_rollups(self, until: tokio_util::sync::CancellationToken) {
+        let mut ticks = tokio::time::interval(FOLD_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = until.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.store().fold_rollup_deltas().await {
+                tracing::warn!(%error, "folding the dashboard's rollup changes failed");
+            }
+        }
+    }
+}

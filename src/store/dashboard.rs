@@ -244,6 +244,21 @@ fn float(row: &QueryResult, index: usize) -> Result<f64, Error> {
 }
 
 impl Store {
+    /// PostgreSQL: moves the rollup changes the writers' triggers left in
+    /// `dashboard_rollup_deltas` into the rollup rows (migration m0011), in one statement;
+    /// how many rollup rows it changed. One task at a time runs it (the leader's work); on
+    /// SQLite, whose trigger writes the rollup rows itself, it does nothing.
+    pub async fn fold_rollup_deltas(&self) -> Result<u64, Error> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(0);
+        }
+        let folded = self
+            .db
+            .execute_unprepared(&super::migrations::m0011_rollup_deltas::fold())
+            .await?;
+        Ok(folded.rows_affected())
+    }
+
     /// The overview's aggregates, its queries run side by side.
     pub async fn dashboard_aggregates(
         &self,

@@ -287,13 +287,19 @@ impl RunService {
         }
     }
 
-    /// The work of one process, started on a single process and on a cluster's leader.
+    /// The work of one process, started on a single process and on a cluster's leader:
+    /// webhook delivery, the dashboard's rollup folding (PostgreSQL) and data retention.
     pub(super) fn spawn_leader_work(&self, until: &tokio_util::sync::CancellationToken) {
         let webhooks = self.webhooks().clone();
         let (until_webhooks, tasks) = (until.clone(), self.inner.tasks.clone());
         self.inner
             .tasks
             .spawn(async move { webhooks.deliver(until_webhooks, tasks).await });
+        if self.store().backend() == sea_orm::DbBackend::Postgres {
+            self.inner
+                .tasks
+                .spawn(self.clone().keep_rollups(until.clone()));
+        }
         if self.options().retention.enabled {
             self.inner
                 .tasks
