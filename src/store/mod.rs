@@ -226,7 +226,14 @@ pub struct Store {
     webhook_outbox: Arc<tokio::sync::Notify>,
     /// This replica's id when several share the database (`CLUSTER_ENABLED`): runs it creates
     /// are leased to it, and its appends hold only while the lease is its own.
-    replica: Option<Arc<str>>,
+    replica: Option<Replica>,
+}
+
+/// What a replica's store adds: its id, and the announcer of its commits.
+#[derive(Clone, Debug)]
+struct Replica {
+    id: Arc<str>,
+    announcer: cluster::Announcer,
 }
 
 /// SQLite write transactions between two WAL checkpoints. Small and often: a group commit
@@ -399,13 +406,16 @@ impl Store {
 
     /// The store as replica `replica` of several on one PostgreSQL (`cluster.rs`).
     pub fn for_replica(mut self, replica: &str) -> Store {
-        self.replica = Some(replica.into());
+        self.replica = Some(Replica {
+            id: replica.into(),
+            announcer: cluster::Announcer::spawn(self.db.clone()),
+        });
         self
     }
 
     /// This replica's id, when several share the database.
     pub fn replica(&self) -> Option<&str> {
-        self.replica.as_deref()
+        self.replica.as_ref().map(|replica| &*replica.id)
     }
 
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
@@ -473,7 +483,7 @@ impl Store {
             updated_at: Set(new.created_at),
             created_by: Set(new.created_by),
             archived_at: Set(None),
-            owner_replica: Set(self.replica.as_deref().map(str::to_owned)),
+            owner_replica: Set(self.replica().map(str::to_owned)),
         };
         let conflict = match (&new.idempotency_key, &new.runtime_session_id) {
             (Some(_), _) => Some(run::Column::IdempotencyKey),
@@ -582,7 +592,7 @@ impl Store {
                 .col_expr(run::Column::ErrorCode, Expr::value(code.clone()))
                 .col_expr(run::Column::ErrorMessage, Expr::value(message.clone()));
         }
-        if let Some(replica) = &self.replica {
+        if let Some(replica) = self.replica() {
             update = cluster::fenced(update, replica, change.status);
         }
         let compare_and_set = update.build(backend);
@@ -654,20 +664,14 @@ impl Store {
         );
         let notify = outbox.is_some();
         statements.extend(outbox);
-        if let (Some(replica), Some(first), Some(last)) =
-            (&self.replica, append.events.first(), append.events.last())
-        {
-            statements.push(cluster::notify_committed(Committed {
-                replica: replica.to_string(),
-                run_id: append.run_id.to_owned(),
-                first_seq: first.seq,
-                last_seq: last.seq,
-            }));
-        }
-
         self.appends
             .commit(append.run_id, compare_and_set, statements)
             .await?;
+        if let Some(replica) = &self.replica {
+            replica
+                .announcer
+                .committed(&replica.id, append.run_id, append.events);
+        }
         if notify {
             self.webhook_outbox.notify_one();
         }

@@ -128,6 +128,40 @@ fn read_stream(mut reader: SseReader) -> tokio::task::JoinHandle<Vec<i64>> {
     })
 }
 
+/// The admin connection's view of the test database's listening connections (the last
+/// statement a backend ran is its LISTEN).
+const LISTENING: &str = "FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'";
+
+async fn listeners(database: &str) -> u64 {
+    let admin = sqlx_admin().await;
+    sea_orm::sqlx::query_scalar::<_, i64>(sea_orm::sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) {LISTENING}"
+    )))
+    .bind(database)
+    .fetch_one(&admin)
+    .await
+    .expect("count listeners") as u64
+}
+
+/// Ends every replica's listening connection on the server's side; how many it ended.
+async fn cut_listeners(database: &str) -> u64 {
+    let admin = sqlx_admin().await;
+    let ended: Vec<bool> = sea_orm::sqlx::query_scalar(sea_orm::sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(pid) {LISTENING}"
+    )))
+    .bind(database)
+    .fetch_all(&admin)
+    .await
+    .expect("terminate listeners");
+    ended.into_iter().filter(|ended| *ended).count() as u64
+}
+
+async fn sqlx_admin() -> sea_orm::sqlx::PgPool {
+    sea_orm::sqlx::PgPool::connect(&support::postgres_admin_url())
+        .await
+        .expect("admin connection")
+}
+
 /// Sends `message` to every run, each through a replica `pick` chooses; every send accepted.
 async fn send_to_all(
     http: &reqwest::Client,
@@ -323,18 +357,56 @@ async fn three_replicas_one_killed() {
         taken_over.as_millis()
     );
 
-    // The rest of every session through the survivors: three votes and the commitment.
+    // The rest of every session through the survivors: three votes and the commitment, which
+    // ends the runs. Halfway through the commitments every replica's listening connection is
+    // cut: whatever is announced until it is back is lost, and the streams of the runs that
+    // ended meanwhile get their last events only through the resynchronization.
+    let picks: Vec<usize> = (0..count)
+        .map(|_| survivors[rng.below(survivors.len() as u64) as usize].0)
+        .collect();
+    let pick = |index: usize| bases[picks[index]].clone();
     for message in [
         (|| vote("fraud-agent")) as fn() -> Value,
         || vote("risk-agent"),
         || vote("growth-agent"),
-        commitment,
     ] {
-        let picks: Vec<usize> = (0..count)
-            .map(|_| survivors[rng.below(survivors.len() as u64) as usize].0)
-            .collect();
-        send_to_all(&http, &active, |index| bases[picks[index]].clone(), message).await;
+        send_to_all(&http, &active, pick, message).await;
     }
+    let (early, late) = active.split_at(active.len() / 2);
+    send_to_all(&http, early, pick, commitment).await;
+    let cut = cut_listeners(&database).await;
+    assert_eq!(
+        cut,
+        survivors.len() as u64,
+        "one listening connection per live replica"
+    );
+    // And again every 10 ms while the rest end, so that announcements are lost in between.
+    let cuts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(cut));
+    let cutting = tokio::spawn({
+        let (database, cuts) = (database.clone(), cuts.clone());
+        async move {
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                every.tick().await;
+                let cut = cut_listeners(&database).await;
+                cuts.fetch_add(cut, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    send_to_all(&http, late, |index| pick(index + early.len()), commitment).await;
+    cutting.abort();
+    let _ = cutting.await;
+    println!(
+        "cluster: listening connections cut {} times while {} runs ended",
+        cuts.load(std::sync::atomic::Ordering::Relaxed),
+        late.len()
+    );
+    poll(
+        Duration::from_secs(10),
+        "the listening connections are back",
+        || async { (listeners(&database).await == cut).then_some(()) },
+    )
+    .await;
     let base = &bases[watcher];
     for run_id in &active {
         poll(Duration::from_secs(60), "every run completes", || {
@@ -366,7 +438,10 @@ async fn three_replicas_one_killed() {
     };
     let watched = on_watcher.len();
     for (run_id, stream) in on_watcher {
-        let seqs = stream.await.expect("stream");
+        let seqs = tokio::time::timeout(Duration::from_secs(30), stream)
+            .await
+            .unwrap_or_else(|_| panic!("run {run_id}: the stream on replica {watcher} ends"))
+            .expect("stream");
         let total = last_seq(run_id.clone()).await;
         assert_eq!(
             seqs,
@@ -385,7 +460,12 @@ async fn three_replicas_one_killed() {
             seqs.last().copied(),
         )
         .await;
-        seqs.extend(read_stream(reader).await.expect("stream"));
+        seqs.extend(
+            tokio::time::timeout(Duration::from_secs(30), read_stream(reader))
+                .await
+                .unwrap_or_else(|_| panic!("run {run_id}: the reconnected stream ends"))
+                .expect("stream"),
+        );
         let total = last_seq(run_id.clone()).await;
         assert_eq!(
             seqs,

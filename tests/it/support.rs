@@ -42,7 +42,7 @@ pub struct TestApp {
     postgres_db: Option<String>,
 }
 
-fn postgres_admin_url() -> String {
+pub(crate) fn postgres_admin_url() -> String {
     std::env::var("MACP_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.into())
 }
 

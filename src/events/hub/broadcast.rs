@@ -89,6 +89,14 @@ impl Hub {
             .is_some_and(|sender| sender.receiver_count() > 0)
     }
 
+    pub(super) fn subscribed_runs(&self) -> Vec<String> {
+        lock(&self.channels)
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0)
+            .map(|(run_id, _)| run_id.clone())
+            .collect()
+    }
+
     pub(super) fn total_subscribers(&self) -> usize {
         lock(&self.channels)
             .values()

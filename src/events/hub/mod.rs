@@ -228,6 +228,14 @@ impl Hub {
         }
     }
 
+    /// The runs somebody subscribes to now.
+    pub fn subscribed_runs(&self) -> Vec<String> {
+        match &self.channels {
+            Channels::Ring(hub) => hub.subscribed_runs(),
+            Channels::Broadcast(hub) => hub.subscribed_runs(),
+        }
+    }
+
     /// Live subscribers over all runs.
     pub fn total_subscribers(&self) -> usize {
         match &self.channels {

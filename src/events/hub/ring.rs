@@ -120,6 +120,15 @@ impl Hub {
         channel.is_some_and(|channel| lock(&channel.ring).subscribers > 0)
     }
 
+    /// The runs somebody subscribes to now.
+    pub fn subscribed_runs(&self) -> Vec<String> {
+        lock(&self.inner.channels)
+            .iter()
+            .filter(|(_, channel)| lock(&channel.ring).subscribers > 0)
+            .map(|(run_id, _)| run_id.clone())
+            .collect()
+    }
+
     /// Live subscribers over all runs.
     pub fn total_subscribers(&self) -> usize {
         lock(&self.inner.channels)

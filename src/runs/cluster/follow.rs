@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
+use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::{Published, Shared};
 use crate::projection::state::RunState;
 use crate::runs::RunService;
@@ -26,15 +27,19 @@ pub(crate) struct Followers {
 
 struct Follower {
     wake: Notify,
-    /// The first seq of the commit that started the follower: what its first batch holds.
-    from: i64,
+    /// What announcements since the last catch-up carried: each commit's events, or `None`
+    /// for one that came without them (they are then read from the store).
+    carried: Mutex<Vec<Option<Vec<CanonicalEvent>>>>,
+    /// The first seq of the commit that started the follower: what its first batch holds;
+    /// `None` for a follower started by a resynchronization, whose first batch is the run's
+    /// latest event (a subscriber that had it skips it, one that is further behind re-reads
+    /// the store).
+    from: Option<i64>,
 }
 
 impl Followers {
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Follower>>> {
-        self.runs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.runs)
     }
 
     /// Another replica committed events of a run: its follower here catches up, if anybody
@@ -44,29 +49,55 @@ impl Followers {
             return;
         }
         let mut runs = self.runs();
-        if let Some(follower) = runs.get(&committed.run_id) {
+        let follower = Self::wake_or_start(
+            &mut runs,
+            service,
+            committed.run_id,
+            Some(committed.first_seq),
+        );
+        lock(&follower.carried).push(committed.events);
+    }
+
+    fn wake_or_start(
+        runs: &mut HashMap<String, Arc<Follower>>,
+        service: &RunService,
+        run_id: String,
+        from: Option<i64>,
+    ) -> Arc<Follower> {
+        if let Some(follower) = runs.get(&run_id) {
             follower.wake.notify_one();
-            return;
+            return follower.clone();
         }
         let follower = Arc::new(Follower {
             wake: Notify::new(),
-            from: committed.first_seq,
+            carried: Mutex::default(),
+            from,
         });
         follower.wake.notify_one();
-        runs.insert(committed.run_id.clone(), follower.clone());
-        drop(runs);
-        let service = service.clone();
+        runs.insert(run_id.clone(), follower.clone());
+        let (service, started) = (service.clone(), follower.clone());
         service
             .inner
             .tasks
             .clone()
-            .spawn(async move { follow(service, committed.run_id, follower).await });
+            .spawn(async move { follow(service, run_id, started).await });
+        follower
     }
 
-    /// Every follower catches up from the store (announcements may have been lost).
-    pub(crate) fn wake_all(&self) {
-        for follower in self.runs().values() {
+    /// Announcements may have been lost: every run somebody here subscribes to is caught up
+    /// from the store, by its follower or by one started for it (a run of this replica's gets
+    /// one too, which finds nothing its subscribers lack and retires at its next wake-up).
+    pub(crate) fn resynchronize(&self, service: &RunService) {
+        let subscribed = service.hub().subscribed_runs();
+        let mut runs = self.runs();
+        for follower in runs.values() {
             follower.wake.notify_one();
+        }
+        for run_id in subscribed {
+            if !runs.contains_key(&run_id) {
+                // Nothing carried: the new follower reads the store.
+                Self::wake_or_start(&mut runs, service, run_id, None);
+            }
         }
     }
 
@@ -101,6 +132,16 @@ async fn follow(service: RunService, run_id: String, follower: Arc<Follower>) {
         if cluster.followers.retire(&service, &run_id, &follower) {
             return;
         }
+        let carried = std::mem::take(&mut *lock(&follower.carried));
+        if let Some(current) = state.as_mut()
+            && let Some(events) = follows_on(current, carried)
+        {
+            for event in &events {
+                crate::projection::reducer::apply(current, event);
+            }
+            publish(&service, &run_id, events, current);
+            continue;
+        }
         match catch_up(&service, &run_id, follower.from, &mut state).await {
             Ok(()) => {}
             // Tried again at the next announcement or resynchronization; subscribers meanwhile
@@ -110,11 +151,44 @@ async fn follow(service: RunService, run_id: String, follower: Arc<Follower>) {
     }
 }
 
+/// The events the announcements carried, when together they are exactly the ones after those
+/// published here (announcements of one run may arrive out of order; one without its events,
+/// or a gap, means the store is read instead).
+fn follows_on(
+    state: &RunState,
+    carried: Vec<Option<Vec<CanonicalEvent>>>,
+) -> Option<Vec<CanonicalEvent>> {
+    let mut commits = carried.into_iter().collect::<Option<Vec<_>>>()?;
+    commits.retain(|events| !events.is_empty());
+    commits.sort_by_key(|events| events[0].seq);
+    let mut next = state.timeline.latest_seq + 1;
+    let mut events = Vec::new();
+    for commit in commits {
+        for event in commit {
+            if event.seq < next {
+                continue;
+            }
+            if event.seq != next {
+                return None;
+            }
+            next += 1;
+            events.push(event);
+        }
+    }
+    (!events.is_empty()).then_some(events)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Publishes the run's events after those already published here, with the state after them.
 async fn catch_up(
     service: &RunService,
     run_id: &str,
-    from: i64,
+    from: Option<i64>,
     state: &mut Option<RunState>,
 ) -> Result<(), ApiError> {
     let store = service.store();
@@ -125,8 +199,9 @@ async fn catch_up(
                 // The first batch: the run's state now, and the events of the announcement
                 // that woke the follower up to it.
                 let current = service.state(run_id).await?;
+                let latest = current.timeline.latest_seq;
                 let events = store
-                    .events_between(run_id, from - 1, Some(current.timeline.latest_seq), PAGE)
+                    .events_between(run_id, from.unwrap_or(latest) - 1, Some(latest), PAGE)
                     .await?;
                 if !events.is_empty() {
                     publish(service, run_id, events, &current);
@@ -153,12 +228,7 @@ async fn catch_up(
     }
 }
 
-fn publish(
-    service: &RunService,
-    run_id: &str,
-    events: Vec<crate::events::canonical::CanonicalEvent>,
-    state: &RunState,
-) {
+fn publish(service: &RunService, run_id: &str, events: Vec<CanonicalEvent>, state: &RunState) {
     service.hub().publish(
         run_id,
         Published::new(

@@ -18,6 +18,7 @@
 mod calls;
 mod follow;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -145,19 +146,21 @@ impl RunService {
             return Ok(());
         };
         let store = self.store();
-        store.heartbeat(cluster.options.lease_ttl).await?;
+        let others = store.heartbeat(cluster.options.lease_ttl).await?;
         for run in store.owned_runs().await? {
             self.spawn_recovery(run);
         }
         let tasks = &self.inner.tasks;
-        tasks.spawn(self.clone().keep_lease());
+        tasks.spawn(self.clone().keep_lease(others));
         tasks.spawn(self.clone().listen());
         tasks.spawn(self.clone().contend_for_leadership());
         Ok(())
     }
 
     /// Renews the lease and takes over this replica's share of orphaned runs, every beat.
-    async fn keep_lease(self) {
+    /// When another replica's lease ends, whatever it committed but had not announced yet
+    /// (it died in between) is caught up from the store.
+    async fn keep_lease(self, mut others: BTreeSet<String>) {
         let Some(cluster) = self.inner.cluster.as_ref() else {
             return;
         };
@@ -169,9 +172,17 @@ impl RunService {
                 () = shutdown.cancelled() => return,
                 _ = beats.tick() => {}
             }
-            if let Err(error) = self.store().heartbeat(cluster.options.lease_ttl).await {
-                tracing::warn!(%error, "lease heartbeat failed");
-                continue;
+            match self.store().heartbeat(cluster.options.lease_ttl).await {
+                Ok(live) => {
+                    if !others.is_subset(&live) {
+                        cluster.followers.resynchronize(&self);
+                    }
+                    others = live;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "lease heartbeat failed");
+                    continue;
+                }
             }
             match self.store().claim_orphaned_runs().await {
                 Ok(runs) => {
@@ -242,7 +253,7 @@ impl RunService {
         let Some(cluster) = self.inner.cluster.as_ref() else {
             return;
         };
-        cluster.followers.wake_all();
+        cluster.followers.resynchronize(self);
         cluster.calls.wake_all();
         match self.store().untaken_calls().await {
             Ok(ids) => ids.into_iter().for_each(|id| self.take_call(id)),
