@@ -281,14 +281,30 @@ fn postgres_triggers() -> Vec<String> {
 
 /// The PostgreSQL rollup trigger's function (m0011 goes back to it when undone).
 pub(super) fn rollups_apply_function() -> String {
-    format!(
-        "CREATE FUNCTION dashboard_rollups_apply() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-            -- Rollup rows are shared by every run of a day: transactions that change them
+    trigger_function(
+        "CREATE FUNCTION",
+        &format!(
+            "-- Rollup rows are shared by every run of a day: transactions that change them
             -- take turns (held to commit), so two can never lock them in opposite orders.
             IF TG_OP <> 'UPDATE' OR OLD IS DISTINCT FROM NEW THEN
                 PERFORM pg_advisory_xact_lock({ROLLUP_LOCK});
-            END IF;
+            END IF;"
+        ),
+        |rows| apply(DbBackend::Postgres, rows),
+    )
+}
+
+/// `dashboard_rollups_apply()` made by `create` (`CREATE FUNCTION`, `CREATE OR REPLACE
+/// FUNCTION`): `prelude`, then the statement `apply` makes of the row's change.
+pub(super) fn trigger_function(
+    create: &str,
+    prelude: &str,
+    apply: impl Fn(&[(&str, i32)]) -> String,
+) -> String {
+    format!(
+        "{create} dashboard_rollups_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+            {prelude}
             IF TG_OP = 'INSERT' THEN
                 {}
             ELSIF TG_OP = 'UPDATE' THEN
@@ -298,9 +314,9 @@ pub(super) fn rollups_apply_function() -> String {
             END IF;
             RETURN NULL;
          END $$",
-        apply(DbBackend::Postgres, &[("NEW", 1)]),
-        apply(DbBackend::Postgres, &[("OLD", -1), ("NEW", 1)]),
-        apply(DbBackend::Postgres, &[("OLD", -1)])
+        apply(&[("NEW", 1)]),
+        apply(&[("OLD", -1), ("NEW", 1)]),
+        apply(&[("OLD", -1)])
     )
 }
 

@@ -15,7 +15,7 @@
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
-use super::m0009_dashboard_rollups::{FIGURES, netted, rollups_apply_function};
+use super::m0009_dashboard_rollups::{FIGURES, netted, rollups_apply_function, trigger_function};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -41,23 +41,7 @@ fn up_statements() -> Vec<String> {
              SELECT kind, day, left_day, dim_id, {figures} FROM dashboard_rollups_folded \
              UNION ALL SELECT kind, day, left_day, dim_id, {figures} FROM dashboard_rollup_deltas"
         ),
-        format!(
-            "CREATE OR REPLACE FUNCTION dashboard_rollups_apply() RETURNS trigger \
-             LANGUAGE plpgsql AS $$
-             BEGIN
-                IF TG_OP = 'INSERT' THEN
-                    {}
-                ELSIF TG_OP = 'UPDATE' THEN
-                    {}
-                ELSE
-                    {}
-                END IF;
-                RETURN NULL;
-             END $$",
-            apply(&[("NEW", 1)]),
-            apply(&[("OLD", -1), ("NEW", 1)]),
-            apply(&[("OLD", -1)]),
-        ),
+        trigger_function("CREATE OR REPLACE FUNCTION", "", apply),
     ]
 }
 
