@@ -167,7 +167,7 @@ pub(super) struct Announcer {
     queue: mpsc::UnboundedSender<String>,
 }
 
-/// Announcements per statement at most (each payload is well under 200 bytes).
+/// Announcements per statement at most (each under `CARRIED_PAYLOAD` bytes).
 const ANNOUNCE_BATCH: usize = 256;
 
 impl Announcer {
