@@ -50,14 +50,19 @@ pub fn router(
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let control_plane = GrpcWebLayer::new().layer(
+    let control_plane = GrpcWebLayer::new().layer(grpc::WithAwaitRoute::new(
         ControlPlaneServer::new(grpc::ControlPlaneApi::new(
             service.clone(),
             guard.admin.clone(),
         ))
         .max_decoding_message_size(edge.grpc_max_decoding_message_bytes)
         .max_encoding_message_size(edge.grpc_max_encoding_message_bytes),
-    );
+        grpc::AwaitRunRoute::new(
+            service.clone(),
+            edge.grpc_max_decoding_message_bytes,
+            edge.grpc_max_encoding_message_bytes,
+        ),
+    ));
     let scenario_registry = GrpcWebLayer::new().layer(
         ScenarioRegistryServer::new(ScenarioRegistryApi::new(registry.clone(), service.clone()))
             .max_decoding_message_size(edge.grpc_max_decoding_message_bytes)

@@ -2,6 +2,7 @@
 //! the REST routes make. The `ScenarioRegistry` service is in [`registry`].
 
 mod admin;
+mod await_route;
 mod dashboard;
 mod manage;
 pub mod registry;
@@ -12,6 +13,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
+
+pub use await_route::{AwaitRunRoute, WithAwaitRoute};
 
 use super::proto;
 use crate::domain::artifact::Artifact;
@@ -139,6 +142,18 @@ fn result_message(outcome: &crate::runs::outcome::RunOutcome) -> Result<proto::R
             }),
         terminal_seq: to_u32(outcome.terminal_seq),
     })
+}
+
+/// What an `AwaitRun` call waits for; the router serves the RPC with [`AwaitRunRoute`].
+async fn await_outcome(
+    service: &RunService,
+    request: proto::AwaitRunRequest,
+) -> Result<std::sync::Arc<crate::runs::outcome::RunOutcome>, Status> {
+    let timeout = await_timeout(request.timeout_ms, "timeoutMs")?;
+    service
+        .await_end(&request.run_id, timeout)
+        .await
+        .map_err(status)
 }
 
 fn metrics_message(metrics: crate::runs::observability::Metrics) -> proto::RunMetrics {
@@ -376,13 +391,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
         &self,
         request: Request<proto::AwaitRunRequest>,
     ) -> Result<Response<proto::RunResult>, Status> {
-        let request = request.into_inner();
-        let timeout = await_timeout(request.timeout_ms, "timeoutMs")?;
-        let outcome = self
-            .service
-            .await_end(&request.run_id, timeout)
-            .await
-            .map_err(status)?;
+        let outcome = await_outcome(&self.service, request.into_inner()).await?;
         Ok(Response::new(result_message(&outcome)?))
     }
 
