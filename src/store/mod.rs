@@ -486,14 +486,18 @@ impl Store {
             owner_replica: Set(self.replica().map(str::to_owned)),
         };
         let conflict = match (&new.idempotency_key, &new.runtime_session_id) {
-            (Some(_), _) => Some(run::Column::IdempotencyKey),
-            (None, Some(_)) => Some(run::Column::RuntimeSessionId),
+            (Some(_), _) => Some(OnConflict::column(run::Column::IdempotencyKey)),
+            // Any unique column: two replicas discovering one session insert the same run id
+            // too (a discovered run's id is its session's), and when the loser's insert got
+            // past the session column's check before the winner's row was there, PostgreSQL
+            // failed it on the primary key instead of letting it yield.
+            (None, Some(_)) => Some(OnConflict::new()),
             (None, None) => None,
         };
         let inserted = match conflict {
-            Some(column) => {
+            Some(mut conflict) => {
                 let outcome = run::Entity::insert(row)
-                    .on_conflict(OnConflict::column(column).do_nothing().to_owned())
+                    .on_conflict(conflict.do_nothing().to_owned())
                     .try_insert()
                     .exec_without_returning(&txn)
                     .await?;
@@ -1536,6 +1540,29 @@ pub(crate) mod tests {
         let store = Store::connect(&url).await.expect("connects");
         store.migrate().await.expect("migrates");
         (dir, store)
+    }
+
+    /// A discovered run whose id is taken already (another replica inserting the same session's
+    /// run got its row in first, past the session column's check) yields as it does when the
+    /// session is taken, instead of failing on the primary key.
+    #[tokio::test]
+    async fn a_discovered_run_that_loses_on_its_id_yields() {
+        let (_dir, store) = sqlite_store().await;
+        let id = "5d1e0c8a-6b2f-4f7e-9a41-0c2d5e8f7b13";
+        let first = store
+            .create_run(new_run(id), &[], &RunState::empty(id))
+            .await
+            .expect("created");
+        assert!(matches!(first, CreateOutcome::Created(_)));
+        let discovered = NewRun {
+            runtime_session_id: Some(id.to_owned()),
+            ..new_run(id)
+        };
+        let second = store
+            .create_run(discovered, &[], &RunState::empty(id))
+            .await
+            .expect("yields rather than failing");
+        assert!(matches!(second, CreateOutcome::SessionTaken));
     }
 
     /// Two runs' appends in one group, one of them stale: the other still commits.
