@@ -1,9 +1,10 @@
 //! Replicas benchmark (`cargo bench --bench cluster`): 1, 2 and 3 `serve` processes
 //! (`CLUSTER_ENABLED`) on one fresh PostgreSQL database each time, the reference runtime as a
 //! process of its own, and the load generator (`macp-control-plane loadgen`, in process)
-//! playing agents at a paced rate while it follows every run's SSE stream on a replica that
-//! does not own the run (with two or three replicas). Printed per row: accept → SSE latency
-//! (p50/p99/max over every message, and the median and worst of each second's p99 once the
+//! playing agents at a paced rate while it follows every run's SSE stream, the streams spread
+//! over the replicas; with two or three, latency counts the streams on a replica that did not
+//! own the run (about two in three). Printed per row: accept → SSE latency
+//! (p50/p99/max over those messages, and the median and worst of each second's p99 once the
 //! first sessions have started, the steady state), accepted and observed messages per second,
 //! streams that crossed replicas, missing/duplicated messages and the replicas' resident
 //! memory; then observed throughput at the peak rate for 2 and 3 replicas as ratios of 1
@@ -278,7 +279,7 @@ async fn main() {
     let seconds = setting("BENCH_CLUSTER_SECONDS", 20.0);
     println!(
         "replicas on one PostgreSQL: 100 sessions x 100 messages, {seconds} s per row; latency is \
-         runtime Ack -> message.received on SSE, the stream on a replica that does not own the run"
+         runtime Ack -> message.received on SSE, over the streams on a replica that does not own the run"
     );
     println!(
         "| replicas | target/s | accepted/s | observed/s | p50 ms | p99 ms | max ms | steady p99 ms (median / worst second) | streams crossing replicas | missing / duplicated | RSS MB |"

@@ -43,8 +43,8 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = crate::runtime::embedded::DEFAULT_ADDRESS)]
     runtime: String,
     /// The control plane measured, through its REST/SSE API; several replicas of one cluster
-    /// comma separated (each session's stream is then followed on a replica that does not
-    /// own its run)
+    /// comma separated (the sessions' streams are then spread over them, and latency counts
+    /// the streams on a replica that did not own the run)
     #[arg(long, default_value = "http://127.0.0.1:3001")]
     control_plane: String,
     /// API key for the control plane, sent as `authorization: Bearer <key>`
@@ -191,6 +191,8 @@ pub async fn run(config: Config, progress: bool) -> Result<Report, Error> {
         config: config.clone(),
     });
     let printer = progress.then(|| tokio::spawn(print_progress(shared.progress.clone(), started)));
+    let owners = (shared.control_planes.len() > 1)
+        .then(|| watch::Owners::watch(shared.control_planes.clone()));
     let slots: Vec<_> = (0..config.sessions)
         .map(|index| tokio::spawn(session::slot(shared.clone(), index)))
         .collect();
@@ -208,6 +210,14 @@ pub async fn run(config: Config, progress: bool) -> Result<Report, Error> {
     if let Some(printer) = printer {
         printer.abort();
     }
+    if let Some(owners) = owners {
+        let owners = owners.finish().await;
+        for outcome in &mut outcomes {
+            outcome.observed.crossed_replicas = owners
+                .get(&outcome.session_id)
+                .is_some_and(|&owner| owner != outcome.observed.followed);
+        }
+    }
     Ok(Report::build(
         config.runtime.clone(),
         config.control_plane.clone(),
@@ -217,6 +227,7 @@ pub async fn run(config: Config, progress: bool) -> Result<Report, Error> {
             rate: config.rate,
             duration_secs: config.duration.map(|duration| duration.as_secs_f64()),
             ramp_secs: config.ramp.as_secs_f64(),
+            replicas: shared.control_planes.len(),
         },
         started,
         &outcomes,

@@ -35,6 +35,8 @@ pub struct Target {
     pub rate: f64,
     pub duration_secs: Option<f64>,
     pub ramp_secs: f64,
+    /// Control planes given: with several, latency counts the streams that crossed replicas.
+    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -149,7 +151,9 @@ pub struct Report {
     pub rates: Rates,
     /// Runtime Ack → `message.received` on the run's stream, for every accepted envelope but
     /// the SessionStart, whose delay is the run's discovery (`run_found_ms`). Messages sent
-    /// before the run was found count from their Ack too.
+    /// before the run was found count from their Ack too. With several replicas, only the
+    /// streams followed on a replica that did not own the run count (`crossed_replicas`);
+    /// The latencies of `timeline` and `backlog` are of the same messages.
     pub accept_to_sse_ms: Distribution,
     pub backlog: Backlog,
     /// Send → Ack at the runtime.
@@ -216,6 +220,7 @@ impl Report {
             }
             *sessions.runs_by_status.entry(status).or_default() += 1;
             found.extend(outcome.observed.found_after);
+            let timed = target.replicas <= 1 || outcome.observed.crossed_replicas;
             let mut seen_here = 0;
             for message in outcome.observed.messages.values() {
                 messages.duplicated += u64::from(message.times_seen.saturating_sub(1));
@@ -226,7 +231,7 @@ impl Report {
                 if let Some(seen) = message.seen {
                     seen_here += 1;
                     sightings.push(seen);
-                    if message.measured {
+                    if message.measured && timed {
                         // Seen before the Ack arrived counts as no delay.
                         measured.push((accepted, seen.saturating_duration_since(accepted)));
                     }
@@ -329,9 +334,14 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "accept->SSE  {} (ms, {} messages)",
+            "accept->SSE  {} (ms, {} messages{})",
             percentiles(&self.accept_to_sse_ms),
-            self.accept_to_sse_ms.count
+            self.accept_to_sse_ms.count,
+            if self.target.replicas > 1 {
+                " on streams crossing replicas"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             out,
@@ -499,6 +509,7 @@ mod tests {
             rate: 1000.0,
             duration_secs: None,
             ramp_secs: 0.0,
+            replicas: 1,
         };
         let report = Report::build(String::new(), String::new(), target, start, &[outcome]);
         assert_eq!(report.messages.missing, 1);
@@ -513,5 +524,48 @@ mod tests {
         assert_eq!(report.timeline[0].p99_ms, 98.0);
         let seen: u64 = report.timeline.iter().map(|second| second.seen).sum();
         assert_eq!(seen, 100);
+    }
+
+    #[test]
+    fn with_several_replicas_latency_counts_the_streams_that_crossed() {
+        let start = Instant::now();
+        let session = |latency_ms: u64, crossed: bool| {
+            let mut outcome = SessionOutcome {
+                started: true,
+                accepted: 1,
+                ..SessionOutcome::default()
+            };
+            outcome.observed.found_after = Some(Duration::from_millis(1));
+            outcome.observed.crossed_replicas = crossed;
+            outcome.observed.messages.insert(
+                "m".into(),
+                Message {
+                    accepted: Some(start),
+                    measured: true,
+                    seen: Some(start + Duration::from_millis(latency_ms)),
+                    times_seen: 1,
+                },
+            );
+            outcome
+        };
+        let outcomes = [session(40, true), session(900, false)];
+        let target = |replicas| Target {
+            sessions: 2,
+            messages_per_session: 1,
+            rate: 100.0,
+            duration_secs: None,
+            ramp_secs: 0.0,
+            replicas,
+        };
+        let crossing = Report::build(String::new(), String::new(), target(3), start, &outcomes);
+        assert_eq!(crossing.accept_to_sse_ms.count, 1);
+        assert_eq!(crossing.accept_to_sse_ms.max, 40.0);
+        assert_eq!(crossing.sessions.crossed_replicas, 1);
+        // Every message is still looked for: both were seen.
+        assert_eq!(crossing.messages.seen, 2);
+        assert!(crossing.text().contains("on streams crossing replicas"));
+        let one = Report::build(String::new(), String::new(), target(1), start, &outcomes);
+        assert_eq!(one.accept_to_sse_ms.count, 2);
+        assert_eq!(one.accept_to_sse_ms.max, 900.0);
     }
 }

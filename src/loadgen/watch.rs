@@ -4,13 +4,20 @@
 //! `message.received` arrives. Told by the session what the runtime accepted and when it is
 //! done, it stops once the run's terminal event and every accepted message were seen, or a
 //! grace period after the last send.
+//!
+//! With several replicas each session is followed on the one its slot points at, without
+//! asking who owns the run first: the owners are learnt on the side (`Owners`, every replica's
+//! `/readyz` a few times a second) and the streams that crossed replicas are told apart after
+//! the load. Asking before opening each stream put three `/readyz` calls (each a store and a
+//! runtime round trip) per new session in the middle of the start-up burst, and their time
+//! in front of every early message's latency.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::sse::{SseEvent, SseParser};
@@ -23,6 +30,49 @@ const LONGEST_POLL: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Run statuses after which nothing more happens.
 const TERMINAL_EVENTS: [&str; 3] = ["run.completed", "run.failed", "run.cancelled"];
+
+/// How often every replica's owned runs are read while the load runs: often enough to see
+/// the shortest session's run while it is active (`/readyz` lists active runs only).
+const OWNERS_EVERY: Duration = Duration::from_millis(100);
+
+/// The owners of the runs, learnt from the replicas' `/readyz` while the load runs.
+pub struct Owners {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<HashMap<String, usize>>,
+}
+
+impl Owners {
+    /// Starts reading the owners from `replicas`.
+    pub fn watch(replicas: Vec<ControlPlane>) -> Owners {
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut owners = HashMap::new();
+            let mut ticks = tokio::time::interval(OWNERS_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return owners,
+                    _ = ticks.tick() => {}
+                }
+                let lists =
+                    futures::future::join_all(replicas.iter().map(ControlPlane::owned_runs)).await;
+                for (replica, runs) in lists.into_iter().enumerate() {
+                    for run in runs {
+                        owners.insert(run, replica);
+                    }
+                }
+            }
+        });
+        Owners { stop, task }
+    }
+
+    /// Stops; the owner last seen of every run seen active, by run id (an index into the
+    /// replicas).
+    pub async fn finish(self) -> HashMap<String, usize> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
 
 /// What a session tells its watcher.
 pub enum Note {
@@ -59,8 +109,10 @@ pub struct Observed {
     pub reconnects: u32,
     /// The last refusal or failure met (reported, not fatal).
     pub problem: Option<String>,
+    /// Which of the control planes given the stream was followed on.
+    pub followed: usize,
     /// The stream was followed on another replica than the one owning the run (several
-    /// control planes given, and the owner known from their `/readyz`).
+    /// control planes given, and the owner seen in their `/readyz`); set after the load.
     pub crossed_replicas: bool,
 }
 
@@ -167,8 +219,8 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Watches the run of `session_id` (see the module comment), through `replicas[first]`
-    /// or, when there are several, through one that does not own the run.
+    /// Watches the run of `session_id` (see the module comment) through
+    /// `replicas[first % replicas.len()]`.
     pub async fn observe(
         replicas: Vec<ControlPlane>,
         first: usize,
@@ -178,22 +230,23 @@ impl ControlPlane {
         grace: Duration,
         progress: std::sync::Arc<Progress>,
     ) -> Observed {
+        let followed = first % replicas.len();
         let mut watcher = Watcher {
-            control_plane: replicas[first % replicas.len()].clone(),
+            control_plane: replicas[followed].clone(),
             run_path: format!("/runs/{session_id}"),
             notes,
             notes_open: true,
             done: None,
             grace,
-            observed: Observed::default(),
+            observed: Observed {
+                followed,
+                ..Observed::default()
+            },
             progress,
             last_seq: 0,
             terminal_seen: false,
         };
         if watcher.find(started).await {
-            if replicas.len() > 1 {
-                watcher.move_off_owner(&replicas, &session_id).await;
-            }
             watcher.follow().await;
         }
         watcher.finish().await
@@ -270,22 +323,6 @@ impl Watcher {
                     note = self.notes.recv(), if self.notes_open => self.note(note),
                     () = tokio::time::sleep_until(wake) => break,
                 }
-            }
-        }
-    }
-
-    /// Follows the run on a replica that does not own it: the replica after its owner.
-    async fn move_off_owner(&mut self, replicas: &[ControlPlane], run_id: &str) {
-        for (index, replica) in replicas.iter().enumerate() {
-            if replica
-                .owned_runs()
-                .await
-                .iter()
-                .any(|owned| owned == run_id)
-            {
-                self.control_plane = replicas[(index + 1) % replicas.len()].clone();
-                self.observed.crossed_replicas = true;
-                return;
             }
         }
     }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
-    UpdateMany, Value as DbValue, sea_query::Condition, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, TransactionTrait, UpdateMany, Value as DbValue, sea_query::Condition,
+    sea_query::Expr,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -395,6 +396,21 @@ impl Store {
             .into_iter()
             .map(run_from_row)
             .collect()
+    }
+
+    /// The ids of the active runs leased to this replica (`/readyz`, which load balancers and
+    /// load generators call often: the rows themselves are not read).
+    pub async fn owned_run_ids(&self) -> Result<Vec<String>, Error> {
+        let me = self.me()?;
+        Ok(run::Entity::find()
+            .select_only()
+            .column(run::Column::Id)
+            .filter(run::Column::OwnerReplica.eq(me))
+            .filter(run::Column::Status.is_in(super::statuses(false)))
+            .order_by_asc(run::Column::Id)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?)
     }
 
     /// Who owns a run; `None` when there is no such run.

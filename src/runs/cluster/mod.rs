@@ -348,11 +348,7 @@ impl RunService {
     pub(super) async fn cluster_readiness(&self) -> Option<ClusterReadiness> {
         let cluster = self.inner.cluster.as_ref()?;
         let store = self.store();
-        let owned_runs = store
-            .owned_runs()
-            .await
-            .map(|runs| runs.into_iter().map(|run| run.id).collect())
-            .unwrap_or_default();
+        let owned_runs = store.owned_run_ids().await.unwrap_or_default();
         Some(ClusterReadiness {
             replica_id: cluster.options.replica_id.clone(),
             leader: cluster.leading.load(Ordering::Relaxed),
