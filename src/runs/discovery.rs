@@ -133,6 +133,10 @@ pub(crate) async fn discover(
     match outcome {
         CreateOutcome::Created(run) => {
             crate::telemetry::metrics::record_transition(RunStatus::Running);
+            service
+                .inner
+                .writers
+                .seed(super::writer::RunWriter::new(&run, state, Some(&session)));
             tracing::info!(run_id = %run.id, %session_id, mode = %metadata.mode, "discovered a session");
             // Nothing of ours to wait for: the session is the agents'.
             let (_, kickoff_done) = watch::channel(true);

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::domain::run::{BoundSession, Run};
 use crate::domain::status::RunStatus;
 use crate::events::canonical::{CanonicalEvent, EventDraft, TraceRef};
 use crate::events::hub::{Hub, Published, Shared};
@@ -58,8 +59,13 @@ impl RunWriter {
             .await?
             .unwrap_or_else(|| RunState::empty(run_id));
         let session = store.session(run_id).await?;
+        Ok(Some(RunWriter::new(&run, state, session.as_ref())))
+    }
+
+    /// The writer of `run` whose stored events fold to `state`, bound to `session`.
+    pub fn new(run: &Run, state: RunState, session: Option<&BoundSession>) -> RunWriter {
         let mut normalizer = NormalizerContext::default();
-        if let Some(session) = &session {
+        if let Some(session) = session {
             normalizer.mode = session.mode_name.clone();
             normalizer.participants = session.participants.clone();
         }
@@ -68,19 +74,19 @@ impl RunWriter {
             .iter()
             .map(|participant| participant.participant_id.clone())
             .collect();
-        Ok(Some(RunWriter {
-            run_id: run_id.to_owned(),
+        RunWriter {
+            run_id: run.id.clone(),
             last_seq: run.last_event_seq,
             status: run.status,
             state: Shared::new(state),
             normalizer,
-            trace: run.trace_id.map(|trace_id| TraceRef {
+            trace: run.trace_id.clone().map(|trace_id| TraceRef {
                 trace_id: Some(trace_id),
                 ..TraceRef::default()
             }),
             last_ordinal: session.map(|session| session.last_ordinal).unwrap_or(0),
             stale: false,
-        }))
+        }
     }
 
     fn materialize(&self, drafts: Vec<EventDraft>, first_seq: i64) -> Vec<CanonicalEvent> {
@@ -200,6 +206,26 @@ impl Writers {
             *guard = RunWriter::load(&self.store, run_id).await?;
         }
         Ok(guard)
+    }
+
+    /// Caches the writer of a run just created here, whose first use would otherwise read
+    /// back what its creator has in hand; a slot already in use keeps what it has.
+    pub fn seed(&self, writer: RunWriter) {
+        let slot = {
+            let mut writers = self
+                .writers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            writers
+                .entry(writer.run_id.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
+                .clone()
+        };
+        if let Ok(mut guard) = slot.try_lock()
+            && guard.is_none()
+        {
+            *guard = Some(writer);
+        }
     }
 
     /// Drops the cached writer of a finished run (it is reloaded if written again), unless a
