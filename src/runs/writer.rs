@@ -188,20 +188,22 @@ impl Writers {
         }
     }
 
+    /// The slot of `run_id`'s writer, made empty when there is none.
+    fn slot(&self, run_id: &str) -> WriterSlot {
+        let mut writers = self
+            .writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        writers
+            .entry(run_id.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
+            .clone()
+    }
+
     /// Locks the writer of `run_id`, loading it from the store when needed. `None` inside the
     /// guard means the run does not exist.
     pub async fn lock(&self, run_id: &str) -> Result<WriterGuard, store::Error> {
-        let slot = {
-            let mut writers = self
-                .writers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            writers
-                .entry(run_id.to_owned())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
-                .clone()
-        };
-        let mut guard = slot.lock_owned().await;
+        let mut guard = self.slot(run_id).lock_owned().await;
         if guard.as_ref().is_none_or(|writer| writer.stale) {
             *guard = RunWriter::load(&self.store, run_id).await?;
         }
@@ -211,16 +213,7 @@ impl Writers {
     /// Caches the writer of a run just created here, whose first use would otherwise read
     /// back what its creator has in hand; a slot already in use keeps what it has.
     pub fn seed(&self, writer: RunWriter) {
-        let slot = {
-            let mut writers = self
-                .writers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            writers
-                .entry(writer.run_id.clone())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
-                .clone()
-        };
+        let slot = self.slot(&writer.run_id);
         if let Ok(mut guard) = slot.try_lock()
             && guard.is_none()
         {
