@@ -152,8 +152,8 @@ pub struct Report {
     /// Runtime Ack → `message.received` on the run's stream, for every accepted envelope but
     /// the SessionStart, whose delay is the run's discovery (`run_found_ms`). Messages sent
     /// before the run was found count from their Ack too. With several replicas, only the
-    /// streams followed on a replica that did not own the run count (`crossed_replicas`);
-    /// The latencies of `timeline` and `backlog` are of the same messages.
+    /// streams followed on a replica that did not own the run count (`crossed_replicas`), and
+    /// so in the latencies of `timeline` and `backlog`.
     pub accept_to_sse_ms: Distribution,
     pub backlog: Backlog,
     /// Send → Ack at the runtime.

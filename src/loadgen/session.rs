@@ -99,9 +99,9 @@ async fn session(shared: &Shared, index: usize, messages: usize) -> SessionOutco
         return session.outcome;
     };
     session.outcome.started = true;
-    let watcher = tokio::spawn(super::watch::ControlPlane::observe(
-        shared.control_planes.clone(),
-        index,
+    let followed = index % shared.control_planes.len();
+    let watcher = tokio::spawn(shared.control_planes[followed].clone().observe(
+        followed,
         id,
         started,
         notes_rx,

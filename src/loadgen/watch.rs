@@ -219,20 +219,19 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Watches the run of `session_id` (see the module comment) through
-    /// `replicas[first % replicas.len()]`.
+    /// Watches the run of `session_id` (see the module comment) through `control_plane`, the
+    /// `followed`th of those given.
     pub async fn observe(
-        replicas: Vec<ControlPlane>,
-        first: usize,
+        self,
+        followed: usize,
         session_id: String,
         started: Instant,
         notes: mpsc::UnboundedReceiver<Note>,
         grace: Duration,
         progress: std::sync::Arc<Progress>,
     ) -> Observed {
-        let followed = first % replicas.len();
         let mut watcher = Watcher {
-            control_plane: replicas[followed].clone(),
+            control_plane: self,
             run_path: format!("/runs/{session_id}"),
             notes,
             notes_open: true,
