@@ -451,111 +451,90 @@ impl Store {
         state: &RunState,
     ) -> Result<CreateOutcome, Error> {
         let backend = self.backend();
-        let first_events = insert_events(backend, events);
-        let projection = upsert_projection(
-            backend,
-            &new.id,
-            state.timeline.latest_seq,
-            state_text(state)?,
-        )?;
-        let _writer = self.write_turn().await;
-        let txn = self.db.begin().await?;
-        let last_seq = events.last().map(|event| event.seq).unwrap_or(0);
-        let row = run::ActiveModel {
-            id: Set(new.id.clone()),
-            status: Set(new.status.as_str().to_owned()),
-            mode: Set(new.mode),
-            runtime_kind: Set(new.runtime_kind),
-            runtime_version: Set(new.runtime_version),
-            runtime_session_id: Set(new.runtime_session_id.clone()),
-            trace_id: Set(new.trace_id),
-            idempotency_key: Set(new.idempotency_key.clone()),
-            last_event_seq: Set(last_seq),
-            source_kind: Set(new.source_kind),
-            source_ref: Set(new.source_ref),
-            tags: Set(serde_json::json!(new.tags)),
-            metadata: Set(new.metadata),
-            error_code: Set(None),
-            error_message: Set(None),
-            created_at: Set(new.created_at),
-            started_at: Set(new.started_at),
-            ended_at: Set(None),
-            updated_at: Set(new.created_at),
-            created_by: Set(new.created_by),
-            archived_at: Set(None),
-            owner_replica: Set(self.replica().map(str::to_owned)),
+        let row = run::Model {
+            id: new.id.clone(),
+            status: new.status.as_str().to_owned(),
+            mode: new.mode,
+            runtime_kind: new.runtime_kind,
+            runtime_version: new.runtime_version,
+            runtime_session_id: new.runtime_session_id.clone(),
+            trace_id: new.trace_id,
+            idempotency_key: new.idempotency_key.clone(),
+            last_event_seq: events.last().map(|event| event.seq).unwrap_or(0),
+            source_kind: new.source_kind,
+            source_ref: new.source_ref,
+            tags: serde_json::json!(new.tags),
+            metadata: new.metadata,
+            error_code: None,
+            error_message: None,
+            created_at: new.created_at,
+            started_at: new.started_at,
+            ended_at: None,
+            updated_at: new.created_at,
+            created_by: new.created_by,
+            archived_at: None,
+            owner_replica: self.replica().map(str::to_owned),
         };
-        let conflict = match (&new.idempotency_key, &new.runtime_session_id) {
-            (Some(_), _) => Some(OnConflict::column(run::Column::IdempotencyKey)),
+        let mut insert = run::Entity::insert(run::ActiveModel::from(row.clone()));
+        match (&new.idempotency_key, &new.runtime_session_id) {
+            (Some(_), _) => {
+                insert = insert.on_conflict(
+                    OnConflict::column(run::Column::IdempotencyKey)
+                        .do_nothing()
+                        .to_owned(),
+                );
+            }
             // Any unique column: two replicas discovering one session insert the same run id
             // too (a discovered run's id is its session's), and when the loser's insert got
             // past the session column's check before the winner's row was there, PostgreSQL
             // failed it on the primary key instead of letting it yield.
-            (None, Some(_)) => Some(OnConflict::new()),
-            (None, None) => None,
-        };
-        let inserted = match conflict {
-            Some(mut conflict) => {
-                let outcome = run::Entity::insert(row)
-                    .on_conflict(conflict.do_nothing().to_owned())
-                    .try_insert()
-                    .exec_without_returning(&txn)
-                    .await?;
-                matches!(outcome, sea_orm::TryInsertResult::Inserted(count) if count > 0)
+            (None, Some(_)) => {
+                insert = insert.on_conflict(OnConflict::new().do_nothing().to_owned())
             }
-            None => {
-                run::Entity::insert(row)
-                    .exec_without_returning(&txn)
-                    .await?;
-                true
-            }
-        };
-        if !inserted && new.idempotency_key.is_none() {
-            txn.rollback().await?;
-            return Ok(CreateOutcome::SessionTaken);
+            (None, None) => {}
         }
-        if !inserted {
-            txn.rollback().await?;
-            let key = new.idempotency_key.unwrap_or_default();
-            let existing = run::Entity::find()
-                .filter(run::Column::IdempotencyKey.eq(key.clone()))
-                .one(&self.db)
-                .await?
-                .ok_or_else(|| Error::Corrupt(format!("idempotency key {key} has no run")))?;
-            // The call still happened, and answered the existing run: it is audited alone, about
-            // that run, in the write turn already held (`insert_audit` would wait for it).
-            if let Some(mut entry) = new.audit {
-                entry.resource_id = Some(existing.id.clone());
-                self.db.execute_raw(audit_insert(backend, entry)).await?;
-            }
-            return Ok(CreateOutcome::Existing(run_from_row(existing)?));
-        }
-        if let Some(statement) = first_events {
-            txn.execute_raw(statement).await?;
-        }
-        txn.execute_raw(projection).await?;
+        let mut rest = Vec::with_capacity(5);
+        rest.extend(insert_events(backend, events));
+        rest.push(upsert_projection(
+            backend,
+            &new.id,
+            state.timeline.latest_seq,
+            state_text(state)?,
+        )?);
         if let Some(session) = &new.session {
-            txn.execute_raw(bind_session(backend, session, new.created_at))
-                .await?;
+            rest.push(bind_session(backend, session, new.created_at));
         }
-        if let Some(entry) = new.audit {
-            txn.execute_raw(audit_insert(backend, entry)).await?;
-        }
+        // Kept for the answer to a call that finds its idempotency key taken.
+        let audit_of_existing = new.audit.clone().filter(|_| new.idempotency_key.is_some());
+        rest.extend(new.audit.map(|entry| audit_insert(backend, entry)));
         // A discovered run is created running, with its `run.started`.
         let outbox = webhooks::outbox_insert(backend, &new.id, true, events);
         let notify = outbox.is_some();
-        if let Some(statement) = outbox {
-            txn.execute_raw(statement).await?;
+        rest.extend(outbox);
+
+        let _writer = self.write_turn().await;
+        let inserted = group::insert_guarded(&self.db, insert.build(backend), rest).await?;
+        if inserted {
+            if notify {
+                self.webhook_outbox.notify_one();
+            }
+            return Ok(CreateOutcome::Created(run_from_row(row)?));
         }
-        txn.commit().await?;
-        if notify {
-            self.webhook_outbox.notify_one();
-        }
-        let created = self
-            .run(&new.id)
+        let Some(key) = new.idempotency_key else {
+            return Ok(CreateOutcome::SessionTaken);
+        };
+        let existing = run::Entity::find()
+            .filter(run::Column::IdempotencyKey.eq(key.clone()))
+            .one(&self.db)
             .await?
-            .ok_or_else(|| Error::Corrupt(format!("run {} vanished after insert", new.id)))?;
-        Ok(CreateOutcome::Created(created))
+            .ok_or_else(|| Error::Corrupt(format!("idempotency key {key} has no run")))?;
+        // The call still happened, and answered the existing run: it is audited alone, about
+        // that run, in the write turn already held (`insert_audit` would wait for it).
+        if let Some(mut entry) = audit_of_existing {
+            entry.resource_id = Some(existing.id.clone());
+            self.db.execute_raw(audit_insert(backend, entry)).await?;
+        }
+        Ok(CreateOutcome::Existing(run_from_row(existing)?))
     }
 
     /// Appends events to a run in one transaction. Fails with [`Error::Concurrent`] (and writes

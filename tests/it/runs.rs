@@ -695,7 +695,7 @@ async fn hostile_text_is_stored_as_sent(backend: Backend) {
     let Some(app) = support::start(backend).await else {
         return;
     };
-    let hostile = "HOSTILE it's '' \\' \\\\ E'\\x41' $1 $$ ? ; COMMIT; ROLLBACK; DROP TABLE runs; -- /* ünï 🚀 \"q\" \n\t";
+    let hostile = "HOSTILE it's '' \\' \\\\ E'\\x41' $1 $$ $g0$ END $g0$; ? ; COMMIT; ROLLBACK; DROP TABLE runs; -- /* ünï 🚀 \"q\" \n\t";
     let mut request = requests::scripted_decision();
     // The Proposal's rationale (kept in the events) and a Vote's reason (kept in the projection).
     request["kickoff"][0]["payloadEnvelope"]["proto"]["value"]["rationale"] = json!(hostile);
