@@ -26,6 +26,9 @@ const MAX_BATCH: usize = 512;
 /// messages the control plane got accepted) before the run ends anyway.
 const COMMITMENT_GRACE: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
+/// How long a new subscription's `session.stream.opened` waits for the first batch to go in
+/// with; a session with nothing to replay gets it recorded alone then.
+const OPENED_WAIT: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Starts observing a bound session. `kickoff_done` turns true when the executor has sent its
@@ -223,9 +226,11 @@ impl Observer {
         Ok(Some(Next::Done))
     }
 
-    /// The ordinal to resume after, or `None` when the run is gone or already terminal.
-    async fn resume_point(&mut self) -> Result<Option<u64>, ApiError> {
-        if !self.service.may_write(&self.run_id).await? {
+    /// The ordinal to resume after, or `None` when the run is gone or already terminal. The
+    /// lease is asked about from the second attempt on: the first follows the run's creation,
+    /// or its claim, by this replica (and a write without the lease is refused anyway).
+    async fn resume_point(&mut self, attempt: u32) -> Result<Option<u64>, ApiError> {
+        if attempt > 0 && !self.service.may_write(&self.run_id).await? {
             // Another replica took the run over (this one's lease had expired): it observes now.
             tracing::info!(run_id = %self.run_id, "the run's lease is another replica's now");
             self.service.unregister_observer(&self.session_id);
@@ -250,7 +255,7 @@ impl Observer {
 
     /// One subscription: from the last persisted ordinal until it breaks or the run ends.
     async fn observe_once(&mut self, attempt: u32) -> Result<Next, ApiError> {
-        let Some(after) = self.resume_point().await? else {
+        let Some(after) = self.resume_point(attempt).await? else {
             return Ok(Next::Done);
         };
         let runtime = self.service.runtime().clone();
@@ -272,18 +277,31 @@ impl Observer {
             Err(error) => return self.on_subscribe_error(error, after).await,
         };
         let mut responses = subscription.responses;
-        self.record_stream_opened(attempt, after).await?;
-        if let Some(since) = self.down_since.take() {
-            self.record(
-                types::SESSION_STREAM_RECONNECTED,
-                json!({
-                    "sessionId": self.session_id,
-                    "afterSequence": after,
-                    "downMs": since.elapsed().as_millis() as u64,
-                }),
-            )
-            .await?;
-        }
+        // A first subscription's `session.stream.opened` goes in with the first batch (the
+        // session's history replays at once): one append less per new run, and the run's
+        // first messages stored a commit sooner, which in a burst of new sessions was tens of
+        // milliseconds. Anything else that comes first, or `OPENED_WAIT`, records it alone.
+        let opened = self.stream_opened(attempt, after);
+        let mut opened = match self.down_since.take() {
+            None if attempt == 0 => Some(opened),
+            None => {
+                self.record_drafts(vec![opened]).await?;
+                None
+            }
+            Some(since) => {
+                let reconnected = self.draft(
+                    types::SESSION_STREAM_RECONNECTED,
+                    json!({
+                        "sessionId": self.session_id,
+                        "afterSequence": after,
+                        "downMs": since.elapsed().as_millis() as u64,
+                    }),
+                );
+                self.record_drafts(vec![opened, reconnected]).await?;
+                None
+            }
+        };
+        let opened_by = tokio::time::Instant::now() + OPENED_WAIT;
         if attempt > 0
             && let Some(next) = self.reconcile().await?
         {
@@ -302,13 +320,18 @@ impl Observer {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Next::Done),
+                () = tokio::time::sleep_until(opened_by), if opened.is_some() => {
+                    self.record_drafts(opened.take().into_iter().collect()).await?;
+                }
                 frame = responses.next() => {
                     let Some(frame) = frame else {
+                        self.record_drafts(opened.take().into_iter().collect()).await?;
                         return Ok(Next::Resubscribe);
                     };
                     let first = match frame {
                         Ok(first) => first,
                         Err(status) => {
+                            self.record_drafts(opened.take().into_iter().collect()).await?;
                             tracing::info!(run_id = %self.run_id, code = ?status.code(), message = status.message(), "session stream ended");
                             // A replay the runtime cannot give is refused on the stream.
                             let error = crate::runtime::client::error_from_status(&status);
@@ -327,7 +350,7 @@ impl Observer {
                         }
                     }
                     let items = self.items(frames, &mut ordinal);
-                    if self.persist(&items).await? {
+                    if self.persist(opened.take(), &items).await? {
                         return Ok(Next::Done);
                     }
                     reconcile.reset();
@@ -337,11 +360,13 @@ impl Observer {
                 }
                 signal = self.signals.recv() => {
                     let Some(metadata) = signal else { continue };
+                    self.record_drafts(opened.take().into_iter().collect()).await?;
                     if let Some(next) = self.on_state(metadata).await? {
                         return Ok(next);
                     }
                 }
                 changed = self.kickoff_done.changed(), if !*self.kickoff_done.borrow() => {
+                    self.record_drafts(opened.take().into_iter().collect()).await?;
                     if changed.is_err() {
                         // The executor is gone (it failed and recorded that itself).
                         return Ok(Next::Done);
@@ -351,11 +376,13 @@ impl Observer {
                     }
                 }
                 _ = reconcile.tick() => {
+                    self.record_drafts(opened.take().into_iter().collect()).await?;
                     if let Some(next) = self.reconcile().await? {
                         return Ok(next);
                     }
                 }
                 _ = grace => {
+                    self.record_drafts(opened.take().into_iter().collect()).await?;
                     // The Commitment never showed up on the stream; the runtime's state wins.
                     if let Some(metadata) = self.pending_terminal.take() {
                         return self.finish(metadata).await;
@@ -389,8 +416,15 @@ impl Observer {
     }
 
     /// Stores a batch; `true` when the run had already ended (the observer stops).
-    async fn persist(&self, items: &[RuntimeItem]) -> Result<bool, ApiError> {
+    /// Stores a batch after `lead` (the stream's `session.stream.opened`, when it is still to
+    /// be recorded); `true` when the run had already ended (the observer stops).
+    async fn persist(
+        &self,
+        lead: Option<EventDraft>,
+        items: &[RuntimeItem],
+    ) -> Result<bool, ApiError> {
         if items.is_empty() {
+            self.record_drafts(lead.into_iter().collect()).await?;
             return Ok(false);
         }
         let writers = &self.service.inner.writers;
@@ -403,9 +437,12 @@ impl Observer {
             // Accepted before the end but later than the catch-up bound: kept rather than lost.
             tracing::warn!(run_id = %self.run_id, count = items.len(), "session envelopes arrived after the run ended");
         }
+        // The terminal event stays last.
+        let lead = lead.filter(|_| !ended).into_iter().collect();
         writers
-            .ingest(
+            .ingest_between(
                 writer,
+                lead,
                 items,
                 crate::time::now(),
                 Vec::new(),
@@ -552,14 +589,15 @@ impl Observer {
         }
     }
 
-    async fn record_stream_opened(&self, attempt: u32, after: u64) -> Result<(), ApiError> {
+    /// The `session.stream.opened` of a subscription that has just opened.
+    fn stream_opened(&self, attempt: u32, after: u64) -> EventDraft {
         let status = if attempt == 0 {
             "opened"
         } else {
             crate::telemetry::metrics::record_stream_reconnect();
             "resumed"
         };
-        self.record(
+        self.draft(
             types::SESSION_STREAM_OPENED,
             json!({
                 "sessionId": self.session_id,
@@ -567,7 +605,6 @@ impl Observer {
                 "afterSequence": after,
             }),
         )
-        .await
     }
 
     async fn record_reconnecting(&self, error: &RuntimeError) -> Result<(), ApiError> {
@@ -587,6 +624,25 @@ impl Observer {
         event_type: &'static str,
         data: serde_json::Value,
     ) -> Result<(), ApiError> {
+        self.record_drafts(vec![self.draft(event_type, data)]).await
+    }
+
+    /// An event of the observer's about the session.
+    fn draft(&self, event_type: &'static str, data: serde_json::Value) -> EventDraft {
+        EventDraft::new(
+            event_type,
+            crate::time::now(),
+            Some(Subject::new("session", self.session_id.clone())),
+            Source::control_plane("session-observer"),
+            data,
+        )
+    }
+
+    /// Records `drafts` (nothing for none), unless the run has ended.
+    async fn record_drafts(&self, drafts: Vec<EventDraft>) -> Result<(), ApiError> {
+        if drafts.is_empty() {
+            return Ok(());
+        }
         let writers = &self.service.inner.writers;
         let mut guard = writers.lock(&self.run_id).await?;
         let Some(writer) = guard.as_mut() else {
@@ -595,19 +651,7 @@ impl Observer {
         if writer.status().is_terminal() {
             return Ok(());
         }
-        writers
-            .emit(
-                writer,
-                vec![EventDraft::new(
-                    event_type,
-                    crate::time::now(),
-                    Some(Subject::new("session", self.session_id.clone())),
-                    Source::control_plane("session-observer"),
-                    data,
-                )],
-                Change::default(),
-            )
-            .await?;
+        writers.emit(writer, drafts, Change::default()).await?;
         Ok(())
     }
 }

@@ -258,8 +258,23 @@ impl Writers {
         extra: Vec<EventDraft>,
         change: Change,
     ) -> Result<Vec<CanonicalEvent>, store::Error> {
+        self.ingest_between(writer, Vec::new(), items, observed_at, extra, change)
+            .await
+    }
+
+    /// [`Writers::ingest`] with `lead` recorded before the items' events.
+    pub async fn ingest_between(
+        &self,
+        writer: &mut RunWriter,
+        lead: Vec<EventDraft>,
+        items: &[RuntimeItem],
+        observed_at: Timestamp,
+        extra: Vec<EventDraft>,
+        change: Change,
+    ) -> Result<Vec<CanonicalEvent>, store::Error> {
         let mut normalizer = writer.normalizer.clone();
-        let mut drafts = Vec::with_capacity(items.len() * 3 + extra.len());
+        let mut drafts = Vec::with_capacity(lead.len() + items.len() * 3 + extra.len());
+        drafts.extend(lead);
         let mut raw = Vec::with_capacity(items.len());
         let mut max_ordinal = None;
         for item in items {
