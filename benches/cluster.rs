@@ -245,7 +245,7 @@ fn print_row(row: &Row) {
     let latency = &report.accept_to_sse_ms;
     let (steady, worst) = steady_p99(report);
     println!(
-        "| {}{} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} / {:.1} | {} of {} | {} / {} | {} |",
+        "| {}{} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} / {:.1} | {:.0} / {:.0} | {} of {} | {} / {} | {} |",
         row.replicas,
         if row.clustered {
             ""
@@ -260,6 +260,8 @@ fn print_row(row: &Row) {
         latency.max,
         steady,
         worst,
+        report.run_found_ms.p50,
+        report.run_found_ms.max,
         report.sessions.crossed_replicas,
         report.sessions.started,
         report.messages.missing,
@@ -282,9 +284,9 @@ async fn main() {
          runtime Ack -> message.received on SSE, over the streams on a replica that does not own the run"
     );
     println!(
-        "| replicas | target/s | accepted/s | observed/s | p50 ms | p99 ms | max ms | steady p99 ms (median / worst second) | streams crossing replicas | missing / duplicated | RSS MB |"
+        "| replicas | target/s | accepted/s | observed/s | p50 ms | p99 ms | max ms | steady p99 ms (median / worst second) | run found ms (p50 / max) | streams crossing replicas | missing / duplicated | RSS MB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     let counts: Vec<usize> = match std::env::var("BENCH_CLUSTER_REPLICAS") {
         Ok(list) => list
@@ -302,6 +304,19 @@ async fn main() {
         for &replicas in &counts {
             let row = measure(replicas, true, target, seconds).await;
             print_row(&row);
+            if std::env::var_os("BENCH_CLUSTER_TIMELINE").is_some() {
+                for second in &row.report.timeline {
+                    println!(
+                        "    second {:>2}: accepted {:>4}, seen {:>4}, p50 {:>6.1} ms, p99 {:>6.1} ms, max {:>6.0} ms",
+                        second.second,
+                        second.accepted,
+                        second.seen,
+                        second.p50_ms,
+                        second.p99_ms,
+                        second.max_ms
+                    );
+                }
+            }
             rows.push(row);
         }
     }
