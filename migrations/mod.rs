@@ -14,6 +14,7 @@ mod m0008_dashboard;
 mod m0009_dashboard_rollups;
 mod m0010_replicas;
 pub(super) mod m0011_rollup_deltas;
+mod m0012_write_guard;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_dashboard_rollups::Migration),
             Box::new(m0010_replicas::Migration),
             Box::new(m0011_rollup_deltas::Migration),
+            Box::new(m0012_write_guard::Migration),
         ]
     }
 }

@@ -201,28 +201,29 @@ async fn execute_sqlite(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Err
 }
 
 /// PostgreSQL takes the group as one script in its simple-query protocol, one round trip:
-/// `BEGIN`, the compare-and-sets in a `DO` block that fails the transaction (SQLSTATE
-/// `MC409`) at the first one that matches no row, the rest, and `COMMIT`. Sent as two scripts,
+/// `BEGIN`, the compare-and-sets, each failing the transaction (`macp_refuse()`, SQLSTATE
+/// `MC409`, migration 12) when it matches no row, the rest, and `COMMIT`. Sent as two scripts,
 /// with the count of changed rows read in between, each transaction stayed open, its rows
 /// locked, while the committing task was scheduled to send the second: at 1,000 messages/s
 /// over three replicas a few milliseconds per transaction, tens of milliseconds while 100
 /// sessions started (`pg_stat_activity`: 1.5 and 2.6 transactions "idle in transaction" on
 /// average). The statements' values are already literals (`literal`).
 async fn execute_postgres(connection: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<(), Error> {
-    let mut guards = String::new();
+    let mut sql = "BEGIN;\n".to_owned();
     for job in jobs {
-        guards.push_str(&job.compare_and_set.sql);
-        guards.push_str(";\nIF NOT FOUND THEN RAISE EXCEPTION 'a run was written concurrently' USING ERRCODE = 'MC409'; END IF;\n");
+        sql.push_str("WITH held AS (");
+        sql.push_str(&job.compare_and_set.sql);
+        sql.push_str(" RETURNING 1) SELECT macp_refuse() WHERE NOT EXISTS (SELECT FROM held);\n");
     }
-    let rest = joined(jobs.iter().flat_map(|job| &job.statements)).sql;
-    let sql = format!("BEGIN;\n{};\n{rest}COMMIT;", do_block(&guards));
+    sql.push_str(&joined(jobs.iter().flat_map(|job| &job.statements)).sql);
+    sql.push_str("COMMIT;");
     match script(connection, sql).await {
         Err(error) if sqlstate(&error).as_deref() == Some(CONCURRENT) => Err(concurrent(jobs)),
         outcome => outcome.map(drop),
     }
 }
 
-/// The SQLSTATE the `DO` blocks fail with when a guarded statement matched no row.
+/// The SQLSTATE of `macp_refuse()`: a compare-and-set matched no row.
 const CONCURRENT: &str = "MC409";
 
 /// `body` (PL/pgSQL statements) as an anonymous code block, quoted with a dollar tag that
