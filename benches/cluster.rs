@@ -6,14 +6,16 @@
 //! own the run (about two in three). Printed per row: accept → SSE latency
 //! (p50/p99/max over those messages, and the median and worst of each second's p99 once the
 //! first sessions have started, the steady state), accepted and observed messages per second,
-//! streams that crossed replicas, missing/duplicated messages and the replicas' resident
-//! memory; then observed throughput at the peak rate for 2 and 3 replicas as ratios of 1
-//! replica's, measured in the same run. The first row is the baseline: one process without
+//! how long after its SessionStart each run answered `GET /runs/{id}` (p50 / max), streams that
+//! crossed replicas, missing/duplicated messages and the replicas' resident memory; then
+//! observed throughput at the peak rate for 2 and 3 replicas as ratios of 1 replica's,
+//! measured in the same run. The first row is the baseline: one process without
 //! `CLUSTER_ENABLED`, the same load.
 //!
 //! `BENCH_CLUSTER_RATE` (1000 msg/s, the latency rows), `BENCH_CLUSTER_PEAK_RATE` (3000),
 //! `BENCH_CLUSTER_REPLICAS` (`1,2,3`; set, it also leaves the single-process row out),
-//! `BENCH_CLUSTER_SECONDS` (20), `MACP_TEST_POSTGRES_URL` (the server's `postgres` database,
+//! `BENCH_CLUSTER_SECONDS` (20), `BENCH_CLUSTER_TIMELINE` (set: each second's figures under
+//! its row), `MACP_TEST_POSTGRES_URL` (the server's `postgres` database,
 //! `postgres://postgres@127.0.0.1:5432/postgres`). All processes share the machine: on the
 //! 2-core machine more replicas are more processes on the same two cores.
 
