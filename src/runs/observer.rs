@@ -321,17 +321,17 @@ impl Observer {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Next::Done),
                 () = tokio::time::sleep_until(opened_by), if opened.is_some() => {
-                    self.record_drafts(opened.take().into_iter().collect()).await?;
+                    self.record_opened(&mut opened).await?;
                 }
                 frame = responses.next() => {
                     let Some(frame) = frame else {
-                        self.record_drafts(opened.take().into_iter().collect()).await?;
+                        self.record_opened(&mut opened).await?;
                         return Ok(Next::Resubscribe);
                     };
                     let first = match frame {
                         Ok(first) => first,
                         Err(status) => {
-                            self.record_drafts(opened.take().into_iter().collect()).await?;
+                            self.record_opened(&mut opened).await?;
                             tracing::info!(run_id = %self.run_id, code = ?status.code(), message = status.message(), "session stream ended");
                             // A replay the runtime cannot give is refused on the stream.
                             let error = crate::runtime::client::error_from_status(&status);
@@ -360,13 +360,13 @@ impl Observer {
                 }
                 signal = self.signals.recv() => {
                     let Some(metadata) = signal else { continue };
-                    self.record_drafts(opened.take().into_iter().collect()).await?;
+                    self.record_opened(&mut opened).await?;
                     if let Some(next) = self.on_state(metadata).await? {
                         return Ok(next);
                     }
                 }
                 changed = self.kickoff_done.changed(), if !*self.kickoff_done.borrow() => {
-                    self.record_drafts(opened.take().into_iter().collect()).await?;
+                    self.record_opened(&mut opened).await?;
                     if changed.is_err() {
                         // The executor is gone (it failed and recorded that itself).
                         return Ok(Next::Done);
@@ -376,13 +376,13 @@ impl Observer {
                     }
                 }
                 _ = reconcile.tick() => {
-                    self.record_drafts(opened.take().into_iter().collect()).await?;
+                    self.record_opened(&mut opened).await?;
                     if let Some(next) = self.reconcile().await? {
                         return Ok(next);
                     }
                 }
                 _ = grace => {
-                    self.record_drafts(opened.take().into_iter().collect()).await?;
+                    self.record_opened(&mut opened).await?;
                     // The Commitment never showed up on the stream; the runtime's state wins.
                     if let Some(metadata) = self.pending_terminal.take() {
                         return self.finish(metadata).await;
@@ -587,6 +587,12 @@ impl Observer {
             }
             _ => Ok(Next::Resubscribe),
         }
+    }
+
+    /// Records a subscription's `session.stream.opened` still waiting for the first batch.
+    async fn record_opened(&self, opened: &mut Option<EventDraft>) -> Result<(), ApiError> {
+        self.record_drafts(opened.take().into_iter().collect())
+            .await
     }
 
     /// The `session.stream.opened` of a subscription that has just opened.

@@ -475,23 +475,18 @@ impl Store {
             archived_at: None,
             owner_replica: self.replica().map(str::to_owned),
         };
-        let mut insert = run::Entity::insert(run::ActiveModel::from(row.clone()));
-        match (&new.idempotency_key, &new.runtime_session_id) {
-            (Some(_), _) => {
-                insert = insert.on_conflict(
-                    OnConflict::column(run::Column::IdempotencyKey)
-                        .do_nothing()
-                        .to_owned(),
-                );
-            }
+        let conflict = match (&new.idempotency_key, &new.runtime_session_id) {
+            (Some(_), _) => Some(OnConflict::column(run::Column::IdempotencyKey)),
             // Any unique column: two replicas discovering one session insert the same run id
             // too (a discovered run's id is its session's), and when the loser's insert got
             // past the session column's check before the winner's row was there, PostgreSQL
             // failed it on the primary key instead of letting it yield.
-            (None, Some(_)) => {
-                insert = insert.on_conflict(OnConflict::new().do_nothing().to_owned())
-            }
-            (None, None) => {}
+            (None, Some(_)) => Some(OnConflict::new()),
+            (None, None) => None,
+        };
+        let mut insert = run::Entity::insert(run::ActiveModel::from(row.clone()));
+        if let Some(mut conflict) = conflict {
+            insert = insert.on_conflict(conflict.do_nothing().to_owned());
         }
         let mut rest = Vec::with_capacity(5);
         rest.extend(insert_events(backend, events));
