@@ -1,7 +1,8 @@
-//! The control plane's side, through its public REST/SSE contract only: wait for the run of a
-//! session to exist (`GET /runs/{id}` until 200), follow `GET /runs/{id}/stream` from the start
-//! (`afterSeq`, resumed after the last seq on a reconnect), and note when each message's
-//! `message.received` arrives. Told by the session what the runtime accepted and when it is
+//! The control plane's side, through its public REST/SSE contract only: open
+//! `GET /runs/{id}/stream` from the start, asking the control plane to wait for the session's
+//! run to exist (`waitForRunMs`; one that does not wait answers 404 and is asked again, backing
+//! off), follow it (`afterSeq`, resumed after the last seq on a reconnect), and note when each
+//! message's `message.received` arrives. Told by the session what the runtime accepted and when it is
 //! done, it stops once the run's terminal event and every accepted message were seen, or a
 //! grace period after the last send.
 //!
@@ -23,8 +24,11 @@ use tokio::time::Instant;
 use super::sse::{SseEvent, SseParser};
 use super::{Error, Progress};
 
-/// Polling for a new run starts fast (discovery takes milliseconds) and backs off, so hundreds
-/// of sessions waiting at once do not become a load of their own.
+/// How long the control plane is asked to wait for a session's run before answering 404.
+const RUN_WAIT: Duration = Duration::from_secs(10);
+/// Asking again for a run a control plane did not wait for starts fast (discovery takes
+/// milliseconds) and backs off, so hundreds of sessions waiting at once do not become a load
+/// of their own.
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const LONGEST_POLL: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,7 +104,7 @@ pub struct Message {
 /// What the watcher of one session saw.
 #[derive(Debug, Default)]
 pub struct Observed {
-    /// From the SessionStart's Ack to the run answering `GET /runs/{id}` with 200.
+    /// From the SessionStart's Ack to the run's stream answering 200.
     pub found_after: Option<Duration>,
     pub messages: HashMap<String, Message>,
     /// The run's status at the end (`GET /runs/{id}`), if it could be read.
@@ -245,8 +249,8 @@ impl ControlPlane {
             last_seq: 0,
             terminal_seen: false,
         };
-        if watcher.find(started).await {
-            watcher.follow().await;
+        if let Some(stream) = watcher.find(started).await {
+            watcher.follow(stream).await;
         }
         watcher.finish().await
     }
@@ -290,23 +294,40 @@ impl Watcher {
         }
     }
 
-    /// Waits until the run exists, taking notes meanwhile; false when time ran out first.
-    async fn find(&mut self, started: Instant) -> bool {
+    /// The run's stream once the run exists, taking notes meanwhile; `None` when time ran out
+    /// first.
+    async fn find(&mut self, started: Instant) -> Option<reqwest::Response> {
         let mut pause = FIRST_POLL;
         loop {
-            match self.control_plane.get(&self.run_path).send().await {
+            let request = self.request(Some(RUN_WAIT)).send();
+            tokio::pin!(request);
+            let answer = loop {
+                let deadline = self.time_up();
+                tokio::select! {
+                    answer = &mut request => break answer,
+                    note = self.notes.recv(), if self.notes_open => self.note(note),
+                    () = sleep_until_some(deadline), if deadline.is_some() => return None,
+                }
+            };
+            match answer {
                 Ok(response) if response.status().is_success() => {
                     self.observed.found_after = Some(started.elapsed());
-                    return true;
+                    return Some(response);
                 }
                 Ok(response) if response.status().as_u16() != 404 => {
-                    self.observed.problem =
-                        Some(format!("GET {}: {}", self.run_path, response.status()));
+                    self.observed.problem = Some(format!(
+                        "GET {}/stream: {}",
+                        self.run_path,
+                        response.status()
+                    ));
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    self.observed.problem =
-                        Some(format!("GET {}: {}", self.run_path, super::chain(&error)));
+                    self.observed.problem = Some(format!(
+                        "GET {}/stream: {}",
+                        self.run_path,
+                        super::chain(&error)
+                    ));
                 }
             }
             let wake = Instant::now() + pause;
@@ -316,7 +337,7 @@ impl Watcher {
                     .time_up()
                     .is_some_and(|deadline| Instant::now() >= deadline)
                 {
-                    return false;
+                    return None;
                 }
                 tokio::select! {
                     note = self.notes.recv(), if self.notes_open => self.note(note),
@@ -334,18 +355,24 @@ impl Watcher {
             .all(|message| message.accepted.is_none() || message.seen.is_some())
     }
 
-    async fn open(&mut self) -> Option<reqwest::Response> {
-        let path = format!(
+    /// The run's stream after the last seq seen; `wait`: how long the control plane is asked
+    /// to wait for the run to exist.
+    fn request(&self, wait: Option<Duration>) -> reqwest::RequestBuilder {
+        let mut path = format!(
             "{}/stream?afterSeq={}&includeSnapshot=false&endAtTerminal=true",
             self.run_path, self.last_seq
         );
-        match self
-            .control_plane
+        if let Some(wait) = wait {
+            path.push_str(&format!("&waitForRunMs={}", wait.as_millis()));
+        }
+        self.control_plane
             .get(&path)
             .header(ACCEPT, "text/event-stream")
-            .send()
-            .await
-        {
+    }
+
+    async fn open(&mut self) -> Option<reqwest::Response> {
+        let path = format!("{}/stream", self.run_path);
+        match self.request(None).send().await {
             Ok(response) if response.status().is_success() => Some(response),
             Ok(response) => {
                 self.observed.problem = Some(format!("GET {path}: {}", response.status()));
@@ -358,9 +385,8 @@ impl Watcher {
         }
     }
 
-    async fn follow(&mut self) {
-        let mut stream: Option<reqwest::Response> = None;
-        let mut opened_before = false;
+    async fn follow(&mut self, first: reqwest::Response) {
+        let mut stream = Some(first);
         let mut reopen_at = Instant::now();
         let mut parser = SseParser::default();
         let mut events = Vec::new();
@@ -376,7 +402,6 @@ impl Watcher {
             // messages still unseen once the session is done.
             let want_stream = stream.is_none()
                 && (!self.terminal_seen || (self.done.is_some() && !self.all_seen()));
-            let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 chunk = next_chunk(&mut stream), if stream.is_some() => match chunk {
                     Some(bytes) => {
@@ -396,16 +421,13 @@ impl Watcher {
                 () = tokio::time::sleep_until(reopen_at), if want_stream => {
                     match self.open().await {
                         Some(response) => {
-                            if opened_before {
-                                self.observed.reconnects += 1;
-                            }
-                            opened_before = true;
+                            self.observed.reconnects += 1;
                             stream = Some(response);
                         }
                         None => reopen_at = Instant::now() + Duration::from_millis(100),
                     }
                 }
-                () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => return,
+                () = sleep_until_some(deadline), if deadline.is_some() => return,
             }
         }
     }
@@ -469,6 +491,14 @@ impl Watcher {
             }
         }
         self.observed
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -18,7 +18,7 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::service::RunService;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::events::canonical::CanonicalEvent;
 use crate::events::hub::{Published, RecvError, Shared, Subscription, TryRecvError};
 use crate::events::type_filter::TypeFilter;
@@ -51,6 +51,8 @@ pub struct WatchOptions {
     /// Send only these types (`None`: all). The cursor moves past the others too, so a
     /// filtered stream resumes after its last event exactly as an unfiltered one.
     pub types: Option<TypeFilter>,
+    /// How long to wait for a run that does not exist yet (zero: not at all).
+    pub wait_for_run: Duration,
 }
 
 pub(super) fn is_terminal_event(event: &CanonicalEvent) -> bool {
@@ -62,19 +64,44 @@ pub(super) fn is_terminal_event(event: &CanonicalEvent) -> bool {
     )
 }
 
+/// The longest a stream's client may wait for its run to appear.
+pub const MAX_WAIT_FOR_RUN_MS: i64 = 60_000;
+
+/// The wait for a run a stream request asks for: `field` in milliseconds, none when absent.
+pub fn wait_for_run(ms: Option<i64>, field: &str) -> Result<Duration, FieldError> {
+    match ms {
+        None => Ok(Duration::ZERO),
+        Some(ms) if (0..=MAX_WAIT_FOR_RUN_MS).contains(&ms) => {
+            Ok(Duration::from_millis(ms.unsigned_abs()))
+        }
+        Some(_) => Err(FieldError::new(
+            field,
+            format!("must be between 0 and {MAX_WAIT_FOR_RUN_MS}"),
+        )),
+    }
+}
+
 impl RunService {
     /// A live stream of a run. Fails only if the run does not exist.
     pub async fn watch(&self, run_id: &str, options: WatchOptions) -> Result<Watch, ApiError> {
         // Subscribing before the first read is what makes the seam between stored and live
         // events lossless.
         let limit = self.options().max_subscribers_per_run;
-        let live = self.hub().subscribe_limited(run_id, limit).ok_or_else(|| {
+        let mut live = self.hub().subscribe_limited(run_id, limit).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::TooManySubscribers,
                 format!("run {run_id} has {limit} live subscribers already; try again later"),
             )
         })?;
-        let run = self.get(run_id).await?;
+        let run = match self.get(run_id).await {
+            Err(error)
+                if error.code == ErrorCode::RunNotFound && !options.wait_for_run.is_zero() =>
+            {
+                self.appearance(run_id, &mut live, options.wait_for_run)
+                    .await?
+            }
+            found => found?,
+        };
         let cursor = options.after_seq.max(0);
         let ended_at = run.status.is_terminal().then_some(run.last_event_seq);
         let now = Instant::now();
@@ -100,6 +127,36 @@ impl RunService {
             watch.backfill()
         };
         Ok(watch)
+    }
+}
+
+impl RunService {
+    /// The run `run_id` once it exists, or `RUN_NOT_FOUND` after `wait`. A run's first
+    /// publication here (its owner's commit, or another replica's announced and followed,
+    /// since `live` makes this replica a subscriber of the run) is the wake-up; what it carried
+    /// is left to the backfill, which reads the store after it. The store is read once more
+    /// at the deadline: a wake-up can be lost (an announcement is), the answer cannot.
+    async fn appearance(
+        &self,
+        run_id: &str,
+        live: &mut Subscription,
+        wait: Duration,
+    ) -> Result<crate::domain::run::Run, ApiError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        match self.get(run_id).await {
+                            Err(error) if error.code == ErrorCode::RunNotFound => {}
+                            found => return found,
+                        }
+                    }
+                    Err(RecvError::Closed) => return self.get(run_id).await,
+                },
+                () = tokio::time::sleep_until(deadline) => return self.get(run_id).await,
+            }
+        }
     }
 }
 

@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use macp_control_plane::runtime::RuntimeClient;
 use macp_control_plane::store::Store;
 use serde_json::{Value, json};
 
+use crate::discovery::Agents;
 use crate::faults::crash::{Rng, stored_envelopes, transcript};
 use crate::faults::process::{Service, poll};
 use crate::faults::summary::differences;
@@ -603,4 +604,86 @@ async fn a_replica_that_lost_a_run_cannot_write_it() {
         "an ended run has no owner: {ready}"
     );
     app.stop().await;
+}
+
+/// Streams opened on both replicas before agents start their session wait for its run
+/// (`waitForRunMs`) and carry all of it: on the replica that discovered it, woken by its own
+/// commit, and on the other, woken by the announcement it follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_on_every_replica_wait_for_a_session_agents_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let Some((database_url, Some(database))) = support::database_url(Backend::Postgres, &dir).await
+    else {
+        eprintln!(
+            "SKIPPED: cluster::streams_on_every_replica_wait_for_a_session_agents_start needs PostgreSQL"
+        );
+        return;
+    };
+    let runtime = spawn_runtime(&[("MACP_MEMORY_ONLY", "1")]).await;
+    let mut replicas = Vec::new();
+    for index in 0..2 {
+        replicas.push(
+            Service::spawn(&[
+                ("DATABASE_URL", database_url.clone()),
+                ("RUNTIME_ADDRESS", runtime.address.clone()),
+                ("RUNTIME_USE_DEV_HEADER", "true".to_owned()),
+                ("CLUSTER_ENABLED", "true".to_owned()),
+                ("REPLICA_ID", format!("replica-{index}")),
+            ])
+            .await,
+        );
+    }
+    let http = reqwest::Client::new();
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let path = format!(
+        "/runs/{session_id}/stream?includeSnapshot=false&endAtTerminal=true&waitForRunMs=30000"
+    );
+    let streams: Vec<_> = replicas
+        .iter()
+        .map(|replica| {
+            let (http, base, path) = (http.clone(), replica.base.clone(), path.clone());
+            tokio::spawn(async move {
+                let reader = SseReader::open_with(&http, &base, &path, None).await;
+                read_stream(reader).await.expect("stream")
+            })
+        })
+        .collect();
+    for replica in &replicas {
+        poll(Duration::from_secs(10), "the stream request waits", || {
+            crate::discovery::subscribers(&http, &replica.base)
+                .map(|count| count.filter(|count| *count == 1))
+        })
+        .await;
+    }
+    let mut agents = Agents::connect_to(&runtime.address).await;
+    agents.start_decision(&session_id).await;
+    agents.decide(&session_id).await;
+    let mut seen = Vec::new();
+    for stream in streams {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(30), stream)
+                .await
+                .expect("the stream ends at the run's end")
+                .expect("stream task"),
+        );
+    }
+    let (status, events) = get(
+        &http,
+        format!("{}/runs/{session_id}/events?limit=10000", replicas[0].base),
+    )
+    .await;
+    assert_eq!(status, 200, "{events}");
+    let stored: Vec<i64> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| event["seq"].as_i64().expect("seq"))
+        .collect();
+    assert!(stored.len() > 10, "{stored:?}");
+    for (replica, seqs) in seen.iter().enumerate() {
+        assert_eq!(seqs, &stored, "replica {replica}'s stream");
+    }
+    drop(replicas);
+    drop(runtime);
+    support::drop_database(&database).await;
 }

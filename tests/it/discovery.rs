@@ -238,6 +238,92 @@ async fn agent_sessions_become_runs(backend: Backend) {
 }
 on_both_backends!(agent_sessions_become_runs);
 
+/// The live subscribers a service counts (`macp_stream_subscribers` on `/metrics`).
+pub(crate) async fn subscribers(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("macp_stream_subscribers "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// A stream opened before the agents start their session waits for its run
+/// (`waitForRunMs`) and then carries all of it; a wait that ends first is `RUN_NOT_FOUND`, and
+/// a wait out of range is refused by field.
+async fn a_stream_waits_for_the_run_of_a_session(backend: Backend) {
+    let Some(app) = support::start(backend).await else {
+        return;
+    };
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let path = format!(
+        "/runs/{session_id}/stream?includeSnapshot=false&endAtTerminal=true&waitForRunMs=30000"
+    );
+    let (http, base) = (app.http.clone(), app.base.clone());
+    let stream = tokio::spawn(async move {
+        let mut reader = SseReader::open_with(&http, &base, &path, None).await;
+        let mut seqs = Vec::new();
+        while let Some(frame) = reader.next().await {
+            if frame.event == "canonical_event" {
+                seqs.push(frame.id.expect("id").parse::<i64>().expect("seq"));
+            }
+        }
+        seqs
+    });
+    // The request waits on the hub before the session exists.
+    let waiting = Instant::now();
+    while subscribers(&app.http, &app.base).await != Some(1) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the stream request never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _) = app.get(&format!("/runs/{session_id}")).await;
+    assert_eq!(status, 404, "no run before the session starts");
+    let mut agents = Agents::connect(&app).await;
+    agents.start_decision(&session_id).await;
+    agents.decide(&session_id).await;
+    let seqs = tokio::time::timeout(Duration::from_secs(30), stream)
+        .await
+        .expect("the stream ends at the run's end")
+        .expect("stream task");
+    let stored: Vec<i64> = app
+        .events(&session_id)
+        .await
+        .iter()
+        .map(|event| event["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, stored, "every event of the run, in order, once");
+    assert_eq!(app.wait_terminal(&session_id).await.run.status, "completed");
+
+    // No run appears: not found once the wait is over.
+    let missing = uuid::Uuid::new_v4();
+    let (status, body) = app
+        .get(&format!("/runs/{missing}/stream?waitForRunMs=50"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["errorCode"], "RUN_NOT_FOUND", "{body}");
+    for wait in ["60001", "-1", "soon"] {
+        let (status, body) = app
+            .get(&format!("/runs/{missing}/stream?waitForRunMs={wait}"))
+            .await;
+        assert_eq!(status, 400, "{wait}: {body}");
+        assert_eq!(body["errorCode"], "VALIDATION_ERROR", "{body}");
+        assert_eq!(
+            body["details"]["errors"][0]["field"], "waitForRunMs",
+            "{body}"
+        );
+    }
+    app.stop().await;
+}
+on_both_backends!(a_stream_waits_for_the_run_of_a_session);
+
 /// Runs we start and sessions agents start, at the same time: one run per session, never two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn started_and_discovered_sessions_racing_are_one_run_each() {

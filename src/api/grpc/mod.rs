@@ -27,7 +27,7 @@ use crate::events::canonical::CanonicalEvent;
 use crate::events::type_filter::TypeFilter;
 use crate::runs::RunService;
 use crate::runs::replay::{ReplayItem, ReplayQuery};
-use crate::runs::watch::{WatchItem, WatchOptions};
+use crate::runs::watch::{WatchItem, WatchOptions, wait_for_run};
 use crate::runtime::{info, policies};
 
 pub struct ControlPlaneApi {
@@ -553,6 +553,8 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
             Some(ms) => Duration::from_millis(u64::from(ms)),
             None => self.service.options().heartbeat,
         };
+        let wait_for_run = wait_for_run(request.wait_for_run_ms.map(i64::from), "waitForRunMs")
+            .map_err(|error| status(ApiError::validation(vec![error])))?;
         let stream = self
             .service
             .watch(
@@ -563,6 +565,7 @@ impl proto::control_plane_server::ControlPlane for ControlPlaneApi {
                     heartbeat,
                     end_at_terminal: request.end_at_terminal,
                     types,
+                    wait_for_run,
                 },
             )
             .await

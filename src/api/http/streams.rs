@@ -29,7 +29,7 @@ use crate::events::hub::Shared;
 use crate::events::type_filter::TypeFilter;
 use crate::runs::RunService;
 use crate::runs::replay::{ReplayItem, ReplayQuery};
-use crate::runs::watch::{WatchItem, WatchOptions};
+use crate::runs::watch::{WatchItem, WatchOptions, wait_for_run};
 
 pub fn router() -> Router<RunService> {
     Router::new()
@@ -239,6 +239,11 @@ async fn stream_run(
         }
         None => service.options().heartbeat,
     };
+    let wait_for_run = wait_for_run(query.int("waitForRunMs", &mut errors), "waitForRunMs")
+        .unwrap_or_else(|error| {
+            errors.push(error);
+            Duration::ZERO
+        });
     if !errors.is_empty() {
         return Err(ApiError::validation(errors).into());
     }
@@ -251,6 +256,7 @@ async fn stream_run(
                 heartbeat,
                 end_at_terminal,
                 types,
+                wait_for_run,
             },
         )
         .await?;

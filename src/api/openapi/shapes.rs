@@ -22,6 +22,7 @@ use crate::runs::replay::{MAX_SPEED, MIN_SPEED};
 use crate::runs::request::{
     ACTOR_TYPES, ENCODINGS, KICKOFF_KINDS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PARTICIPANTS, MAX_TTL_MS,
 };
+use crate::runs::watch::MAX_WAIT_FOR_RUN_MS;
 
 /// How one RPC's REST route departs from the defaults.
 pub struct Shape {
@@ -989,6 +990,10 @@ pub const RULES: &[(&str, &[Rule])] = &[
     (
         "macp.control_plane.v1.WatchRunRequest.heartbeat_ms",
         &[Rule::Range(MIN_HEARTBEAT_MS, MAX_UINT32)],
+    ),
+    (
+        "macp.control_plane.v1.WatchRunRequest.wait_for_run_ms",
+        &[Rule::Range(0, MAX_WAIT_FOR_RUN_MS)],
     ),
     (
         "macp.control_plane.v1.CreateReplayRequest.mode",
