@@ -95,6 +95,13 @@ impl Discovering {
     /// session already made a run returns from `discover` at once).
     async fn discover(self, service: RunService, first: SessionMetadata) {
         let session_id = first.session_id.clone();
+        if let Some(deferral) = service.discovery_deferral(&session_id) {
+            let shutdown = service.inner.shutdown.clone();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(deferral) => {}
+            }
+        }
         let mut next = Some(first);
         while let Some(session) = next {
             {

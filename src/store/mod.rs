@@ -510,6 +510,12 @@ impl Store {
         let _writer = self.write_turn().await;
         let inserted = group::insert_guarded(&self.db, insert.build(backend), rest).await?;
         if inserted {
+            // Announced as an append is: a replica where a client waits for this run (a
+            // stream opened for a session's run before it exists) starts following it now,
+            // not at its first append.
+            if let Some(replica) = &self.replica {
+                replica.announcer.committed(&replica.id, &new.id, events);
+            }
             if notify {
                 self.webhook_outbox.notify_one();
             }

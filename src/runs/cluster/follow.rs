@@ -48,6 +48,7 @@ impl Followers {
         if !service.hub().has_subscribers(&committed.run_id) {
             return;
         }
+        let events = committed.events();
         let mut runs = self.runs();
         let follower = Self::wake_or_start(
             &mut runs,
@@ -55,7 +56,7 @@ impl Followers {
             committed.run_id,
             Some(committed.first_seq),
         );
-        lock(&follower.carried).push(committed.events);
+        lock(&follower.carried).push(events);
     }
 
     fn wake_or_start(

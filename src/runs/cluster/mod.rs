@@ -19,6 +19,7 @@ mod calls;
 mod follow;
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -107,6 +108,8 @@ pub(crate) struct Cluster {
     followers: follow::Followers,
     calls: calls::Waiting,
     leading: AtomicBool,
+    /// The other replicas whose lease was current at the last heartbeat.
+    others: Mutex<BTreeSet<String>>,
 }
 
 impl Cluster {
@@ -116,12 +119,54 @@ impl Cluster {
             followers: follow::Followers::default(),
             calls: calls::Waiting::default(),
             leading: AtomicBool::new(false),
+            others: Mutex::default(),
         }
+    }
+
+    fn set_others(&self, others: &BTreeSet<String>) {
+        others.clone_into(
+            &mut self
+                .others
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+    }
+
+    /// Whether this replica is the one a new session is left to first: the live replica that
+    /// ranks highest for it (rendezvous hashing, so every replica that sees the same live set
+    /// picks the same one, and new sessions spread evenly).
+    fn discovers_first(&self, session_id: &str) -> bool {
+        let me = self.options.replica_id.as_str();
+        let others = self
+            .others
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let first = others
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(me))
+            .max_by_key(|replica| (rank(session_id, replica), *replica));
+        first == Some(me)
     }
 
     fn beat(&self) -> Duration {
         self.options.lease_ttl / 3
     }
+}
+
+/// A replica's rank for a session: FNV-1a over both ids, then SplitMix64's finalizer (FNV
+/// alone barely mixes ids that differ in their last byte); the same in every process.
+fn rank(session_id: &str, replica: &str) -> u64 {
+    let hash = replica
+        .bytes()
+        .chain(std::iter::once(0xff))
+        .chain(session_id.bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }
 
 /// What `/readyz` says of the cluster.
@@ -138,6 +183,17 @@ pub struct ClusterReadiness {
 }
 
 impl RunService {
+    /// How long this replica leaves a session no run is known for to the replica it is left
+    /// to first (`Cluster::discovers_first`): nothing when that is this one, or on a single
+    /// process. Three replicas discovering every session at once made three store reads and
+    /// three inserts of each, two of which waited for the first one's commit and then yielded,
+    /// all in the burst of sessions starting together. The others discover it a beat later,
+    /// which finds the run (one read) or, when that replica died or has not taken it, makes it.
+    pub(crate) fn discovery_deferral(&self, session_id: &str) -> Option<Duration> {
+        let cluster = self.inner.cluster.as_ref()?;
+        (!cluster.discovers_first(session_id)).then(|| cluster.beat())
+    }
+
     /// Joins the cluster: the lease first, then this replica's runs from an earlier life under
     /// the same id; the heartbeat (which claims orphaned runs), the listener and the contest
     /// for the leader lock run in the background.
@@ -147,6 +203,7 @@ impl RunService {
         };
         let store = self.store();
         let others = store.heartbeat(cluster.options.lease_ttl).await?;
+        cluster.set_others(&others);
         for run in store.owned_runs().await? {
             self.spawn_recovery(run);
         }
@@ -177,6 +234,7 @@ impl RunService {
                     if !others.is_subset(&live) {
                         cluster.followers.resynchronize(&self);
                     }
+                    cluster.set_others(&live);
                     others = live;
                 }
                 Err(error) => {
@@ -355,5 +413,50 @@ impl RunService {
             owned_runs,
             replicas: store.live_replicas().await.unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_replica_leaves_a_session_to_the_same_one_and_sessions_spread() {
+        let ids = ["replica-0", "replica-1", "replica-2"];
+        let replicas: Vec<Cluster> = ids
+            .iter()
+            .map(|id| {
+                let cluster = Cluster::new(ClusterOptions {
+                    replica_id: (*id).to_owned(),
+                    lease_ttl: Duration::from_secs(3),
+                });
+                let others = ids
+                    .iter()
+                    .filter(|other| *other != id)
+                    .map(|other| (*other).to_owned())
+                    .collect();
+                cluster.set_others(&others);
+                cluster
+            })
+            .collect();
+        let mut firsts = [0_usize; 3];
+        for n in 0..3_000 {
+            let session = uuid::Uuid::from_u128(n * 0x9e37_79b9_7f4a_7c15).to_string();
+            let first: Vec<usize> = (0..3)
+                .filter(|index| replicas[*index].discovers_first(&session))
+                .collect();
+            assert_eq!(first.len(), 1, "session {session}: {first:?}");
+            firsts[first[0]] += 1;
+        }
+        assert!(
+            firsts.iter().all(|count| (800..=1_200).contains(count)),
+            "{firsts:?}"
+        );
+        // Alone, a replica is first for everything.
+        let alone = Cluster::new(ClusterOptions {
+            replica_id: "replica-0".to_owned(),
+            lease_ttl: Duration::from_secs(3),
+        });
+        assert!(alone.discovers_first("any"));
     }
 }
