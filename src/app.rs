@@ -153,6 +153,7 @@ impl App {
             .await
             .map_err(|error| Error::Other(config.database_url.redact_in(&error.to_string())))?;
         store.migrate().await?;
+        store.prime_pool().await;
         let store = match &config.run_options.cluster {
             Some(cluster) => store.for_replica(&cluster.replica_id),
             None => store,

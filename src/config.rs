@@ -136,6 +136,12 @@ pub struct DatabaseArgs {
     /// fail with 507 STORE_FULL, as on a full disk. Unset: SQLite's own limit.
     #[arg(long, env = "SQLITE_MAX_PAGE_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub sqlite_max_page_count: Option<u64>,
+
+    /// PostgreSQL: connections in the pool, all opened at start. The server must take every
+    /// replica's pool and three more per replica (its listening, announcing and leader
+    /// connections in a cluster) within its `max_connections`.
+    #[arg(long, env = "POSTGRES_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1_000))]
+    pub postgres_pool_size: u32,
 }
 
 impl DatabaseArgs {
@@ -143,6 +149,7 @@ impl DatabaseArgs {
         crate::store::StoreOptions {
             sqlite_busy_timeout: Duration::from_millis(self.sqlite_busy_timeout_ms),
             sqlite_max_page_count: self.sqlite_max_page_count,
+            postgres_pool_size: self.postgres_pool_size,
         }
     }
 }

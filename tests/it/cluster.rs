@@ -659,9 +659,10 @@ async fn streams_on_every_replica_wait_for_a_session_agents_start() {
     agents.start_decision(&session_id).await;
     agents.decide(&session_id).await;
     let mut seen = Vec::new();
+    // Well inside the 30 s wait: only a wake-up, not the wait's end, gets a stream here.
     for stream in streams {
         seen.push(
-            tokio::time::timeout(Duration::from_secs(30), stream)
+            tokio::time::timeout(Duration::from_secs(20), stream)
                 .await
                 .expect("the stream ends at the run's end")
                 .expect("stream task"),

@@ -289,7 +289,8 @@ async fn a_stream_waits_for_the_run_of_a_session(backend: Backend) {
     let mut agents = Agents::connect(&app).await;
     agents.start_decision(&session_id).await;
     agents.decide(&session_id).await;
-    let seqs = tokio::time::timeout(Duration::from_secs(30), stream)
+    // Well inside the 30 s wait: only a wake-up, not the wait's end, gets the stream here.
+    let seqs = tokio::time::timeout(Duration::from_secs(20), stream)
         .await
         .expect("the stream ends at the run's end")
         .expect("stream task");

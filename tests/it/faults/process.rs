@@ -27,6 +27,8 @@ impl Service {
             .env("LOG_FORMAT", "json")
             .env("LOG_LEVEL", "info")
             .env("PACKS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/packs"))
+            // Several of these share the test server's connections with the tests beside them.
+            .env("POSTGRES_POOL_SIZE", "6")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
