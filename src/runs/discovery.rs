@@ -93,6 +93,7 @@ pub(crate) async fn discover(
     let session = bound_session(&run_id, metadata);
     let events = first_events(&run_id, &trace_id, metadata, &session, now);
     let state = crate::projection::reducer::fold(&run_id, &events);
+    let opening = super::observer::open_early(service, &run_id, session_id, &session.initiator);
     let ttl_ms = (metadata.expires_at_unix_ms > metadata.started_at_unix_ms)
         .then(|| metadata.expires_at_unix_ms - metadata.started_at_unix_ms);
     let outcome = service
@@ -140,12 +141,13 @@ pub(crate) async fn discover(
             tracing::info!(run_id = %run.id, %session_id, mode = %metadata.mode, "discovered a session");
             // Nothing of ours to wait for: the session is the agents'.
             let (_, kickoff_done) = watch::channel(true);
-            super::observer::spawn(
+            super::observer::spawn_opened(
                 service,
                 &run.id,
                 session_id,
                 &session.initiator,
                 kickoff_done,
+                Some(opening),
             );
         }
         CreateOutcome::SessionTaken | CreateOutcome::Existing(_) => {

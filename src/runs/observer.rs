@@ -10,6 +10,7 @@ use opentelemetry::trace::FutureExt as _;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::service::{RunService, SessionSignal};
 use super::writer::Change;
@@ -19,6 +20,7 @@ use crate::error::ApiError;
 use crate::events::canonical::{EventDraft, Source, Subject, types};
 use crate::events::normalizer::RuntimeItem;
 use crate::runtime::Error as RuntimeError;
+use crate::runtime::client::Subscription;
 
 /// Items persisted per transaction at most (more are taken in the next one).
 const MAX_BATCH: usize = 512;
@@ -40,6 +42,41 @@ pub fn spawn(
     reader: &str,
     kickoff_done: watch::Receiver<bool>,
 ) {
+    spawn_opened(service, run_id, session_id, reader, kickoff_done, None);
+}
+
+/// A session's stream from its first envelope, being opened while its run is being made.
+pub(super) struct Opening(AbortOnDropHandle<Result<Subscription, RuntimeError>>);
+
+/// Starts opening the stream of `session_id` from its first envelope, in `run_id`'s trace:
+/// for a discovered session, beside the insert of its run (the two took tens of milliseconds
+/// each, one after the other, in a burst of new sessions). Dropped, it is closed.
+pub(super) fn open_early(
+    service: &RunService,
+    run_id: &str,
+    session_id: &str,
+    reader: &str,
+) -> Opening {
+    let (service, run_id, session_id, reader) = (
+        service.clone(),
+        run_id.to_owned(),
+        session_id.to_owned(),
+        reader.to_owned(),
+    );
+    Opening(AbortOnDropHandle::new(tokio::spawn(async move {
+        open(&service, &run_id, &session_id, 0, &reader).await
+    })))
+}
+
+/// `spawn`, with the first subscription's stream already being opened (`open_early`).
+pub(super) fn spawn_opened(
+    service: &RunService,
+    run_id: &str,
+    session_id: &str,
+    reader: &str,
+    kickoff_done: watch::Receiver<bool>,
+    opening: Option<Opening>,
+) {
     let signals = service.register_observer(session_id);
     let observer = Observer {
         service: service.clone(),
@@ -52,8 +89,34 @@ pub fn spawn(
         pending_terminal: None,
         down_since: None,
         history_gap_recorded: false,
+        opening,
     };
     service.inner.tasks.spawn(observer.run());
+}
+
+/// Opens the session's stream after ordinal `after`, in the run's trace.
+async fn open(
+    service: &RunService,
+    run_id: &str,
+    session_id: &str,
+    after: u64,
+    reader: &str,
+) -> Result<Subscription, RuntimeError> {
+    let span = service.tracing().child(
+        run_id,
+        "runtime.StreamSession",
+        vec![opentelemetry::KeyValue::new(
+            "macp.after_sequence",
+            after as i64,
+        )],
+    );
+    let subscribed = service
+        .runtime()
+        .subscribe(session_id, after, reader)
+        .with_context(span.context())
+        .await;
+    drop(span);
+    subscribed
 }
 
 /// Picks up a run found active at startup.
@@ -147,6 +210,8 @@ struct Observer {
     down_since: Option<tokio::time::Instant>,
     /// `session.history.unavailable` is recorded (once per observer).
     history_gap_recorded: bool,
+    /// The first subscription's stream, opened early (`open_early`).
+    opening: Option<Opening>,
 }
 
 enum Next {
@@ -258,20 +323,23 @@ impl Observer {
         let Some(after) = self.resume_point(attempt).await? else {
             return Ok(Next::Done);
         };
-        let runtime = self.service.runtime().clone();
-        let span = self.service.tracing().child(
-            &self.run_id,
-            "runtime.StreamSession",
-            vec![opentelemetry::KeyValue::new(
-                "macp.after_sequence",
-                after as i64,
-            )],
-        );
-        let subscribed = runtime
-            .subscribe(&self.session_id, after, &self.reader)
-            .with_context(span.context())
-            .await;
-        drop(span);
+        let subscribed = match self.opening.take() {
+            Some(Opening(opening)) if after == 0 => opening.await.unwrap_or_else(|error| {
+                Err(RuntimeError::Unavailable(format!(
+                    "opening the session's stream failed: {error}"
+                )))
+            }),
+            _ => {
+                open(
+                    &self.service,
+                    &self.run_id,
+                    &self.session_id,
+                    after,
+                    &self.reader,
+                )
+                .await
+            }
+        };
         let subscription = match subscribed {
             Ok(subscription) => subscription,
             Err(error) => return self.on_subscribe_error(error, after).await,

@@ -124,7 +124,9 @@ async fn follow(service: RunService, run_id: String, follower: Arc<Follower>) {
         return;
     };
     let shutdown = service.inner.shutdown.clone();
-    let mut state: Option<RunState> = None;
+    // A run followed from its creation's announcement has no events before those it carried:
+    // its state is their fold, as its creator's was, with nothing read from the store.
+    let mut state = (follower.from == Some(1)).then(|| RunState::empty(&run_id));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
