@@ -6,7 +6,7 @@
 //! own the run (about two in three). Printed per row: accept → SSE latency
 //! (p50/p99/max over those messages, and the median and worst of each second's p99 once the
 //! first sessions have started, the steady state), accepted and observed messages per second,
-//! how long after its SessionStart each run answered `GET /runs/{id}` (p50 / max), streams that
+//! how long after its SessionStart each run's stream answered (p50 / max), streams that
 //! crossed replicas, missing/duplicated messages and the replicas' resident memory; then
 //! observed throughput at the peak rate for 2 and 3 replicas as ratios of 1 replica's,
 //! measured in the same run. The first row is the baseline: one process without

@@ -158,7 +158,7 @@ pub struct Report {
     pub backlog: Backlog,
     /// Send → Ack at the runtime.
     pub runtime_ack_ms: Distribution,
-    /// SessionStart's Ack → the run answering `GET /runs/{id}`.
+    /// SessionStart's Ack → the run's stream answering (the run exists).
     pub run_found_ms: Distribution,
     /// Second by second, to tell a warm-up, a stall or a growing backlog apart.
     pub timeline: Vec<Second>,

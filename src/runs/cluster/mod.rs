@@ -276,6 +276,12 @@ impl RunService {
                         match next {
                             Ok(Some(Notification::Committed(committed))) => {
                                 if committed.replica != me {
+                                    // A run made by another replica: when it is a session's
+                                    // (its id is the session's), the discovery this replica
+                                    // has deferred need not look for it.
+                                    if committed.first_seq == 1 {
+                                        self.inner.discovered.insert(&committed.run_id);
+                                    }
                                     cluster.followers.committed(&self, committed);
                                 }
                             }
