@@ -163,6 +163,19 @@ async fn sqlx_admin() -> sea_orm::sqlx::PgPool {
         .expect("admin connection")
 }
 
+/// Replica `index` of a cluster on `database_url`, observing the runtime at `runtime`.
+async fn replica(database_url: &str, runtime: &str, index: usize, lease_ttl_ms: u64) -> Service {
+    Service::spawn(&[
+        ("DATABASE_URL", database_url.to_owned()),
+        ("RUNTIME_ADDRESS", runtime.to_owned()),
+        ("RUNTIME_USE_DEV_HEADER", "true".to_owned()),
+        ("CLUSTER_ENABLED", "true".to_owned()),
+        ("REPLICA_ID", format!("replica-{index}")),
+        ("LEASE_TTL_MS", lease_ttl_ms.to_string()),
+    ])
+    .await
+}
+
 /// Sends `message` to every run, each through a replica `pick` chooses; every send accepted.
 async fn send_to_all(
     http: &reqwest::Client,
@@ -220,15 +233,7 @@ async fn three_replicas_one_killed() {
     let mut replicas = Vec::new();
     for index in 0..REPLICAS {
         replicas.push(Some(
-            Service::spawn(&[
-                ("DATABASE_URL", database_url.clone()),
-                ("RUNTIME_ADDRESS", runtime.address.clone()),
-                ("RUNTIME_USE_DEV_HEADER", "true".to_owned()),
-                ("CLUSTER_ENABLED", "true".to_owned()),
-                ("REPLICA_ID", format!("replica-{index}")),
-                ("LEASE_TTL_MS", "1500".to_owned()),
-            ])
-            .await,
+            replica(&database_url, &runtime.address, index, 1500).await,
         ));
     }
     let bases: Vec<String> = replicas
@@ -622,16 +627,7 @@ async fn streams_on_every_replica_wait_for_a_session_agents_start() {
     let runtime = spawn_runtime(&[("MACP_MEMORY_ONLY", "1")]).await;
     let mut replicas = Vec::new();
     for index in 0..2 {
-        replicas.push(
-            Service::spawn(&[
-                ("DATABASE_URL", database_url.clone()),
-                ("RUNTIME_ADDRESS", runtime.address.clone()),
-                ("RUNTIME_USE_DEV_HEADER", "true".to_owned()),
-                ("CLUSTER_ENABLED", "true".to_owned()),
-                ("REPLICA_ID", format!("replica-{index}")),
-            ])
-            .await,
-        );
+        replicas.push(replica(&database_url, &runtime.address, index, 3000).await);
     }
     let http = reqwest::Client::new();
     let session_id = uuid::Uuid::new_v4().to_string();
