@@ -39,7 +39,28 @@ pub struct TestApp {
     /// What it was started with, for `restart`.
     config: AppConfig,
     _dir: tempfile::TempDir,
-    postgres_db: Option<String>,
+    postgres_db: TestDatabase,
+}
+
+/// A test's own PostgreSQL database, dropped with it: `TestApp::stop` drops it after the
+/// service, and a test that ends without stopping (or fails) leaves none behind either.
+struct TestDatabase(Option<String>);
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = self.0.take() {
+            // Nothing can be awaited here: a thread with a runtime of its own drops it.
+            let _ = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    runtime.block_on(drop_database(&name));
+                }
+            })
+            .join();
+        }
+    }
 }
 
 pub(crate) fn postgres_admin_url() -> String {
@@ -214,7 +235,7 @@ pub async fn start_with(backend: Backend, options: Options) -> Option<TestApp> {
         http,
         config,
         _dir: dir,
-        postgres_db,
+        postgres_db: TestDatabase(postgres_db),
     })
 }
 
@@ -239,7 +260,8 @@ impl TestApp {
 
     pub async fn stop(self) {
         self.app.stop().await;
-        if let Some(name) = self.postgres_db {
+        let mut database = self.postgres_db;
+        if let Some(name) = database.0.take() {
             drop_database(&name).await;
         }
     }
@@ -255,7 +277,7 @@ impl TestApp {
     /// Ends every server process connected to this app's PostgreSQL database (what a server
     /// restart does to its clients). Nothing on SQLite.
     pub async fn cut_database_connections(&self) {
-        let Some(name) = &self.postgres_db else {
+        let Some(name) = &self.postgres_db.0 else {
             return;
         };
         let admin = Database::connect(&postgres_admin_url())
