@@ -82,7 +82,8 @@ pub fn wait_for_run(ms: Option<i64>, field: &str) -> Result<Duration, FieldError
 }
 
 impl RunService {
-    /// A live stream of a run. Fails only if the run does not exist.
+    /// A live stream of a run. Fails only if the run does not exist (after waiting
+    /// `wait_for_run` for it) or has too many subscribers.
     pub async fn watch(&self, run_id: &str, options: WatchOptions) -> Result<Watch, ApiError> {
         // Subscribing before the first read is what makes the seam between stored and live
         // events lossless.
@@ -128,9 +129,7 @@ impl RunService {
         };
         Ok(watch)
     }
-}
 
-impl RunService {
     /// The run `run_id` once it exists, or `RUN_NOT_FOUND` after `wait`. A run's first
     /// publication here (its owner's commit, or another replica's announced and followed,
     /// since `live` makes this replica a subscriber of the run) is the wake-up; what it carried
